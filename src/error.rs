@@ -1,0 +1,77 @@
+//! The library's error type: every variant names the file, tensor or option at fault.
+
+use std::path::PathBuf;
+
+/// Errors returned by the library. Panics are reserved for bugs in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("{path}: {message}")]
+    BadFile { path: PathBuf, message: String },
+
+    #[error("{path}: tensor `{tensor}`: {message}")]
+    BadTensor {
+        path: PathBuf,
+        tensor: String,
+        message: String,
+    },
+
+    #[error("{path}: missing tensor `{tensor}`")]
+    MissingTensor { path: PathBuf, tensor: String },
+
+    #[error("invalid option {option}: {message}")]
+    InvalidOption {
+        option: &'static str,
+        message: String,
+    },
+
+    #[error("invalid model config: {0}")]
+    InvalidConfig(String),
+
+    #[error("shape mismatch for {what}: expected {expected}, got {got}")]
+    Shape {
+        what: String,
+        expected: String,
+        got: String,
+    },
+
+    #[error("data: {0}")]
+    Data(String),
+
+    #[error("training diverged at step {step}: loss is {loss}")]
+    Diverged { step: usize, loss: f64 },
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An invalid command-line or config option, with what was expected.
+    pub fn option(option: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidOption {
+            option,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The scalar types the CPU reference runs in: f32 for training, f64 for gradient checks.
+
+use std::fmt::{Debug, Display};
+use std::iter::Sum;
+use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+
+use num_traits::{Float as NumFloat, FromPrimitive, ToPrimitive};
+
+/// A floating-point element type of the reference ops.
+pub trait Float:
+    NumFloat
+    + FromPrimitive
+    + ToPrimitive
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + Sum
+    + Default
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + 'static
+{
+    /// Name used in messages and file headers.
+    const NAME: &'static str;
+
+    /// Converts from f64, rounding to the nearest representable value.
+    fn from_f64_lossy(v: f64) -> Self;
+
+    /// General matrix multiply with explicit strides:
+    /// `c[m×n] = alpha · a[m×k] · b[k×n] + beta · c`.
+    /// With `beta == 0` the old contents of `c` are ignored (may be NaN).
+    ///
+    /// # Safety
+    /// The pointers and strides must describe valid, non-overlapping (for `c`) matrices.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+impl Float for f32 {
+    const NAME: &'static str = "f32";
+
+    fn from_f64_lossy(v: f64) -> Self {
+        v as f32
+    }
+
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::sgemm(
+            m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+        );
+    }
+}
+
+impl Float for f64 {
+    const NAME: &'static str = "f64";
+
+    fn from_f64_lossy(v: f64) -> Self {
+        v
+    }
+
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::dgemm(
+            m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+        );
+    }
+}
+
+/// Shorthand for a constant in the generic element type.
+pub fn cst<T: Float>(v: f64) -> T {
+    T::from_f64_lossy(v)
+}

@@ -1,0 +1,15 @@
+//! longlora: LongLoRA fine-tuning (shifted sparse attention, LoRA, RoPE position interpolation)
+//! with plain CPU reference ops and explicit backward passes.
+
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod float;
+pub mod model;
+pub mod ops;
+pub mod optim;
+pub mod rng;
+pub mod train;
+
+pub use error::{Error, Result};

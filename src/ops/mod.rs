@@ -1,0 +1,12 @@
+//! CPU reference ops: for each layer one plain forward and one plain backward function, generic
+//! over f32 and f64. Forwards write into buffers they are given; backwards accumulate (`+=`) into
+//! the gradient buffers they are given.
+
+pub mod attention;
+pub mod cross_entropy;
+pub mod embedding;
+pub mod linear;
+pub mod matmul;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;

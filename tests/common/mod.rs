@@ -1,0 +1,65 @@
+//! Shared helpers for the test binaries: random inputs, finite differences, and comparisons that
+//! say which tensor and which index failed.
+#![allow(dead_code)]
+
+use longlora::rng::Rng;
+
+/// `n` values uniform in [-scale, scale) (never all zero).
+pub fn random_vec(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.uniform_range(-scale, scale)).collect()
+}
+
+/// Central-difference gradient of `f` at `x`, step 1e-5 relative to each element's magnitude.
+pub fn numeric_grad(x: &[f64], mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
+    let mut xp = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let h = 1e-5 * x[i].abs().max(1.0);
+            xp[i] = x[i] + h;
+            let fp = f(&xp);
+            xp[i] = x[i] - h;
+            let fm = f(&xp);
+            xp[i] = x[i];
+            (fp - fm) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// ‖got − want‖ / ‖want‖ (absolute when `want` is zero); NaN anywhere gives infinity.
+pub fn rel_error(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    if got.iter().chain(want).any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let diff: f64 = got.iter().zip(want).map(|(a, b)| (a - b).powi(2)).sum();
+    let norm: f64 = want.iter().map(|b| b * b).sum();
+    if norm == 0.0 {
+        diff.sqrt()
+    } else {
+        (diff / norm).sqrt()
+    }
+}
+
+/// Asserts `rel_error(got, want) <= tol`, naming the tensor and its worst element.
+pub fn assert_close(name: &str, got: &[f64], want: &[f64], tol: f64) {
+    let err = rel_error(got, want);
+    if !(err <= tol) {
+        let (worst, _) = got
+            .iter()
+            .zip(want)
+            .enumerate()
+            .map(|(i, (a, b))| (i, if a.is_nan() { f64::INFINITY } else { (a - b).abs() }))
+            .fold((0, -1.0), |acc, x| if x.1 > acc.1 { x } else { acc });
+        panic!(
+            "{name}: relative error {err:.3e} > {tol:.1e}; worst at index {worst}: got {}, expected {} (len {})",
+            got[worst],
+            want[worst],
+            got.len()
+        );
+    }
+}
+
+/// Sum of `out ∘ weights`: the scalar whose gradient w.r.t. `out` is `weights`.
+pub fn dot(out: &[f64], weights: &[f64]) -> f64 {
+    out.iter().zip(weights).map(|(a, b)| a * b).sum()
+}
