@@ -82,10 +82,7 @@ impl LlamaConfig {
     /// Number of parameters of the base model (without LoRA).
     pub fn num_params(&self) -> usize {
         let d = self.hidden_size;
-        let per_layer = 2 * d
-            + 2 * d * d
-            + 2 * d * self.kv_dim()
-            + 3 * d * self.intermediate_size;
+        let per_layer = 2 * d + 2 * d * d + 2 * d * self.kv_dim() + 3 * d * self.intermediate_size;
         2 * self.vocab_size * d + self.num_hidden_layers * per_layer + d
     }
 }

@@ -1,7 +1,11 @@
 //! The Llama decoder: configuration, weights, forward (saving what backward needs) and backward.
 
 pub mod config;
+pub mod llama;
+pub mod trainable;
 pub mod weights;
 
 pub use config::LlamaConfig;
+pub use llama::{Activations, Llama};
+pub use trainable::TrainableSet;
 pub use weights::{LayerWeights, Linear, LlamaWeights, Lora, Param};

@@ -175,15 +175,16 @@ impl<T: Float> LlamaWeights<T> {
                 let base = lin.weight.name.trim_end_matches(".weight").to_string();
                 let (out_f, in_f) = (lin.out_features(), lin.in_features());
                 let bound = 1.0 / (in_f as f64).sqrt();
-                let mut a = Param::filled(
-                    format!("{base}.lora_A.weight"),
-                    vec![rank, in_f],
-                    T::zero(),
-                );
+                let mut a =
+                    Param::filled(format!("{base}.lora_A.weight"), vec![rank, in_f], T::zero());
                 for v in a.data.iter_mut() {
                     *v = cst(rng.uniform_range(-bound, bound));
                 }
-                let b = Param::filled(format!("{base}.lora_B.weight"), vec![out_f, rank], T::zero());
+                let b = Param::filled(
+                    format!("{base}.lora_B.weight"),
+                    vec![out_f, rank],
+                    T::zero(),
+                );
                 lin.lora = Some(Lora { a, b, rank, alpha });
             }
         }

@@ -1,1 +1,68 @@
-//! (in progress)
+//! RMSNorm as in Llama: `y = w ∘ x / sqrt(mean(x²) + eps)`.
+
+use rayon::prelude::*;
+
+use crate::float::{cst, Float};
+
+/// Normalises each row of `x` (`rows × dim`) and saves the reciprocal RMS per row for backward.
+pub fn rmsnorm_forward<T: Float>(
+    out: &mut [T],
+    rstd: &mut [T],
+    x: &[T],
+    weight: &[T],
+    dim: usize,
+    eps: f64,
+) {
+    assert_eq!(out.len(), x.len(), "rmsnorm out");
+    assert_eq!(rstd.len() * dim, x.len(), "rmsnorm rstd");
+    out.par_chunks_mut(dim)
+        .zip(rstd.par_iter_mut())
+        .zip(x.par_chunks(dim))
+        .for_each(|((o, r), xr)| {
+            let ms = xr.iter().map(|&v| v * v).sum::<T>() / cst(dim as f64);
+            *r = (ms + cst(eps)).sqrt().recip();
+            for ((o, &xv), &w) in o.iter_mut().zip(xr).zip(weight) {
+                *o = w * (xv * *r);
+            }
+        });
+}
+
+/// Accumulates `dx` and (when given) `dweight` from `dout`.
+///
+/// With `n = x·r`: `dx = r·(g − n·mean(g∘n))` where `g = w∘dout`, and `dweight += Σ_rows dout∘n`.
+#[allow(clippy::too_many_arguments)]
+pub fn rmsnorm_backward<T: Float>(
+    dx: &mut [T],
+    dweight: Option<&mut [T]>,
+    dout: &[T],
+    x: &[T],
+    weight: &[T],
+    rstd: &[T],
+    dim: usize,
+) {
+    assert_eq!(dx.len(), x.len(), "rmsnorm dx");
+    assert_eq!(dout.len(), x.len(), "rmsnorm dout");
+    dx.par_chunks_mut(dim)
+        .zip(dout.par_chunks(dim))
+        .zip(x.par_chunks(dim))
+        .zip(rstd.par_iter())
+        .for_each(|(((dxr, dor), xr), &r)| {
+            let mean_gn = dor
+                .iter()
+                .zip(xr)
+                .zip(weight)
+                .map(|((&g, &xv), &w)| w * g * xv * r)
+                .sum::<T>()
+                / cst(dim as f64);
+            for (((d, &g), &xv), &w) in dxr.iter_mut().zip(dor).zip(xr).zip(weight) {
+                *d += r * (w * g - xv * r * mean_gn);
+            }
+        });
+    if let Some(dw) = dweight {
+        for ((dor, xr), &r) in dout.chunks_exact(dim).zip(x.chunks_exact(dim)).zip(rstd) {
+            for ((d, &g), &xv) in dw.iter_mut().zip(dor).zip(xr) {
+                *d += g * xv * r;
+            }
+        }
+    }
+}

@@ -43,12 +43,21 @@ pub fn rel_error(got: &[f64], want: &[f64]) -> f64 {
 /// Asserts `rel_error(got, want) <= tol`, naming the tensor and its worst element.
 pub fn assert_close(name: &str, got: &[f64], want: &[f64], tol: f64) {
     let err = rel_error(got, want);
-    if !(err <= tol) {
+    if err.is_nan() || err > tol {
         let (worst, _) = got
             .iter()
             .zip(want)
             .enumerate()
-            .map(|(i, (a, b))| (i, if a.is_nan() { f64::INFINITY } else { (a - b).abs() }))
+            .map(|(i, (a, b))| {
+                (
+                    i,
+                    if a.is_nan() {
+                        f64::INFINITY
+                    } else {
+                        (a - b).abs()
+                    },
+                )
+            })
             .fold((0, -1.0), |acc, x| if x.1 > acc.1 { x } else { acc });
         panic!(
             "{name}: relative error {err:.3e} > {tol:.1e}; worst at index {worst}: got {}, expected {} (len {})",
@@ -62,4 +71,22 @@ pub fn assert_close(name: &str, got: &[f64], want: &[f64], tol: f64) {
 /// Sum of `out ∘ weights`: the scalar whose gradient w.r.t. `out` is `weights`.
 pub fn dot(out: &[f64], weights: &[f64]) -> f64 {
     out.iter().zip(weights).map(|(a, b)| a * b).sum()
+}
+
+/// A tiny Llama config for whole-model checks: GQA, two layers, a rope interpolation factor.
+pub fn tiny_config() -> longlora::model::LlamaConfig {
+    longlora::model::LlamaConfig {
+        vocab_size: 11,
+        hidden_size: 8,
+        intermediate_size: 12,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        rope_theta: 10000.0,
+        rms_norm_eps: 1e-5,
+        max_position_embeddings: 4,
+        rope_scaling_factor: 2.0,
+        bos_token_id: None,
+        eos_token_id: None,
+    }
 }
