@@ -1,1 +1,191 @@
-//! (in progress)
+//! The training loop: sample windows, forward, backward into the trainable set's gradients,
+//! clip, AdamW. Deterministic given the seed (every reduction runs in a fixed order).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::data::WindowSampler;
+use crate::error::{Error, Result};
+use crate::model::trainable::trained_pairs;
+use crate::model::{Llama, LlamaWeights, TrainableSet};
+use crate::ops::attention::{AttnMask, AttnMode};
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
+use crate::rng::Rng;
+
+/// Everything that defines a training run besides the model and the data.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub seq_len: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub schedule: Schedule,
+    pub adamw: AdamWConfig,
+    pub max_grad_norm: f64,
+    #[serde(serialize_with = "crate::train::as_display")]
+    pub attn: AttnMode,
+    pub group_ratio: f64,
+    #[serde(serialize_with = "crate::train::as_display")]
+    pub trainable: TrainableSet,
+    pub seed: u64,
+}
+
+fn as_display<S: serde::Serializer, D: std::fmt::Display>(v: &D, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// What one optimizer step did.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    /// 1-based step number.
+    pub step: usize,
+    /// Mean training loss of the step's micro-batches.
+    pub loss: f64,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens processed by this run so far.
+    pub tokens: usize,
+    pub elapsed_s: f64,
+    pub tokens_per_s: f64,
+}
+
+/// Optimizer state, gradient buffers and the sampling stream of one run.
+pub struct Trainer {
+    pub config: TrainConfig,
+    optimizer: AdamW,
+    grads: LlamaWeights<f32>,
+    mask: AttnMask,
+    rng: Rng,
+    step: usize,
+    tokens: usize,
+    started: Instant,
+}
+
+impl Trainer {
+    /// Prepares a run; the model must already carry LoRA adapters when the set trains them.
+    pub fn new(model: &Llama<f32>, config: TrainConfig) -> Result<Self> {
+        if config.steps == 0 || config.batch_size == 0 || config.grad_accum == 0 {
+            return Err(Error::option(
+                "steps/batch-size/grad-accum",
+                "steps, batch size and gradient accumulation must all be at least 1",
+            ));
+        }
+        if !(config.lr >= 0.0 && config.lr.is_finite()) {
+            return Err(Error::option(
+                "lr",
+                format!("must be a finite non-negative number, got {}", config.lr),
+            ));
+        }
+        let has_lora = model.weights.layers[0].q_proj.lora.is_some();
+        if config.trainable.uses_lora() != has_lora {
+            return Err(Error::option(
+                "trainable",
+                format!(
+                    "set `{}` does not match a model {} LoRA adapters",
+                    config.trainable,
+                    if has_lora { "with" } else { "without" }
+                ),
+            ));
+        }
+        let mask = AttnMask::from_ratio(config.attn, config.group_ratio, config.seq_len)?;
+        let grads = config.trainable.grads_for(&model.weights);
+        let sizes: Vec<usize> = grads
+            .params()
+            .iter()
+            .filter(|g| !g.data.is_empty())
+            .map(|g| g.data.len())
+            .collect();
+        Ok(Trainer {
+            optimizer: AdamW::new(config.adamw, &sizes),
+            rng: Rng::derive(config.seed, 0x7261_696e),
+            grads,
+            mask,
+            step: 0,
+            tokens: 0,
+            started: Instant::now(),
+            config,
+        })
+    }
+
+    /// Number of trained parameters.
+    pub fn trained_params(&self) -> usize {
+        self.grads.params().iter().map(|g| g.data.len()).sum()
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches. A non-finite loss stops the run with
+    /// an error naming the step, before the weights are touched.
+    pub fn step(&mut self, model: &mut Llama<f32>, sampler: &WindowSampler) -> Result<StepReport> {
+        let c = &self.config;
+        if sampler.seq_len() != c.seq_len {
+            return Err(Error::option(
+                "context",
+                format!(
+                    "the sampler yields windows of {} tokens but the run trains at {}",
+                    sampler.seq_len(),
+                    c.seq_len
+                ),
+            ));
+        }
+        for g in self.grads.params_mut() {
+            g.data.iter_mut().for_each(|v| *v = 0.0);
+        }
+        let mut loss = 0.0;
+        for _ in 0..c.grad_accum {
+            let batch = sampler.sample(c.batch_size, &mut self.rng);
+            let acts = model.forward(&batch.tokens, batch.batch, batch.seq_len, &self.mask)?;
+            let count = crate::ops::cross_entropy::scored_count(&batch.targets).max(1);
+            let dloss = 1.0 / (count * c.grad_accum) as f32;
+            let sum = model.backward(&acts, &batch.targets, dloss, &mut self.grads)?;
+            loss += sum as f64 / count as f64 / c.grad_accum as f64;
+            self.tokens += batch.tokens.len();
+        }
+        if !loss.is_finite() {
+            return Err(Error::Diverged {
+                step: self.step + 1,
+                loss,
+            });
+        }
+        let mut grads: Vec<_> = self
+            .grads
+            .params_mut()
+            .into_iter()
+            .filter(|g| !g.data.is_empty())
+            .collect();
+        let grad_norm = clip_grad_norm(&mut grads, c.max_grad_norm);
+        let lr = c.schedule.lr(c.lr, self.step, c.warmup_steps, c.steps);
+        self.optimizer
+            .update(&mut trained_pairs(&mut model.weights, &self.grads), lr);
+        self.step += 1;
+        let elapsed_s = self.started.elapsed().as_secs_f64();
+        Ok(StepReport {
+            step: self.step,
+            loss,
+            lr,
+            grad_norm,
+            tokens: self.tokens,
+            elapsed_s,
+            tokens_per_s: self.tokens as f64 / elapsed_s.max(1e-9),
+        })
+    }
+}
+
+/// Runs `config.steps` steps, calling `on_step` after each.
+pub fn train(
+    model: &mut Llama<f32>,
+    sampler: &WindowSampler,
+    config: TrainConfig,
+    mut on_step: impl FnMut(&StepReport),
+) -> Result<Vec<StepReport>> {
+    let mut trainer = Trainer::new(model, config)?;
+    let mut reports = Vec::with_capacity(trainer.config.steps);
+    for _ in 0..trainer.config.steps {
+        let r = trainer.step(model, sampler)?;
+        on_step(&r);
+        reports.push(r);
+    }
+    Ok(reports)
+}

@@ -15,6 +15,7 @@ pub fn scored_count(targets: &[i32]) -> usize {
 
 /// Writes each row's log-sum-exp into `lse` and returns the summed loss over scored rows
 /// (divide by [`scored_count`] for the mean). Targets must be in `0..vocab` or the ignore index.
+/// The sum runs in row order so the result does not depend on thread scheduling.
 pub fn cross_entropy_forward<T: Float>(
     lse: &mut [T],
     logits: &[T],
@@ -25,16 +26,15 @@ pub fn cross_entropy_forward<T: Float>(
     assert_eq!(lse.len(), targets.len(), "cross-entropy lse");
     lse.par_iter_mut()
         .zip(logits.par_chunks(vocab))
-        .zip(targets.par_iter())
-        .map(|((l, row), &t)| {
+        .for_each(|(l, row)| {
             let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
             *l = max + row.iter().map(|&v| (v - max).exp()).sum::<T>().ln();
-            if t == IGNORE_INDEX {
-                T::zero()
-            } else {
-                *l - row[t as usize]
-            }
-        })
+        });
+    lse.iter()
+        .zip(logits.chunks_exact(vocab))
+        .zip(targets)
+        .filter(|(_, &t)| t != IGNORE_INDEX)
+        .map(|((&l, row), &t)| l - row[t as usize])
         .sum()
 }
 
