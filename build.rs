@@ -47,7 +47,7 @@ fn build_emulator(cuda: &Path, kernels: &[PathBuf]) {
         .cpp_link_stdlib(None)
         .std("c++17")
         // The emulator runs every test kernel; it is slow without optimisation even in debug builds.
-        .opt_level(2)
+        .opt_level(3)
         .define("LONGLORA_EMU", None)
         .include(cuda.join("include"))
         .warnings(true)

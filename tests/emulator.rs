@@ -6,8 +6,8 @@
 
 use half::{bf16, f16};
 use longlora::kernels::{
-    self, divergent_barrier, probe, reduce_sum, Device, Divergence, KernelError, ProbeInputs,
-    ProbeOutputs, LDMATRIX_REGISTERS,
+    self, divergent_barrier, mma_loop, probe, reduce_sum, Device, Divergence, KernelError,
+    ProbeInputs, ProbeOutputs, LDMATRIX_REGISTERS,
 };
 use longlora::rng::Rng;
 
@@ -306,6 +306,28 @@ fn emulated_primitives_match_ptx_definitions() {
 }
 
 #[test]
+fn emulated_mma_accumulates_in_every_warp() {
+    let inputs = random_inputs(7, 32);
+    let (a, b) = (&inputs.mma_bf16_a, &inputs.mma_bf16_b);
+    let bf16_to_f32 = |bits| bf16::from_bits(bits).to_f32();
+    let mut want = [0.0f32; 128];
+    for _ in 0..3 {
+        let d = ptx::mma(a, b, &want, bf16_to_f32);
+        want.copy_from_slice(&d);
+    }
+    let got = mma_loop(&Device::emulator(), a, b, 3, 3).unwrap();
+    for warp in 0..3 {
+        check_mma(
+            "mma loop",
+            &got[warp * 128..][..128],
+            &want,
+            &want,
+            MmaMatch::Exact,
+        );
+    }
+}
+
+#[test]
 fn emulated_reduce_sum_is_right_for_any_block_size() {
     let device = Device::emulator();
     for (i, block_threads) in [1, 2, 7, 32, 33, 64, 100, 128, 255, 256, 1000, 1024]
@@ -398,7 +420,7 @@ fn invalid_arguments_are_rejected_with_clear_errors() {
 
 #[test]
 fn generated_params_match_the_c_layouts() {
-    use kernels::params::{DivergentBarrierParams, ProbeParams, ReduceSumParams};
+    use kernels::params::{DivergentBarrierParams, MmaLoopParams, ProbeParams, ReduceSumParams};
     use std::mem::{align_of, size_of};
     let mut rust = vec![
         (
@@ -417,6 +439,11 @@ fn generated_params_match_the_c_layouts() {
             align_of::<DivergentBarrierParams>(),
         ),
     ];
+    rust.push((
+        "MmaLoopParams",
+        size_of::<MmaLoopParams>(),
+        align_of::<MmaLoopParams>(),
+    ));
     let mut c: Vec<_> = kernels::emu::param_layouts()
         .into_iter()
         .map(|layout| (layout.name, layout.size, layout.align))

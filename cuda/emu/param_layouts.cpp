@@ -18,6 +18,7 @@ constexpr Layout kLayouts[] = {
     LONGLORA_LAYOUT(ProbeParams),
     LONGLORA_LAYOUT(ReduceSumParams),
     LONGLORA_LAYOUT(DivergentBarrierParams),
+    LONGLORA_LAYOUT(MmaLoopParams),
 };
 
 }  // namespace

@@ -44,7 +44,7 @@ float element(uint32_t reg, int half) {
 
 template <MmaType type>
 void compute(Warp& warp, uint32_t) {
-    float a[16][16], b[16][8], c[16][8];
+    float a[16][16], b[16][8], d[16][8];  // d starts as C
     for (int lane = 0; lane < 32; ++lane) {
         int g = lane >> 2, t = lane & 3;
         const auto& in = warp.in[lane].mma;
@@ -55,17 +55,19 @@ void compute(Warp& warp, uint32_t) {
         }
         for (int i = 0; i < 4; ++i) {
             b[2 * t + (i & 1) + (i >= 2 ? 8 : 0)][g] = element<type>(in.b[i >> 1], i & 1);
-            c[g + (i >= 2 ? 8 : 0)][2 * t + (i & 1)] = in.c[i];
+            d[g + (i >= 2 ? 8 : 0)][2 * t + (i & 1)] = in.c[i];
+        }
+    }
+    // k outermost: every element's sum still runs in k order, while the 128 independent sums of one
+    // step are vectorised instead of waiting on one long chain of dependent additions.
+    for (int k = 0; k < 16; ++k) {
+        for (int row = 0; row < 16; ++row) {
+            for (int col = 0; col < 8; ++col) d[row][col] += a[row][k] * b[k][col];
         }
     }
     for (int lane = 0; lane < 32; ++lane) {
         int g = lane >> 2, t = lane & 3;
-        for (int i = 0; i < 4; ++i) {
-            int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
-            float sum = c[row][col];
-            for (int k = 0; k < 16; ++k) sum += a[row][k] * b[k][col];
-            warp.out[lane].f32[i] = sum;
-        }
+        for (int i = 0; i < 4; ++i) warp.out[lane].f32[i] = d[g + (i >= 2 ? 8 : 0)][2 * t + (i & 1)];
     }
 }
 

@@ -51,4 +51,13 @@ typedef struct DivergentBarrierParams {
     float* out;          /* [block threads] */
 } DivergentBarrierParams;
 
+/* mma_loop_kernel (emulator only: it measures the emulator's cost per warp-level mma): every warp
+ * multiplies the same fragments `iterations` times, accumulating in f32, and stores its D fragment. */
+typedef struct MmaLoopParams {
+    const uint32_t* a; /* [32][4] A fragments, bf16 pairs */
+    const uint32_t* b; /* [32][2] B fragments, bf16 pairs */
+    float* d;          /* [warps][32][4] */
+    uint32_t iterations;
+} MmaLoopParams;
+
 #endif

@@ -11,7 +11,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::device::Element;
-use super::params::{DivergentBarrierParams, ProbeParams, ReduceSumParams};
+use super::params::{DivergentBarrierParams, MmaLoopParams, ProbeParams, ReduceSumParams};
 use super::{KernelError, LaunchConfig, Result};
 
 pub(crate) type DeviceSlice<T> = CudaSlice<T>;
@@ -21,6 +21,7 @@ pub(crate) type DeviceSlice<T> = CudaSlice<T>;
 unsafe impl DeviceRepr for ProbeParams {}
 unsafe impl DeviceRepr for ReduceSumParams {}
 unsafe impl DeviceRepr for DivergentBarrierParams {}
+unsafe impl DeviceRepr for MmaLoopParams {}
 
 #[cfg(longlora_cuda_kernels)]
 fn fatbin() -> Result<&'static [u8]> {

@@ -4,7 +4,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
-use super::params::{DivergentBarrierParams, ProbeParams, ReduceSumParams};
+use super::params::{DivergentBarrierParams, MmaLoopParams, ProbeParams, ReduceSumParams};
 use super::{KernelError, LaunchConfig, Result};
 
 /// The signature `LONGLORA_EMU_ENTRY` (cuda/emu/launch.h) gives every kernel's entry point.
@@ -38,6 +38,15 @@ extern "C" {
 
     pub(crate) fn longlora_emu_divergent_barrier_kernel(
         params: *const DivergentBarrierParams,
+        grid: *const u32,
+        block: *const u32,
+        dynamic_shared_bytes: u32,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+
+    pub(crate) fn longlora_emu_mma_loop_kernel(
+        params: *const MmaLoopParams,
         grid: *const u32,
         block: *const u32,
         dynamic_shared_bytes: u32,

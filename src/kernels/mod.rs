@@ -8,6 +8,7 @@ mod cuda;
 mod device;
 mod divergent_barrier;
 pub mod emu;
+mod mma_loop;
 #[allow(non_camel_case_types, clippy::all)]
 pub mod params;
 mod probe;
@@ -16,6 +17,7 @@ mod reduce;
 pub use cuda::built_with_kernels;
 pub use device::{Buffer, Device, Element};
 pub use divergent_barrier::divergent_barrier;
+pub use mma_loop::mma_loop;
 pub use params::Divergence;
 pub use probe::{probe, ProbeInputs, ProbeOutputs, LDMATRIX_REGISTERS};
 pub use reduce::reduce_sum;

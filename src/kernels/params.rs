@@ -128,3 +128,25 @@ const _: () = {
     ["Offset of field: DivergentBarrierParams::out"]
         [::std::mem::offset_of!(DivergentBarrierParams, out) - 8usize];
 };
+#[doc = " mma_loop_kernel (emulator only: it measures the emulator's cost per warp-level mma): every warp\n multiplies the same fragments `iterations` times, accumulating in f32, and stores its D fragment."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct MmaLoopParams {
+    #[doc = " [32][4] A fragments, bf16 pairs"]
+    pub a: *const u32,
+    #[doc = " [32][2] B fragments, bf16 pairs"]
+    pub b: *const u32,
+    #[doc = " [warps][32][4]"]
+    pub d: *mut f32,
+    pub iterations: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of MmaLoopParams"][::std::mem::size_of::<MmaLoopParams>() - 32usize];
+    ["Alignment of MmaLoopParams"][::std::mem::align_of::<MmaLoopParams>() - 8usize];
+    ["Offset of field: MmaLoopParams::a"][::std::mem::offset_of!(MmaLoopParams, a) - 0usize];
+    ["Offset of field: MmaLoopParams::b"][::std::mem::offset_of!(MmaLoopParams, b) - 8usize];
+    ["Offset of field: MmaLoopParams::d"][::std::mem::offset_of!(MmaLoopParams, d) - 16usize];
+    ["Offset of field: MmaLoopParams::iterations"]
+        [::std::mem::offset_of!(MmaLoopParams, iterations) - 24usize];
+};
