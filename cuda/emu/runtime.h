@@ -62,6 +62,8 @@ Warp& current_warp();
 // Joins collective `c` once the caller has written its `in` slot, and returns when the collective is
 // complete and the caller's `out` slot holds its result. The last lane to arrive runs `compute` for
 // all lanes that took part, so each collective costs every other lane one switch out and back.
+// A warp has one collective in flight at a time: lanes arriving at a different one are reported as
+// divergent, which also rejects two disjoint-mask shuffles in flight at once (legal CUDA, unused here).
 void warp_collective(const Collective& c, CollectiveCompute compute);
 
 // Ends the launch with an error message; the calling fiber never resumes.

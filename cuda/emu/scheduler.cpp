@@ -16,7 +16,7 @@
 namespace emu {
 namespace {
 
-// Enough for the kernels' register arrays even when the emulator is built without optimisation.
+// Far more than a kernel thread's locals need; pages a fiber never touches cost nothing (MAP_NORESERVE).
 constexpr size_t kStackBytes = 64 * 1024;
 constexpr size_t kGuardBytes = 4096;
 constexpr uint32_t kMaxBlockThreads = 1024;

@@ -64,10 +64,10 @@ pub type Result<T, E = KernelError> = std::result::Result<T, E>;
 
 /// Grid and block shape and dynamic shared memory of one launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LaunchConfig {
-    pub grid: [u32; 3],
-    pub block: [u32; 3],
-    pub dynamic_shared_bytes: u32,
+pub(crate) struct LaunchConfig {
+    pub(crate) grid: [u32; 3],
+    pub(crate) block: [u32; 3],
+    pub(crate) dynamic_shared_bytes: u32,
 }
 
 /// A kernel as both backends know it: its name in the fatbin and its emulator entry point.
