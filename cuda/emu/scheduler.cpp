@@ -1,6 +1,8 @@
 // The emulator's scheduler: every CUDA thread of a block is a fiber on the launching OS thread; the
 // fibers run round-robin, each until it waits at a barrier or warp collective or exits, and blocks run
-// one after another. Waits that can never complete are reported as errors instead of hanging.
+// one after another. A fiber that stops switches straight to the next ready one, so a wait costs one
+// switch; only when none is ready does control return to the launch, which then either starts the
+// next block or reports the waits that can never complete, instead of hanging.
 
 #include <sys/mman.h>
 
@@ -94,9 +96,35 @@ void switch_to_scheduler(Launch& launch) {
     context_switch(&launch.current->context, &launch.scheduler);
 }
 
+// The first ready fiber after `after` in thread order, wrapping around; null when none is ready.
+Fiber* next_ready(Launch& launch, uint32_t after) {
+    for (uint32_t i = 1; i <= launch.threads; ++i) {
+        Fiber& fiber = launch.fibers[(after + i) % launch.threads];
+        if (fiber.state == FiberState::ready) return &fiber;
+    }
+    return nullptr;
+}
+
+void enter(Launch& launch, Context* from, Fiber& fiber) {
+    launch.current = &fiber;
+    threadIdx = fiber.index;
+    context_switch(from, &fiber.context);
+}
+
+// Leaves the running fiber, which is waiting or has exited, for the next ready one.
+void switch_away(Launch& launch) {
+    Fiber& from = *launch.current;
+    Fiber* next = next_ready(launch, from.linear);
+    if (next == nullptr) {
+        switch_to_scheduler(launch);
+    } else {
+        enter(launch, &from.context, *next);
+    }
+}
+
 void wait(Launch& launch, FiberState state) {
     launch.current->state = state;
-    switch_to_scheduler(launch);
+    switch_away(launch);
 }
 
 void complete_collective(Launch& launch, Warp& warp) {
@@ -138,7 +166,7 @@ bool is_aligned_instruction(WarpOp op) {
         uint32_t needed = warp.pending.mask & warp.present & ~warp.exited;
         if ((needed & ~warp.arrived) == 0) complete_collective(launch, warp);
     }
-    switch_to_scheduler(launch);
+    switch_away(launch);
     __builtin_unreachable();
 }
 
@@ -212,21 +240,12 @@ bool run_block(Launch& launch) {
     // Like the GPU, shared memory starts with garbage; all-ones bytes are NaN in every float format.
     std::memset(launch.shared, 0xff, launch.shared_bytes);
 
-    while (launch.exited < launch.threads) {
-        bool ran = false;
-        for (uint32_t t = 0; t < launch.threads; ++t) {
-            Fiber& fiber = launch.fibers[t];
-            if (fiber.state != FiberState::ready) continue;
-            threadIdx = fiber.index;
-            launch.current = &fiber;
-            context_switch(&launch.scheduler, &fiber.context);
-            if (launch.failed) return false;
-            ran = true;
-        }
-        if (!ran) {
-            report_deadlock(launch);
-            return false;
-        }
+    // The fibers pass control among themselves and come back here when none is ready (or one failed).
+    enter(launch, &launch.scheduler, launch.fibers[0]);
+    if (launch.failed) return false;
+    if (launch.exited < launch.threads) {
+        report_deadlock(launch);
+        return false;
     }
     return true;
 }
