@@ -12,16 +12,7 @@ mod sealed {
 }
 
 /// An element type a [`Buffer`] can hold (16-bit floats travel as their `u16` bits).
-pub trait Element:
-    cudarc::driver::DeviceRepr
-    + cudarc::driver::ValidAsZeroBits
-    + Copy
-    + Default
-    + Unpin
-    + 'static
-    + sealed::Sealed
-{
-}
+pub trait Element: cudarc::driver::DeviceRepr + Copy + 'static + sealed::Sealed {}
 impl Element for f32 {}
 impl Element for u32 {}
 impl Element for u16 {}
