@@ -1,0 +1,14 @@
+// Included first by every kernel file: selects the GPU (nvcc) or the CPU emulator (LONGLORA_EMU).
+// Kernels are `extern "C" __global__` so that Rust finds them by name in the fatbin, and each is
+// followed by LONGLORA_EMU_ENTRY(kernel, Params), which exports its emulator entry point.
+#pragma once
+
+#if defined(LONGLORA_EMU)
+#include "../emu/emu.h"
+#else
+#include <cstdint>
+#define LONGLORA_EMU_ENTRY(kernel, Params)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "the kernels need sm_80 or newer (bf16 mma.sync, cp.async)"
+#endif
+#endif

@@ -1,0 +1,63 @@
+/* The parameter struct of every kernel, passed by value at launch: the single source of truth for both
+ * the kernels (CUDA and the emulator) and Rust, whose mirror src/kernels/params.rs is generated from
+ * this file by scripts/gen-params.sh. Plain C, fixed-width fields only. Pointers are device pointers
+ * on a GPU and host pointers in the emulator. Shapes are in elements, row-major. */
+#ifndef LONGLORA_PARAMS_H
+#define LONGLORA_PARAMS_H
+
+#include <stdint.h>
+
+/* probe_kernel: one block of one warp applies every device primitive to the given inputs and stores
+ * each lane's raw output registers. [32][k] arrays hold lane l's k registers at l * k. */
+typedef struct ProbeParams {
+    const uint32_t* mma_bf16_a; /* [32][4] A fragments, bf16 pairs */
+    const uint32_t* mma_bf16_b; /* [32][2] B fragments, bf16 pairs */
+    const uint32_t* mma_f16_a;  /* [32][4] A fragments, f16 pairs */
+    const uint32_t* mma_f16_b;  /* [32][2] B fragments, f16 pairs */
+    const float* mma_c;         /* [32][4] C fragments, used by both products */
+    const uint16_t* ldmatrix_source; /* [32][8]: 32 rows of 8 elements, copied to shared memory */
+    const uint32_t* ldmatrix_rows;   /* [32]: the shared row whose address lane l passes to ldmatrix */
+    const uint32_t* shuffle_values;  /* [32] */
+    const uint32_t* shuffle_sources; /* [32]: each lane's source lane for __shfl_sync */
+    uint32_t shuffle_delta;          /* for __shfl_up_sync and __shfl_down_sync */
+    uint32_t shuffle_xor_mask;       /* for __shfl_xor_sync */
+    uint32_t shuffle_width;          /* for all four shuffles: a power of two up to 32 */
+    float* mma_bf16_d;               /* [32][4] */
+    float* mma_f16_d;                /* [32][4] */
+    /* [32][14]: x1, x2 (2), x4 (4), then x1.trans, x2.trans (2), x4.trans (4) */
+    uint32_t* ldmatrix_out;
+    uint32_t* shuffle_out; /* [32][4]: __shfl_sync, __shfl_up_sync, __shfl_down_sync, __shfl_xor_sync */
+} ProbeParams;
+
+/* reduce_sum_kernel: block b sums row b of input[rows][cols] through shared memory into row_sums[b],
+ * and atomically adds it to *total. */
+typedef struct ReduceSumParams {
+    const float* input;
+    float* row_sums;
+    float* total;
+    uint32_t cols;
+} ReduceSumParams;
+
+/* divergent_barrier_kernel (emulator only: on a GPU it would hang): each mode breaks a barrier. */
+typedef enum Divergence {
+    DIVERGENCE_EARLY_EXIT = 0,      /* half the block returns before __syncthreads */
+    DIVERGENCE_TWO_BARRIERS = 1,    /* odd and even threads wait at different __syncthreads */
+    DIVERGENCE_SHUFFLE_EXIT = 2,    /* one lane returns while its warp shuffles from it */
+    DIVERGENCE_SHUFFLE_BARRIER = 3  /* one lane waits at __syncthreads while its warp shuffles */
+} Divergence;
+
+typedef struct DivergentBarrierParams {
+    uint32_t divergence; /* a Divergence */
+    float* out;          /* [block threads] */
+} DivergentBarrierParams;
+
+/* mma_loop_kernel (emulator only: it measures the emulator's cost per warp-level mma): every warp
+ * multiplies the same fragments `iterations` times, accumulating in f32, and stores its D fragment. */
+typedef struct MmaLoopParams {
+    const uint32_t* a; /* [32][4] A fragments, bf16 pairs */
+    const uint32_t* b; /* [32][2] B fragments, bf16 pairs */
+    float* d;          /* [warps][32][4] */
+    uint32_t iterations;
+} MmaLoopParams;
+
+#endif

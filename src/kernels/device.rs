@@ -1,0 +1,146 @@
+//! Where kernels run and where their buffers live: a CUDA GPU, or the CPU emulator, whose "device
+//! memory" is ordinary host memory.
+
+use super::cuda::{DeviceSlice, Gpu};
+use super::{emu, Kernel, KernelError, LaunchConfig, Result};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u32 {}
+    impl Sealed for u16 {}
+}
+
+/// An element type a [`Buffer`] can hold (16-bit floats travel as their `u16` bits).
+pub trait Element: cudarc::driver::DeviceRepr + Copy + 'static + sealed::Sealed {}
+impl Element for f32 {}
+impl Element for u32 {}
+impl Element for u16 {}
+
+/// A device that runs kernels.
+pub struct Device(Backend);
+
+enum Backend {
+    Emulator,
+    Cuda(Gpu),
+}
+
+/// An array in a device's memory.
+pub struct Buffer<T: Element>(Storage<T>);
+
+enum Storage<T: Element> {
+    // Allocated by the global allocator (malloc), so 16-byte aligned, as cp.async's sources must be.
+    Host(Vec<T>),
+    Cuda(DeviceSlice<T>),
+}
+
+impl Device {
+    /// The CPU emulator: slow, for tests.
+    pub fn emulator() -> Device {
+        Device(Backend::Emulator)
+    }
+
+    /// CUDA GPU number `ordinal`. Fails with a clear error when the library was built without the
+    /// kernels (no nvcc at build time) or when no CUDA driver is installed.
+    pub fn cuda(ordinal: usize) -> Result<Device> {
+        Gpu::new(ordinal).map(|gpu| Device(Backend::Cuda(gpu)))
+    }
+
+    /// How many CUDA GPUs the driver sees: 0 when there is no driver.
+    pub fn cuda_device_count() -> usize {
+        Gpu::device_count()
+    }
+
+    /// "CPU emulator", or the GPU's name.
+    pub fn name(&self) -> &str {
+        match &self.0 {
+            Backend::Emulator => "CPU emulator",
+            Backend::Cuda(gpu) => gpu.name(),
+        }
+    }
+
+    pub fn is_emulator(&self) -> bool {
+        matches!(self.0, Backend::Emulator)
+    }
+
+    /// Copies `data` to the device.
+    pub fn upload<T: Element>(&self, data: &[T]) -> Result<Buffer<T>> {
+        Ok(Buffer(match &self.0 {
+            Backend::Emulator => Storage::Host(data.to_vec()),
+            Backend::Cuda(gpu) => Storage::Cuda(gpu.upload(data)?),
+        }))
+    }
+
+    /// Copies `buffer` back to the host, after every kernel launched before has finished.
+    pub fn download<T: Element>(&self, buffer: &Buffer<T>) -> Result<Vec<T>> {
+        match (&self.0, &buffer.0) {
+            (Backend::Emulator, Storage::Host(data)) => Ok(data.clone()),
+            (Backend::Cuda(gpu), Storage::Cuda(slice)) => gpu.download(slice),
+            _ => Err(self.wrong_device("download", buffer)),
+        }
+    }
+
+    /// Runs `kernel` with `params`, whose pointers must come from buffers of this device.
+    pub(crate) fn launch<P: cudarc::driver::DeviceRepr>(
+        &self,
+        kernel: &Kernel<P>,
+        config: LaunchConfig,
+        params: &P,
+    ) -> Result<()> {
+        match &self.0 {
+            Backend::Emulator => emu::launch(kernel.name, kernel.emulator, config, params),
+            Backend::Cuda(_) if !kernel.on_gpu => Err(KernelError::EmulatorOnly {
+                kernel: kernel.name,
+            }),
+            Backend::Cuda(gpu) => gpu.launch(kernel.name, config, params),
+        }
+    }
+
+    /// The address of `buffer` for a kernel's parameters.
+    pub(crate) fn pointer<T: Element>(
+        &self,
+        buffer: &Buffer<T>,
+        what: &'static str,
+    ) -> Result<*const T> {
+        match (&self.0, &buffer.0) {
+            (Backend::Emulator, Storage::Host(data)) => Ok(data.as_ptr()),
+            (Backend::Cuda(gpu), Storage::Cuda(slice)) => Ok(gpu.address(slice) as *const T),
+            _ => Err(self.wrong_device(what, buffer)),
+        }
+    }
+
+    /// The address of `buffer` for a kernel's parameters, for a kernel that writes it.
+    pub(crate) fn pointer_mut<T: Element>(
+        &self,
+        buffer: &mut Buffer<T>,
+        what: &'static str,
+    ) -> Result<*mut T> {
+        match (&self.0, &mut buffer.0) {
+            (Backend::Emulator, Storage::Host(data)) => Ok(data.as_mut_ptr()),
+            (Backend::Cuda(gpu), Storage::Cuda(slice)) => Ok(gpu.address(slice) as *mut T),
+            _ => Err(self.wrong_device(what, buffer)),
+        }
+    }
+
+    fn wrong_device<T: Element>(&self, what: &'static str, buffer: &Buffer<T>) -> KernelError {
+        let place = |emulator: bool| if emulator { "CPU emulator" } else { "CUDA GPU" };
+        KernelError::WrongDevice {
+            what,
+            buffer: place(matches!(buffer.0, Storage::Host(_))),
+            device: place(self.is_emulator()),
+        }
+    }
+}
+
+impl<T: Element> Buffer<T> {
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Storage::Host(data) => data.len(),
+            Storage::Cuda(slice) => slice.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,113 @@
+//! The Rust side of `cuda/`: one launch function per kernel, each of which validates its arguments,
+//! fills the kernel's parameter struct (`params`, generated from `cuda/include/params.h`) and launches
+//! it on a [`Device`]: a CUDA GPU (through cudarc, with the fatbin that build.rs embeds) or the CPU
+//! emulator (the same kernel sources compiled as C++). Because both backends go through the same
+//! function, the launch logic that runs on a GPU is the one the CPU tests run.
+
+mod cuda;
+mod device;
+mod divergent_barrier;
+pub mod emu;
+mod mma_loop;
+#[allow(non_camel_case_types, clippy::all)]
+pub mod params;
+mod probe;
+mod reduce;
+
+pub use cuda::built_with_kernels;
+pub use device::{Buffer, Device, Element};
+pub use divergent_barrier::divergent_barrier;
+pub use mma_loop::mma_loop;
+pub use params::Divergence;
+pub use probe::{probe, ProbeInputs, ProbeOutputs, LDMATRIX_REGISTERS};
+pub use reduce::reduce_sum;
+
+/// Errors from preparing or running a kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("{kernel}: invalid {what}: expected {expected}, got {got}")]
+    Invalid {
+        kernel: &'static str,
+        what: &'static str,
+        expected: String,
+        got: String,
+    },
+
+    #[error("{kernel} in the emulator: {message}")]
+    Emulator {
+        kernel: &'static str,
+        message: String,
+    },
+
+    #[error("{kernel} exists only in the emulator: on a GPU it would hang")]
+    EmulatorOnly { kernel: &'static str },
+
+    #[error("{what}: a buffer of the {buffer} passed to the {device}")]
+    WrongDevice {
+        what: &'static str,
+        buffer: &'static str,
+        device: &'static str,
+    },
+
+    #[error("built without CUDA kernels: run scripts/install-nvcc.sh and rebuild")]
+    NoKernels,
+
+    #[error("no CUDA driver found (libcuda could not be loaded)")]
+    NoDriver,
+
+    #[error("CUDA {what}: {message}")]
+    Cuda { what: String, message: String },
+}
+
+/// The result type of this module.
+pub type Result<T, E = KernelError> = std::result::Result<T, E>;
+
+/// Grid and block shape and dynamic shared memory of one launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LaunchConfig {
+    pub(crate) grid: [u32; 3],
+    pub(crate) block: [u32; 3],
+    pub(crate) dynamic_shared_bytes: u32,
+}
+
+/// A kernel as both backends know it: its name in the fatbin and its emulator entry point.
+pub(crate) struct Kernel<P> {
+    name: &'static str,
+    emulator: emu::Entry<P>,
+    /// False for emulator self-tests that would hang a GPU.
+    on_gpu: bool,
+}
+
+/// The error for an argument that fails a kernel's requirements.
+fn invalid(
+    kernel: &'static str,
+    what: &'static str,
+    expected: impl ToString,
+    got: impl ToString,
+) -> KernelError {
+    KernelError::Invalid {
+        kernel,
+        what,
+        expected: expected.to_string(),
+        got: got.to_string(),
+    }
+}
+
+/// Checks that a buffer holds exactly `expected` elements.
+fn check_len<T: Element>(
+    kernel: &'static str,
+    what: &'static str,
+    buffer: &Buffer<T>,
+    expected: usize,
+) -> Result<()> {
+    if buffer.len() == expected {
+        Ok(())
+    } else {
+        Err(invalid(
+            kernel,
+            what,
+            format!("{expected} elements"),
+            format!("{} elements", buffer.len()),
+        ))
+    }
+}
