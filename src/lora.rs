@@ -1,8 +1,15 @@
 //! LoRA adapters outside the forward pass: merging them into the base weights, and the adapter
 //! files in PEFT's format.
 
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::checkpoint::{load_tensors, save_tensors, write_atomic, NamedTensor};
+use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::model::LlamaWeights;
+use crate::model::{LlamaWeights, Param, TrainableSet};
 use crate::ops::matmul::matmul_nn;
 
 /// PEFT's prefix in front of the base model's tensor names in `adapter_model.safetensors`.
@@ -37,3 +44,117 @@ pub fn merge_lora<T: Float>(weights: &mut LlamaWeights<T>) {
         }
     }
 }
+
+/// Writes `adapter_model.safetensors` (PEFT's tensor names) and `adapter_config.json` into `dir`,
+/// so `peft.PeftModel.from_pretrained(base, dir)` loads the adapter. Fails when the model has no
+/// adapters.
+pub fn save_adapter(dir: &Path, weights: &LlamaWeights<f32>, base_model: &str) -> Result<()> {
+    let lora = weights.layers[0]
+        .q_proj
+        .lora
+        .as_ref()
+        .ok_or_else(|| Error::option("trainable", "the model has no LoRA adapters to save"))?;
+    let (rank, alpha) = (lora.rank, lora.alpha);
+    let tensors: Vec<NamedTensor<'_>> = weights
+        .params()
+        .into_iter()
+        .filter(|p| p.name.contains(".lora_"))
+        .map(|p| (format!("{PEFT_PREFIX}{}", p.name), p))
+        .collect();
+    save_tensors(
+        &dir.join(ADAPTER_WEIGHTS),
+        &tensors,
+        Some(HashMap::from([("format".into(), "pt".into())])),
+    )?;
+    let config = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "target_modules": TARGET_MODULES,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "modules_to_save": null,
+        "use_rslora": false,
+        "use_dora": false,
+    });
+    write_atomic(
+        &dir.join(ADAPTER_CONFIG),
+        serde_json::to_string_pretty(&config)
+            .expect("JSON")
+            .as_bytes(),
+    )
+}
+
+/// Attaches the adapter saved in `dir` by [`save_adapter`] (or by PEFT) to `weights`.
+pub fn load_adapter(dir: &Path, weights: &mut LlamaWeights<f32>) -> Result<()> {
+    let cfg_path = dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: cfg_path.clone(),
+        source: e,
+    })?;
+    let field = |k: &str| {
+        cfg.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| Error::BadFile {
+                path: cfg_path.clone(),
+                message: format!("missing numeric `{k}`"),
+            })
+    };
+    let (rank, alpha) = (field("r")? as usize, field("lora_alpha")?);
+    let path = dir.join(ADAPTER_WEIGHTS);
+    let mut tensors: HashMap<String, Param<f32>> = load_tensors(&path)?
+        .into_iter()
+        .map(|p| (p.name.clone(), p))
+        .collect();
+    weights.add_lora(rank, alpha, &mut crate::rng::Rng::new(0));
+    for p in weights
+        .params_mut()
+        .into_iter()
+        .filter(|p| p.name.contains(".lora_"))
+    {
+        let key = format!("{PEFT_PREFIX}{}", p.name);
+        let t = tensors.remove(&key).ok_or_else(|| Error::MissingTensor {
+            path: path.clone(),
+            tensor: key.clone(),
+        })?;
+        if t.shape != p.shape {
+            return Err(Error::BadTensor {
+                path: path.clone(),
+                tensor: key,
+                message: format!("shape {:?}, expected {:?} for r = {rank}", t.shape, p.shape),
+            });
+        }
+        p.data = t.data;
+    }
+    Ok(())
+}
+
+/// Writes the trained non-LoRA tensors (embedding and norms for `lora+embed+norm`) under their
+/// Hugging Face names: LongLoRA's `trainable_params.bin`, as safetensors.
+pub fn save_trainable_params(
+    path: &Path,
+    weights: &LlamaWeights<f32>,
+    set: TrainableSet,
+) -> Result<()> {
+    let tensors: Vec<NamedTensor<'_>> = weights
+        .params()
+        .into_iter()
+        .filter(|p| set.trains(&p.name) && !p.name.contains(".lora_"))
+        .map(|p| (p.name.clone(), p))
+        .collect();
+    save_tensors(
+        path,
+        &tensors,
+        Some(HashMap::from([("format".into(), "pt".into())])),
+    )
+}
+
+/// File names of a PEFT adapter directory.
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";

@@ -1,0 +1,111 @@
+//! `harness eval`: sliding-window perplexity (LongLoRA's evaluation).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use longlora::checkpoint::load_model;
+use longlora::data::{load_text_tokens, U16TokenFile, BYTE_VOCAB};
+use longlora::eval::perplexity;
+use longlora::model::{Llama, LlamaWeights};
+use longlora::ops::attention::{AttnMask, AttnMode};
+use longlora::rng::Rng;
+use longlora::{Error, Result};
+
+use crate::builtin;
+use crate::progress::bar;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A Hugging Face Llama directory (config.json + safetensors; linear RoPE scaling in config.json
+    /// is honoured). Default: the built-in tiny architecture with random weights (a smoke test).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Token ids as little-endian u16 (LongLoRA's eval format), memory-mapped.
+    #[arg(long, conflicts_with = "data")]
+    tokens: Option<PathBuf>,
+    /// Text: a .txt file or a directory of .txt files, byte-level tokens (byte-vocabulary models only).
+    #[arg(long, required_unless_present = "tokens")]
+    data: Option<PathBuf>,
+    /// Tokens the model reads per window; each window has context + 1 tokens. Default: the model's
+    /// max_position_embeddings times its RoPE scaling factor.
+    #[arg(long)]
+    context: Option<usize>,
+    /// Distance between window starts.
+    #[arg(long, default_value_t = 256)]
+    stride: usize,
+    /// Attention: dense (full causal, the default for evaluation), s2 or s2-roll.
+    #[arg(long, default_value = "dense")]
+    attn: AttnMode,
+    /// S²-Attn group size as a fraction of the context (with --attn s2 or s2-roll).
+    #[arg(long, default_value_t = 0.25)]
+    group_ratio: f64,
+    /// Override the linear RoPE interpolation factor from config.json.
+    #[arg(long)]
+    rope_scale: Option<f64>,
+    /// Evaluate only the first N windows.
+    #[arg(long)]
+    max_windows: Option<usize>,
+    /// Seed of the built-in model's random weights (without --model).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+/// Loads the model, evaluates, and prints one JSON object on stdout.
+pub fn run(args: EvalArgs) -> Result<()> {
+    let mut model = match &args.model {
+        Some(dir) => {
+            let (cfg, w) = load_model(dir)?;
+            Llama::new(cfg, w)?
+        }
+        None => {
+            let cfg = builtin::config();
+            let w = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(args.seed, 1));
+            Llama::new(cfg, w)?
+        }
+    };
+    if let Some(f) = args.rope_scale {
+        model.config.rope_scaling_factor = f;
+        model.config.validate()?;
+    }
+    let cfg = &model.config;
+    let context = args
+        .context
+        .unwrap_or((cfg.max_position_embeddings as f64 * cfg.rope_scaling_factor).round() as usize);
+    let mask = AttnMask::from_ratio(args.attn, args.group_ratio, context)?;
+    let vocab = cfg.vocab_size;
+    let (file, text) = match (&args.tokens, &args.data) {
+        (Some(p), _) => (Some(U16TokenFile::open(p)?), Vec::new()),
+        (None, Some(p)) if vocab == BYTE_VOCAB => (None, load_text_tokens(p)?),
+        (None, Some(_)) => {
+            return Err(Error::option(
+                "data",
+                format!("text is tokenized byte-level, but the model's vocabulary has {vocab} tokens; pass --tokens"),
+            ))
+        }
+        (None, None) => return Err(Error::option("tokens", "give --tokens FILE or --data PATH")),
+    };
+    let len = file.as_ref().map_or(text.len(), |f| f.len());
+    let len = match args.max_windows {
+        Some(n) => len.min(n.saturating_sub(1) * args.stride + context + 1),
+        None => len,
+    };
+    let pb = bar(0, "eval");
+    let result = perplexity(
+        &model,
+        len,
+        |s, n| match &file {
+            Some(f) => f.window(s, n, vocab),
+            None => Ok(text[s..s + n].to_vec()),
+        },
+        context,
+        args.stride,
+        &mask,
+        |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    )?;
+    pb.finish_and_clear();
+    println!("{}", serde_json::to_string(&result).expect("serialisable"));
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The `harness` binary end to end: a reduced default fine-tune lowers the held-out loss and writes
+//! its outputs; eval prints one JSON object; bad input exits non-zero with a clear message.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .output()
+        .expect("the harness binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("valid JSON")
+}
+
+#[test]
+fn reduced_default_finetune_lowers_the_heldout_loss_and_writes_its_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = harness(&[
+        "finetune",
+        "--pretrain-steps",
+        "40",
+        "--steps",
+        "10",
+        "--context",
+        "512",
+        "--eval-windows",
+        "2",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "finetune failed: {}", stderr(&o));
+    let run = json(&out.join("run.json"));
+    let before = run["heldout_loss_before"].as_f64().unwrap();
+    let after = run["heldout_loss_after"].as_f64().unwrap();
+    assert!(
+        after < before,
+        "held-out loss did not fall: {before} -> {after}"
+    );
+    assert_eq!(run["rope_factor"].as_f64(), Some(2.0));
+    for f in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "trainable_params.safetensors",
+        "metrics.jsonl",
+        "model/config.json",
+        "model/model.safetensors",
+        "base-model/model.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "missing output {f}");
+    }
+    let steps = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(steps.lines().count(), 10);
+
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, "The quiet river rests near the stone. ".repeat(40)).unwrap();
+    let model = out.join("model");
+    let o = harness(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        text.to_str().unwrap(),
+        "--context",
+        "256",
+        "--stride",
+        "512",
+    ]);
+    assert!(o.status.success(), "eval failed: {}", stderr(&o));
+    let result: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(result["windows"], 3);
+    assert_eq!(result["tokens_scored"], 3 * 256);
+    let (loss, ppl) = (
+        result["mean_loss"].as_f64().unwrap(),
+        result["perplexity"].as_f64().unwrap(),
+    );
+    assert!((ppl - loss.exp()).abs() < 1e-9 * ppl);
+
+    let again = harness(&[
+        "finetune",
+        "--steps",
+        "1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !again.status.success(),
+        "a previous run's directory was overwritten"
+    );
+    assert!(stderr(&again).contains("--overwrite"), "{}", stderr(&again));
+}
+
+#[test]
+fn a_context_the_group_ratio_cannot_split_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = harness(&[
+        "finetune",
+        "--pretrain-steps",
+        "1",
+        "--context",
+        "1000",
+        "--group-ratio",
+        "0.3",
+        "--output",
+        dir.path().join("r").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("error:") && e.contains("group"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn missing_model_directory_is_a_clear_error() {
+    let o = harness(&[
+        "eval",
+        "--model",
+        "/nonexistent/model",
+        "--data",
+        "/nonexistent.txt",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("/nonexistent/model") && !e.contains("panicked"),
+        "{e}"
+    );
+}
