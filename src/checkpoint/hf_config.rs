@@ -118,8 +118,8 @@ pub(crate) fn parse_config(v: &Value, path: &Path) -> Result<(LlamaConfig, bool)
         num_hidden_layers: usize_field(v, path, "num_hidden_layers", None)?,
         num_attention_heads: heads,
         num_key_value_heads: usize_field(v, path, "num_key_value_heads", Some(heads))?,
-        rope_theta: f64_field(v, path, "rope_theta")?
-            .or(theta_in_params)
+        rope_theta: theta_in_params
+            .or(f64_field(v, path, "rope_theta")?)
             .unwrap_or(10000.0),
         rms_norm_eps: f64_field(v, path, "rms_norm_eps")?.unwrap_or(1e-6),
         max_position_embeddings: usize_field(v, path, "max_position_embeddings", Some(2048))?,
