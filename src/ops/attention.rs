@@ -1,1 +1,212 @@
-//! (in progress)
+//! Causal attention on the CPU in three masks (dense, S²-Attn, the paper's rolled S²-Attn) with
+//! GQA, tiled like FlashAttention-2: the forward keeps only per-row log-sum-exp statistics and the
+//! backward recomputes probabilities tile by tile, so memory is O(N·D) per head and tiles that the
+//! causal or group mask hides entirely are skipped. That skipping is where S²-Attn's ~4x saving
+//! (DESIGN §2) actually comes from.
+//!
+//! Layouts (row-major): q, out, dq, dout `[batch, seq_len, n_heads, head_dim]`, the natural output
+//! of the q projection, so nothing is transposed; k, v, dk, dv `[batch, seq_len, n_kv_heads,
+//! head_dim]`; lse `[batch, n_heads, seq_len]`. Query head `h` reads kv head
+//! `h / (n_heads / n_kv_heads)` in place: repeated K/V are never materialised.
+
+mod mask;
+mod softmax;
+mod tiled;
+
+use rayon::prelude::*;
+
+pub use mask::{AttnMask, AttnMode};
+
+use crate::float::Float;
+use tiled::{Inputs, KvGrads, Saved};
+
+/// The sizes of one attention call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttnShape {
+    fn q_len(&self) -> usize {
+        self.batch * self.seq_len * self.n_heads * self.head_dim
+    }
+
+    fn kv_len(&self) -> usize {
+        self.batch * self.seq_len * self.n_kv_heads * self.head_dim
+    }
+
+    fn lse_len(&self) -> usize {
+        self.batch * self.n_heads * self.seq_len
+    }
+
+    fn check(&self) {
+        assert!(
+            self.n_kv_heads > 0 && self.n_heads % self.n_kv_heads == 0 && self.n_heads > 0,
+            "attention: n_kv_heads ({}) must divide n_heads ({})",
+            self.n_kv_heads,
+            self.n_heads
+        );
+        assert!(self.head_dim > 0, "attention: head_dim must be positive");
+    }
+}
+
+/// How much of the (Q tile × K tile) grid a forward touched, summed over batch and heads: the
+/// evidence that masked tiles are skipped rather than computed and discarded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttnStats {
+    pub tiles_visited: usize,
+    pub tiles_total: usize,
+}
+
+impl std::ops::Add for AttnStats {
+    type Output = AttnStats;
+
+    fn add(self, o: AttnStats) -> AttnStats {
+        AttnStats {
+            tiles_visited: self.tiles_visited + o.tiles_visited,
+            tiles_total: self.tiles_total + o.tiles_total,
+        }
+    }
+}
+
+fn check_len(name: &str, len: usize, expected: usize, shape: &AttnShape) {
+    assert!(
+        len == expected,
+        "attention: `{name}` has {len} elements, expected {expected} for {shape:?}"
+    );
+}
+
+fn check_mask(mask: &AttnMask) {
+    if let Err(e) = AttnMask::new(mask.mode, mask.group_size) {
+        panic!("attention: {e} (build masks with AttnMask::new or AttnMask::from_ratio)");
+    }
+}
+
+/// Splits a `[batch, seq_len, heads, d]` tensor into one list of `seq_len` row slices per
+/// (batch, head), so that parallel tasks own disjoint rows of the head-interleaved layout without
+/// unsafe code. The lists cost two words per row, a small fraction of the tensor itself.
+fn rows_by_head<'a, T>(x: &'a mut [T], shape: &AttnShape, heads: usize) -> Vec<Vec<&'a mut [T]>> {
+    let mut lists: Vec<Vec<&'a mut [T]>> = (0..shape.batch * heads)
+        .map(|_| Vec::with_capacity(shape.seq_len))
+        .collect();
+    for (index, row) in x.chunks_mut(shape.head_dim).enumerate() {
+        let (b, head) = (index / (shape.seq_len * heads), index % heads);
+        lists[b * heads + head].push(row);
+    }
+    lists
+}
+
+/// Causal attention forward: writes every element of `out` and `lse` (the natural-log
+/// log-sum-exp of each query row's scaled scores, which the backward needs). Scale 1/√head_dim.
+/// Runs in parallel over (batch, head).
+///
+/// # Panics
+/// If a slice length does not match `shape` (naming the tensor), if `n_kv_heads` does not divide
+/// `n_heads`, or if `mask` holds a group size `AttnMask::new` would reject.
+pub fn attention_forward<T: Float>(
+    out: &mut [T],
+    lse: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    shape: &AttnShape,
+    mask: &AttnMask,
+) -> AttnStats {
+    shape.check();
+    check_mask(mask);
+    for (name, len, expected) in [
+        ("out", out.len(), shape.q_len()),
+        ("lse", lse.len(), shape.lse_len()),
+        ("q", q.len(), shape.q_len()),
+        ("k", k.len(), shape.kv_len()),
+        ("v", v.len(), shape.kv_len()),
+    ] {
+        check_len(name, len, expected, shape);
+    }
+    if shape.seq_len == 0 {
+        return AttnStats::default();
+    }
+    let x = Inputs {
+        q,
+        k,
+        v,
+        shape,
+        mask,
+    };
+    rows_by_head(out, shape, shape.n_heads)
+        .into_par_iter()
+        .zip(lse.par_chunks_mut(shape.seq_len))
+        .enumerate()
+        .map(|(bh, (mut out_rows, lse_row))| {
+            let (b, h) = (bh / shape.n_heads, bh % shape.n_heads);
+            tiled::forward_head(&x, b, h, &mut out_rows, lse_row)
+        })
+        .reduce(AttnStats::default, |a, b| a + b)
+}
+
+/// Causal attention backward (FlashAttention-2): ACCUMULATES (`+=`) the gradients of q, k and v
+/// into `dq`, `dk`, `dv`, so a caller can sum contributions; `out` and `lse` are the forward's.
+/// Runs in parallel over (batch, kv head), each task covering every query head of its group.
+///
+/// # Panics
+/// As `attention_forward`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward<T: Float>(
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+    dout: &[T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &[T],
+    lse: &[T],
+    shape: &AttnShape,
+    mask: &AttnMask,
+) {
+    shape.check();
+    check_mask(mask);
+    for (name, len, expected) in [
+        ("dq", dq.len(), shape.q_len()),
+        ("dk", dk.len(), shape.kv_len()),
+        ("dv", dv.len(), shape.kv_len()),
+        ("dout", dout.len(), shape.q_len()),
+        ("q", q.len(), shape.q_len()),
+        ("k", k.len(), shape.kv_len()),
+        ("v", v.len(), shape.kv_len()),
+        ("out", out.len(), shape.q_len()),
+        ("lse", lse.len(), shape.lse_len()),
+    ] {
+        check_len(name, len, expected, shape);
+    }
+    let x = Inputs {
+        q,
+        k,
+        v,
+        shape,
+        mask,
+    };
+    let saved = Saved { dout, out, lse };
+    let per_kv = shape.n_heads / shape.n_kv_heads;
+    let mut dq_heads = rows_by_head(dq, shape, shape.n_heads).into_iter();
+    let tasks: Vec<KvGrads<'_, T>> = rows_by_head(dk, shape, shape.n_kv_heads)
+        .into_iter()
+        .zip(rows_by_head(dv, shape, shape.n_kv_heads))
+        .map(|(dk, dv)| KvGrads {
+            dq: dq_heads.by_ref().take(per_kv).collect(),
+            dk,
+            dv,
+        })
+        .collect();
+    tasks
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(bk, mut grads)| {
+            let (b, kvh) = (bk / shape.n_kv_heads, bk % shape.n_kv_heads);
+            tiled::backward_kv_head(&x, &saved, b, kvh, &mut grads);
+        });
+}
