@@ -31,6 +31,7 @@ fn default_config() -> LlamaConfig {
 }
 
 fn bench_train_step(c: &mut Criterion) {
+    longlora::memory::retain_freed_memory();
     let cfg = default_config();
     let sampler = WindowSampler::new(synthetic_corpus(1, 8, 4096), CONTEXT).expect("corpus");
     let mut group = c.benchmark_group("train_step_ctx1024");

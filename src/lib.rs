@@ -8,6 +8,7 @@ pub mod eval;
 pub mod float;
 pub mod kernels;
 pub mod lora;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod optim;

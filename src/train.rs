@@ -22,6 +22,7 @@ pub struct TrainConfig {
     pub seq_len: usize,
     pub lr: f64,
     pub warmup_steps: usize,
+    #[serde(serialize_with = "crate::train::as_display")]
     pub schedule: Schedule,
     pub adamw: AdamWConfig,
     pub max_grad_norm: f64,

@@ -268,6 +268,15 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     if args.model.is_none() {
         save_model(&out.join("base-model"), &model.config, &model.weights)?;
     }
+    let base_loss = match &heldout {
+        Some(t) => Some(heldout_loss(
+            &model,
+            t,
+            original,
+            args.eval_windows * context / original,
+        )?),
+        None => None,
+    };
     model.config.rope_scaling_factor = factor;
     if args.trainable.uses_lora() {
         model.weights.add_lora(
@@ -352,6 +361,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         "rope_factor": factor,
         "train": config,
         "trained_parameters": trainer.trained_params(),
+        "heldout_loss_base_at_original_context": base_loss,
         "heldout_loss_before": loss_before,
         "heldout_loss_after": loss_after,
         "first_step_loss": reports[0].loss,
@@ -368,9 +378,12 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         "LongLoRA fine-tune finished in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    if let (Some(b), Some(a)) = (loss_before, loss_after) {
+    if let (Some(base), Some(b), Some(a)) = (base_loss, loss_before, loss_after) {
         println!(
-            "  held-out loss at context {context}: {b:.4} before -> {a:.4} after (nats/token)"
+            "  held-out loss (nats/token) of the base model at its context {original}: {base:.4}"
+        );
+        println!(
+            "  held-out loss at context {context}: {b:.4} before -> {a:.4} after the fine-tune"
         );
     }
     println!(
