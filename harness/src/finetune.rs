@@ -54,7 +54,7 @@ pub struct FinetuneArgs {
     #[arg(long, default_value = "lora+embed+norm")]
     trainable: TrainableSet,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 100)]
     steps: usize,
     /// Sequences per micro-batch.
     #[arg(long, default_value_t = 1)]
@@ -62,7 +62,7 @@ pub struct FinetuneArgs {
     /// Micro-batches per optimizer step (gradient accumulation).
     #[arg(long, default_value_t = 1)]
     grad_accum: usize,
-    /// Peak learning rate. Default: 2e-5 (LongLoRA's) with --model, 2e-3 for the built-in tiny model.
+    /// Peak learning rate. Default: 2e-5 (LongLoRA's) with --model, 1e-3 for the built-in tiny model.
     #[arg(long)]
     lr: Option<f64>,
     /// Linear warmup steps. Default: 20 (LongLoRA's) with --model, 5 for the built-in model.
@@ -291,7 +291,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         batch_size: args.batch_size,
         grad_accum: args.grad_accum,
         seq_len: context,
-        lr: args.lr.unwrap_or(if builtin_model { 2e-3 } else { 2e-5 }),
+        lr: args.lr.unwrap_or(if builtin_model { 1e-3 } else { 2e-5 }),
         warmup_steps: args
             .warmup_steps
             .unwrap_or(if builtin_model { 5 } else { 20 }),

@@ -105,9 +105,9 @@ fn a_context_the_group_ratio_cannot_split_is_a_clear_error() {
         "--pretrain-steps",
         "1",
         "--context",
-        "1000",
+        "1028",
         "--group-ratio",
-        "0.3",
+        "0.25",
         "--output",
         dir.path().join("r").to_str().unwrap(),
     ]);
