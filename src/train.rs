@@ -63,7 +63,8 @@ pub struct Trainer {
     rng: Rng,
     step: usize,
     tokens: usize,
-    started: Instant,
+    /// Set when the first step starts, so set-up and evaluation do not count against tokens/s.
+    started: Option<Instant>,
 }
 
 impl Trainer {
@@ -107,7 +108,7 @@ impl Trainer {
             mask,
             step: 0,
             tokens: 0,
-            started: Instant::now(),
+            started: None,
             config,
         })
     }
@@ -120,6 +121,7 @@ impl Trainer {
     /// One optimizer step over `grad_accum` micro-batches. A non-finite loss stops the run with
     /// an error naming the step, before the weights are touched.
     pub fn step(&mut self, model: &mut Llama<f32>, sampler: &WindowSampler) -> Result<StepReport> {
+        let started = *self.started.get_or_insert_with(Instant::now);
         let c = &self.config;
         if sampler.seq_len() != c.seq_len {
             return Err(Error::option(
@@ -161,7 +163,7 @@ impl Trainer {
         self.optimizer
             .update(&mut trained_pairs(&mut model.weights, &self.grads), lr);
         self.step += 1;
-        let elapsed_s = self.started.elapsed().as_secs_f64();
+        let elapsed_s = started.elapsed().as_secs_f64();
         Ok(StepReport {
             step: self.step,
             loss,
