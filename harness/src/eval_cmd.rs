@@ -26,10 +26,10 @@ pub struct EvalArgs {
     /// Text: a .txt file or a directory of .txt files, byte-level tokens (byte-vocabulary models only).
     #[arg(long, required_unless_present = "tokens")]
     data: Option<PathBuf>,
-    /// Tokens the model reads per window; each window has context + 1 tokens. Default: the model's
-    /// max_position_embeddings times its RoPE scaling factor.
+    /// Tokens the model reads per window; each window has context + 1 tokens. Required: configs
+    /// disagree on whether max_position_embeddings is the original or the extended context.
     #[arg(long)]
-    context: Option<usize>,
+    context: usize,
     /// Distance between window starts.
     #[arg(long, default_value_t = 256)]
     stride: usize,
@@ -67,12 +67,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         model.config.rope_scaling_factor = f;
         model.config.validate()?;
     }
-    let cfg = &model.config;
-    let context = args
-        .context
-        .unwrap_or((cfg.max_position_embeddings as f64 * cfg.rope_scaling_factor).round() as usize);
+    let context = args.context;
     let mask = AttnMask::from_ratio(args.attn, args.group_ratio, context)?;
-    let vocab = cfg.vocab_size;
+    let vocab = model.config.vocab_size;
     let (file, text) = match (&args.tokens, &args.data) {
         (Some(p), _) => (Some(U16TokenFile::open(p)?), Vec::new()),
         (None, Some(p)) if vocab == BYTE_VOCAB => (None, load_text_tokens(p)?),
