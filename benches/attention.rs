@@ -30,19 +30,6 @@ fn mask(mode: AttnMode, seq_len: usize) -> AttnMask {
     AttnMask::from_ratio(mode, 0.25, seq_len).expect("0.25 gives an even group at these lengths")
 }
 
-/// Forward FLOPs: 4·D for every (query, key) pair the mask allows, over batch and heads.
-fn forward_flops(s: &AttnShape, m: &AttnMask) -> u64 {
-    let n = s.seq_len;
-    let pairs: usize = (0..s.n_heads)
-        .map(|h| {
-            (0..n)
-                .map(|i| (0..n).filter(|&j| m.allows(h, s.n_heads, i, j, n)).count())
-                .sum::<usize>()
-        })
-        .sum();
-    (4 * s.head_dim * pairs * s.batch) as u64
-}
-
 struct Buffers {
     q: Vec<f32>,
     k: Vec<f32>,
@@ -94,11 +81,11 @@ fn bench_attention(c: &mut Criterion) {
     for n in LENGTHS {
         for mode in MODES {
             let (s, m) = (shape(n), mask(mode, n));
-            let fwd = forward_flops(&s, &m);
+            let fwd = longlora::flops::attention_forward_flops(&s, &m);
             println!(
                 "  {mode:>5} N={n}: forward {:.3} GFLOP, forward+backward {:.3} GFLOP",
-                fwd as f64 / 1e9,
-                fwd as f64 * 3.5 / 1e9
+                fwd / 1e9,
+                fwd * 3.5 / 1e9
             );
         }
     }
@@ -116,7 +103,7 @@ fn bench_attention(c: &mut Criterion) {
                 let (s, m) = (shape(n), mask(mode, n));
                 let mut x = buffers(&s);
                 group.throughput(Throughput::Elements(
-                    (forward_flops(&s, &m) as f64 * factor) as u64,
+                    (longlora::flops::attention_forward_flops(&s, &m) * factor) as u64,
                 ));
                 group.bench_function(BenchmarkId::new(mode.to_string(), n), |b| {
                     b.iter(|| pass(&mut x, &s, &m))

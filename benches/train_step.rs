@@ -1,12 +1,12 @@
 //! One LongLoRA training step (forward + backward + AdamW) of the built-in default model
 //! (4 layers, d = 256, 8 heads, byte vocabulary) at context 1024, S²-Attn against dense attention.
-//! Prints the step's FLOPs (6·params·tokens for a full step, attention counted separately) so
-//! throughput can be read next to the time.
+//! Prints the step's FLOPs (DESIGN §3, `longlora::flops`) so throughput can be read next to the time.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use longlora::data::{synthetic_corpus, WindowSampler, BYTE_EOS, BYTE_VOCAB};
+use longlora::flops::train_step_flops;
 use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
-use longlora::ops::attention::AttnMode;
+use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
 use longlora::train::{TrainConfig, Trainer};
@@ -57,10 +57,11 @@ fn bench_train_step(c: &mut Criterion) {
             seed: 3,
         };
         let mut trainer = Trainer::new(&model, run).expect("trainer");
-        let params = cfg.num_params() as f64;
+        let mask = AttnMask::from_ratio(attn, 0.25, CONTEXT).expect("even group");
+        let flops = train_step_flops(&cfg, 1, CONTEXT, &mask, TrainableSet::LoraEmbedNorm);
         eprintln!(
-            "train step {attn}: {:.2} GFLOP of matrix work (6·params·tokens, LoRA set still computes dX through frozen weights)",
-            6.0 * params * CONTEXT as f64 / 1e9
+            "train step {attn}: {:.2} GFLOP (longlora::flops::train_step_flops)",
+            flops / 1e9
         );
         group.bench_function(attn.to_string(), |b| {
             b.iter(|| trainer.step(&mut model, &sampler).expect("step"))

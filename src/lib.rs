@@ -6,6 +6,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod float;
+pub mod flops;
 pub mod kernels;
 pub mod lora;
 pub mod memory;

@@ -1,0 +1,58 @@
+//! FLOP counts of the work we time (DESIGN §3): attention in FlashAttention's convention (4·D per
+//! unmasked query-key pair forward, backward 2.5x forward), matrix products as 2 FLOPs per
+//! multiply-add.
+
+use crate::model::{LlamaConfig, TrainableSet};
+use crate::ops::attention::{AttnMask, AttnShape};
+
+/// Unmasked (query, key) pairs of one sequence, summed over the heads, counted exactly.
+pub fn attention_pairs(mask: &AttnMask, n_heads: usize, seq_len: usize) -> u64 {
+    (0..n_heads)
+        .map(|h| {
+            (0..seq_len)
+                .map(|i| {
+                    (0..seq_len)
+                        .filter(|&j| mask.allows(h, n_heads, i, j, seq_len))
+                        .count() as u64
+                })
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// Forward FLOPs of one attention call: `4·D` per unmasked pair, over the batch.
+pub fn attention_forward_flops(shape: &AttnShape, mask: &AttnMask) -> f64 {
+    4.0 * shape.head_dim as f64
+        * attention_pairs(mask, shape.n_heads, shape.seq_len) as f64
+        * shape.batch as f64
+}
+
+/// Parameters that take part in matrix products per token: every layer's projections and the
+/// output head (the embedding is a gather).
+pub fn matmul_params(cfg: &LlamaConfig) -> f64 {
+    (cfg.num_params() - cfg.vocab_size * cfg.hidden_size) as f64
+}
+
+/// FLOPs of one training step (forward + backward) over `tokens = batch · seq_len` tokens: matrix
+/// products forward (2·P·tokens), the input gradients (2·P·tokens) and, for full fine-tuning, the
+/// weight gradients (2·P·tokens); attention forward and backward (3.5x forward) in every layer.
+/// LoRA's rank-r products (under 1% at r = 8, d = 256) are not counted.
+pub fn train_step_flops(
+    cfg: &LlamaConfig,
+    batch: usize,
+    seq_len: usize,
+    mask: &AttnMask,
+    set: TrainableSet,
+) -> f64 {
+    let tokens = (batch * seq_len) as f64;
+    let passes = if set == TrainableSet::Full { 3.0 } else { 2.0 };
+    let shape = AttnShape {
+        batch,
+        seq_len,
+        n_heads: cfg.num_attention_heads,
+        n_kv_heads: cfg.num_key_value_heads,
+        head_dim: cfg.head_dim(),
+    };
+    let attention = 3.5 * attention_forward_flops(&shape, mask) * cfg.num_hidden_layers as f64;
+    passes * 2.0 * matmul_params(cfg) * tokens + attention
+}
