@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::checkpoint::{load_tensors, save_tensors, write_atomic, NamedTensor};
+use crate::checkpoint::{load_tensors, save_tensors_renamed, write_atomic};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::model::{LlamaWeights, Param, TrainableSet};
@@ -55,17 +55,13 @@ pub fn save_adapter(dir: &Path, weights: &LlamaWeights<f32>, base_model: &str) -
         .as_ref()
         .ok_or_else(|| Error::option("trainable", "the model has no LoRA adapters to save"))?;
     let (rank, alpha) = (lora.rank, lora.alpha);
-    let tensors: Vec<NamedTensor<'_>> = weights
+    let tensors: Vec<(String, &Param<f32>)> = weights
         .params()
         .into_iter()
         .filter(|p| p.name.contains(".lora_"))
         .map(|p| (format!("{PEFT_PREFIX}{}", p.name), p))
         .collect();
-    save_tensors(
-        &dir.join(ADAPTER_WEIGHTS),
-        &tensors,
-        Some(HashMap::from([("format".into(), "pt".into())])),
-    )?;
+    save_tensors_renamed(&dir.join(ADAPTER_WEIGHTS), &tensors, None)?;
     let config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -142,17 +138,13 @@ pub fn save_trainable_params(
     weights: &LlamaWeights<f32>,
     set: TrainableSet,
 ) -> Result<()> {
-    let tensors: Vec<NamedTensor<'_>> = weights
+    let tensors: Vec<(String, &Param<f32>)> = weights
         .params()
         .into_iter()
         .filter(|p| set.trains(&p.name) && !p.name.contains(".lora_"))
         .map(|p| (p.name.clone(), p))
         .collect();
-    save_tensors(
-        path,
-        &tensors,
-        Some(HashMap::from([("format".into(), "pt".into())])),
-    )
+    save_tensors_renamed(path, &tensors, None)
 }
 
 /// File names of a PEFT adapter directory.

@@ -1,11 +1,16 @@
-//! Weights in Hugging Face's format: `config.json` plus safetensors files (one file, or shards with
-//! `model.safetensors.index.json`), f32/bf16/f16/f64 on load, memory-mapped. Every error names the
-//! file and, where there is one, the tensor.
+//! Model weights in the Hugging Face layout (`config.json` plus safetensors, single or sharded), so
+//! that checkpoints move freely between this crate and `transformers`/`peft`.
+//!
+//! Reading memory-maps the files and converts F32, BF16, F16 and F64 to f32; every error names the
+//! file and, where there is one, the tensor. Every write goes through [`write_atomic`], so a crash
+//! never leaves a half-written file under a final name.
 
-mod hf_config;
-mod model_io;
-mod tensors;
+mod atomic;
+mod config_json;
+mod model;
+mod safetensors_file;
 
-pub use hf_config::{config_to_json, load_config, save_config};
-pub use model_io::{load_model, save_model, save_model_sharded};
-pub use tensors::{load_tensors, save_tensors, write_atomic, NamedTensor};
+pub use atomic::write_atomic;
+pub use config_json::{config_to_json, load_config};
+pub use model::{load_model, save_model, save_model_sharded};
+pub use safetensors_file::{load_tensors, save_tensors, save_tensors_renamed};

@@ -1,0 +1,235 @@
+//! A whole Llama model directory as transformers saves it: `config.json` and the weights in one
+//! `model.safetensors` or in shards listed by `model.safetensors.index.json`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::config_json::{read_config, save_config};
+use super::safetensors_file::{save_tensors, MappedFile};
+use crate::error::{Error, Result};
+use crate::model::config::LlamaConfig;
+use crate::model::weights::{LlamaWeights, Param};
+
+const WEIGHTS_FILE: &str = "model.safetensors";
+const INDEX_FILE: &str = "model.safetensors.index.json";
+const LM_HEAD: &str = "lm_head.weight";
+
+/// Saves `config.json` and `model.safetensors` (f32), creating `dir`. LoRA adapters are left out:
+/// PEFT keeps them in an adapter file of their own, and the base file holds the base model only.
+pub fn save_model(dir: &Path, cfg: &LlamaConfig, w: &LlamaWeights<f32>) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    save_tensors(&dir.join(WEIGHTS_FILE), &base_params(w), None)?;
+    remove_stale_weights(dir, &[WEIGHTS_FILE.to_string()])?;
+    save_config(dir, cfg)
+}
+
+/// Saves like [`save_model`] but in shards of at most `max_shard_bytes` (a larger tensor gets a
+/// shard of its own), filled in parameter order, with the index transformers reads. As in
+/// transformers, a model that fits in one shard is saved as a single `model.safetensors`.
+pub fn save_model_sharded(
+    dir: &Path,
+    cfg: &LlamaConfig,
+    w: &LlamaWeights<f32>,
+    max_shard_bytes: usize,
+) -> Result<()> {
+    let params = base_params(w);
+    let shards = plan_shards(&params, max_shard_bytes);
+    if shards.len() <= 1 {
+        return save_model(dir, cfg, w);
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut weight_map = BTreeMap::new();
+    let mut written = Vec::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let file = format!("model-{:05}-of-{:05}.safetensors", i + 1, shards.len());
+        save_tensors(&dir.join(&file), shard, None)?;
+        weight_map.extend(shard.iter().map(|p| (p.name.clone(), file.clone())));
+        written.push(file);
+    }
+    let total_size: usize = params.iter().map(|p| p.data.len() * size_of::<f32>()).sum();
+    let index = json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
+    let text = serde_json::to_string_pretty(&index).expect("a JSON value always serialises");
+    super::write_atomic(&dir.join(INDEX_FILE), text.as_bytes())?;
+    written.push(INDEX_FILE.to_string());
+    remove_stale_weights(dir, &written)?;
+    save_config(dir, cfg)
+}
+
+/// The base model's tensors: every parameter except LoRA adapters.
+fn base_params(w: &LlamaWeights<f32>) -> Vec<&Param<f32>> {
+    let adapters: Vec<&Param<f32>> = w
+        .layers
+        .iter()
+        .flat_map(|l| {
+            [
+                &l.q_proj,
+                &l.k_proj,
+                &l.v_proj,
+                &l.o_proj,
+                &l.gate_proj,
+                &l.up_proj,
+                &l.down_proj,
+            ]
+        })
+        .filter_map(|lin| lin.lora.as_ref())
+        .flat_map(|lora| [&lora.a, &lora.b])
+        .collect();
+    w.params()
+        .into_iter()
+        .filter(|p| !adapters.iter().any(|a| std::ptr::eq(*a, *p)))
+        .collect()
+}
+
+fn plan_shards<'a>(params: &[&'a Param<f32>], max_bytes: usize) -> Vec<Vec<&'a Param<f32>>> {
+    let mut shards: Vec<Vec<&Param<f32>>> = Vec::new();
+    let mut filled = 0;
+    for &p in params {
+        let bytes = p.data.len() * size_of::<f32>();
+        match shards.last_mut() {
+            Some(shard) if filled + bytes <= max_bytes => {
+                shard.push(p);
+                filled += bytes;
+            }
+            _ => {
+                shards.push(vec![p]);
+                filled = bytes;
+            }
+        }
+    }
+    shards
+}
+
+/// Deletes weight files of an earlier save in another layout or shard count: a loader would
+/// otherwise pick the old single file over a new index, or a reader see a mix of both.
+fn remove_stale_weights(dir: &Path, keep: &[String]) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if is_weights_file(name) && !keep.iter().any(|k| k == name) {
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn is_weights_file(name: &str) -> bool {
+    let shard =
+        name.starts_with("model-") && name.contains("-of-") && name.ends_with(".safetensors");
+    shard || name == WEIGHTS_FILE || name == INDEX_FILE
+}
+
+/// Loads a model directory saved by transformers or by [`save_model`]. Tensors the model does not
+/// use (e.g. an old `rotary_emb.inv_freq`) are ignored. With `tie_word_embeddings` and no
+/// `lm_head.weight` in the files, `lm_head` starts as a copy of `embed_tokens`; the copy is
+/// untied afterwards (training updates each on its own, and a save writes both).
+pub fn load_model(dir: &Path) -> Result<(LlamaConfig, LlamaWeights<f32>)> {
+    let hf = read_config(dir)?;
+    let source = WeightFiles::open(dir)?;
+    let copy_embedding = hf.tie_word_embeddings && !source.contains(LM_HEAD);
+    let mut w = LlamaWeights::zeros(&hf.cfg);
+    for p in w.params_mut() {
+        if !(copy_embedding && p.name == LM_HEAD) {
+            source.file_of(&p.name)?.read_into(p)?;
+        }
+    }
+    if copy_embedding {
+        w.lm_head.data.clone_from(&w.embed_tokens.data);
+    }
+    Ok((hf.cfg, w))
+}
+
+/// The mapped weight files of a model directory and which one holds each tensor.
+enum WeightFiles {
+    Single(MappedFile),
+    Sharded {
+        index: PathBuf,
+        /// By file name.
+        shards: HashMap<String, MappedFile>,
+        /// Tensor name to file name, as the index lists them.
+        shard_of: BTreeMap<String, String>,
+    },
+}
+
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+impl WeightFiles {
+    /// Prefers `model.safetensors` over an index, as transformers does.
+    fn open(dir: &Path) -> Result<Self> {
+        let single = dir.join(WEIGHTS_FILE);
+        if single.exists() {
+            return MappedFile::open(&single).map(WeightFiles::Single);
+        }
+        let index = dir.join(INDEX_FILE);
+        if index.exists() {
+            return Self::open_sharded(dir, index);
+        }
+        Err(Error::BadFile {
+            path: dir.into(),
+            message: format!("no weights: neither {WEIGHTS_FILE} nor {INDEX_FILE}"),
+        })
+    }
+
+    fn open_sharded(dir: &Path, index: PathBuf) -> Result<Self> {
+        let bytes = fs::read(&index).map_err(|e| Error::io(&index, e))?;
+        let parsed: ShardIndex = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path: index.clone(),
+            source,
+        })?;
+        let mut shards = HashMap::new();
+        for file in parsed.weight_map.values() {
+            if !shards.contains_key(file) {
+                shards.insert(file.clone(), open_shard(&index, &dir.join(file))?);
+            }
+        }
+        Ok(WeightFiles::Sharded {
+            index,
+            shards,
+            shard_of: parsed.weight_map,
+        })
+    }
+
+    fn contains(&self, tensor: &str) -> bool {
+        match self {
+            WeightFiles::Single(file) => file.contains(tensor),
+            WeightFiles::Sharded { shard_of, .. } => shard_of.contains_key(tensor),
+        }
+    }
+
+    /// The file that should hold `tensor`; a tensor missing from the index is reported there.
+    fn file_of(&self, tensor: &str) -> Result<&MappedFile> {
+        match self {
+            WeightFiles::Single(file) => Ok(file),
+            WeightFiles::Sharded {
+                index,
+                shards,
+                shard_of,
+            } => shard_of
+                .get(tensor)
+                .map(|file| &shards[file])
+                .ok_or_else(|| Error::MissingTensor {
+                    path: index.clone(),
+                    tensor: tensor.into(),
+                }),
+        }
+    }
+}
+
+/// Opens a shard, saying which index named it when it does not exist.
+fn open_shard(index: &Path, shard: &Path) -> Result<MappedFile> {
+    if !shard.exists() {
+        return Err(Error::BadFile {
+            path: index.into(),
+            message: format!("names shard {}, which does not exist", shard.display()),
+        });
+    }
+    MappedFile::open(shard)
+}
