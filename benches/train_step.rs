@@ -3,7 +3,7 @@
 //! Prints the step's FLOPs (DESIGN §3, `longlora::flops`) so throughput can be read next to the time.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use longlora::data::{synthetic_corpus, WindowSampler, BYTE_EOS, BYTE_VOCAB};
+use longlora::data::{synthetic_corpus, WindowSampler};
 use longlora::flops::train_step_flops;
 use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode};
@@ -15,18 +15,8 @@ const CONTEXT: usize = 1024;
 
 fn default_config() -> LlamaConfig {
     LlamaConfig {
-        vocab_size: BYTE_VOCAB,
-        hidden_size: 256,
-        intermediate_size: 688,
-        num_hidden_layers: 4,
-        num_attention_heads: 8,
-        num_key_value_heads: 8,
-        rope_theta: 10000.0,
-        rms_norm_eps: 1e-5,
-        max_position_embeddings: 256,
         rope_scaling_factor: 4.0,
-        bos_token_id: None,
-        eos_token_id: Some(BYTE_EOS),
+        ..LlamaConfig::builtin()
     }
 }
 

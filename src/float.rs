@@ -54,59 +54,40 @@ pub trait Float:
     );
 }
 
-impl Float for f32 {
-    const NAME: &'static str = "f32";
+/// Implements [`Float`] for a primitive float through the matching matrixmultiply kernel.
+macro_rules! impl_float {
+    ($t:ty, $name:literal, $gemm:path) => {
+        impl Float for $t {
+            const NAME: &'static str = $name;
 
-    fn from_f64_lossy(v: f64) -> Self {
-        v as f32
-    }
+            fn from_f64_lossy(v: f64) -> Self {
+                v as $t
+            }
 
-    unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
-    }
+            unsafe fn gemm_raw(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+            }
+        }
+    };
 }
 
-impl Float for f64 {
-    const NAME: &'static str = "f64";
-
-    fn from_f64_lossy(v: f64) -> Self {
-        v
-    }
-
-    unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
-    }
-}
+impl_float!(f32, "f32", matrixmultiply::sgemm);
+impl_float!(f64, "f64", matrixmultiply::dgemm);
 
 /// Shorthand for a constant in the generic element type.
 pub fn cst<T: Float>(v: f64) -> T {

@@ -309,8 +309,10 @@ fn cross_entropy_backward_matches_finite_differences_and_ignores_masked_labels()
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
+    // dim ≥ 2: with one element RMSNorm is w·sign(x) and its input gradient is O(eps), below the
+    // finite differences' own rounding error relative to it.
     #[test]
-    fn rmsnorm_gradients_hold_over_shapes(rows in 1usize..6, dim in 1usize..12, seed in 0u64..1000) {
+    fn rmsnorm_gradients_hold_over_shapes(rows in 1usize..6, dim in 2usize..12, seed in 0u64..1000) {
         check_rmsnorm(rows, dim, seed);
     }
 

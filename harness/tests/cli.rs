@@ -125,6 +125,8 @@ fn missing_model_directory_is_a_clear_error() {
         "/nonexistent/model",
         "--data",
         "/nonexistent.txt",
+        "--context",
+        "8",
     ]);
     assert!(!o.status.success());
     let e = stderr(&o);

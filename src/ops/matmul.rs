@@ -4,11 +4,61 @@
 
 use crate::float::Float;
 
-fn beta<T: Float>(acc: bool) -> T {
-    if acc {
-        T::one()
-    } else {
-        T::zero()
+/// A row-major operand and the strides at which the GEMM reads it (rows, columns).
+struct Operand<'a, T> {
+    data: &'a [T],
+    rs: usize,
+    cs: usize,
+}
+
+/// `out[m×n] (+)= alpha · a[m×k] · b[k×n]` for operands read through their strides.
+#[allow(clippy::too_many_arguments)]
+fn gemm<T: Float>(
+    out: &mut [T],
+    a: Operand<'_, T>,
+    b: Operand<'_, T>,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    acc: bool,
+) {
+    let last = |o: &Operand<'_, T>, rows: usize, cols: usize| {
+        (rows.max(1) - 1) * o.rs + (cols.max(1) - 1) * o.cs
+    };
+    assert!(
+        out.len() >= m * n,
+        "matmul output holds {} < {m}×{n}",
+        out.len()
+    );
+    assert!(
+        m * k == 0 || a.data.len() > last(&a, m, k),
+        "matmul left operand too short"
+    );
+    assert!(
+        k * n == 0 || b.data.len() > last(&b, k, n),
+        "matmul right operand too short"
+    );
+    let beta = if acc { T::one() } else { T::zero() };
+    // SAFETY: the asserts above keep every strided read inside its slice and every write inside
+    // `out`, which is a distinct mutable borrow.
+    unsafe {
+        T::gemm_raw(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            out.as_mut_ptr(),
+            n as isize,
+            1,
+        );
     }
 }
 
@@ -24,26 +74,17 @@ pub fn matmul_nt<T: Float>(
     alpha: T,
     acc: bool,
 ) {
-    assert!(out.len() >= m * n && x.len() >= m * k && w.len() >= n * k);
-    // SAFETY: the lengths were checked above; `out` is a distinct mutable slice.
-    unsafe {
-        T::gemm_raw(
-            m,
-            k,
-            n,
-            alpha,
-            x.as_ptr(),
-            k as isize,
-            1,
-            w.as_ptr(),
-            1,
-            k as isize,
-            beta(acc),
-            out.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+    let a = Operand {
+        data: x,
+        rs: k,
+        cs: 1,
+    };
+    let b = Operand {
+        data: w,
+        rs: 1,
+        cs: k,
+    };
+    gemm(out, a, b, m, k, n, alpha, acc);
 }
 
 /// `out[m×n] (+)= alpha · a[m×k] · b[k×n]`.
@@ -58,26 +99,17 @@ pub fn matmul_nn<T: Float>(
     alpha: T,
     acc: bool,
 ) {
-    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    // SAFETY: the lengths were checked above; `out` is a distinct mutable slice.
-    unsafe {
-        T::gemm_raw(
-            m,
-            k,
-            n,
-            alpha,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            beta(acc),
-            out.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+    let a = Operand {
+        data: a,
+        rs: k,
+        cs: 1,
+    };
+    let b = Operand {
+        data: b,
+        rs: n,
+        cs: 1,
+    };
+    gemm(out, a, b, m, k, n, alpha, acc);
 }
 
 /// `out[m×n] (+)= alpha · a[k×m]ᵀ · b[k×n]` (weight gradients: `dW = dYᵀ·X`).
@@ -92,24 +124,15 @@ pub fn matmul_tn<T: Float>(
     alpha: T,
     acc: bool,
 ) {
-    assert!(out.len() >= m * n && a.len() >= k * m && b.len() >= k * n);
-    // SAFETY: the lengths were checked above; `out` is a distinct mutable slice.
-    unsafe {
-        T::gemm_raw(
-            m,
-            k,
-            n,
-            alpha,
-            a.as_ptr(),
-            1,
-            m as isize,
-            b.as_ptr(),
-            n as isize,
-            1,
-            beta(acc),
-            out.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+    let a = Operand {
+        data: a,
+        rs: 1,
+        cs: m,
+    };
+    let b = Operand {
+        data: b,
+        rs: n,
+        cs: 1,
+    };
+    gemm(out, a, b, m, k, n, alpha, acc);
 }
