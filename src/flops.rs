@@ -3,21 +3,36 @@
 //! multiply-add.
 
 use crate::model::{LlamaConfig, TrainableSet};
-use crate::ops::attention::{AttnMask, AttnShape};
+use crate::ops::attention::{AttnMask, AttnMode, AttnShape};
 
-/// Unmasked (query, key) pairs of one sequence, summed over the heads, counted exactly.
+/// Causal pairs inside consecutive groups: the first of length `first`, then `group` each, the last
+/// one cut at `seq_len`.
+fn grouped_pairs(seq_len: usize, first: usize, group: usize) -> u64 {
+    let tri = |g: u64| g * (g + 1) / 2;
+    let mut start = 0;
+    let mut len = first.min(seq_len);
+    let mut pairs = 0;
+    while start < seq_len {
+        pairs += tri(len as u64);
+        start += len;
+        len = group.min(seq_len - start);
+    }
+    pairs
+}
+
+/// Unmasked (query, key) pairs of one sequence, summed over the heads: exact, in closed form per
+/// group (a test checks it against [`AttnMask::allows`] element by element).
 pub fn attention_pairs(mask: &AttnMask, n_heads: usize, seq_len: usize) -> u64 {
-    (0..n_heads)
-        .map(|h| {
-            (0..seq_len)
-                .map(|i| {
-                    (0..seq_len)
-                        .filter(|&j| mask.allows(h, n_heads, i, j, seq_len))
-                        .count() as u64
-                })
-                .sum::<u64>()
-        })
-        .sum()
+    let g = mask.group_size;
+    if mask.mode == AttnMode::Dense || g >= seq_len {
+        return n_heads as u64 * grouped_pairs(seq_len, seq_len, seq_len);
+    }
+    let unshifted = n_heads / 2;
+    // A rolled head attends causally inside whole groups of G in rolled order, like an unshifted
+    // head; an S2 head's first group is G/2 long.
+    let shifted_first = if mask.mode == AttnMode::S2 { g / 2 } else { g };
+    unshifted as u64 * grouped_pairs(seq_len, g, g)
+        + (n_heads - unshifted) as u64 * grouped_pairs(seq_len, shifted_first, g)
 }
 
 /// Forward FLOPs of one attention call: `4·D` per unmasked pair, over the batch.

@@ -15,5 +15,6 @@ pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod train;
+pub mod train_memory;
 
 pub use error::{Error, Result};

@@ -64,6 +64,44 @@ impl<T: Float> Activations<T> {
     pub fn rows(&self) -> usize {
         self.batch * self.seq_len
     }
+
+    /// Elements of the tensors kept for backward (layer caches, final norm, logits).
+    pub fn saved_elements(&self) -> usize {
+        let layers: usize = self.layers.iter().map(LayerCache::elements).sum();
+        layers
+            + self.x_final.len()
+            + self.rstd_final.len()
+            + self.xn_final.len()
+            + self.logits.len()
+    }
+}
+
+impl<T> LayerCache<T> {
+    fn elements(&self) -> usize {
+        [
+            &self.x,
+            &self.rstd_attn,
+            &self.xn_attn,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.xa_q,
+            &self.xa_k,
+            &self.xa_v,
+            &self.attn,
+            &self.lse,
+            &self.xa_o,
+            &self.h,
+            &self.rstd_mlp,
+            &self.xn_mlp,
+            &self.gate,
+            &self.up,
+            &self.act,
+        ]
+        .iter()
+        .map(|v| v.len())
+        .sum()
+    }
 }
 
 fn zeros<T: Float>(n: usize) -> Vec<T> {

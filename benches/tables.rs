@@ -1,0 +1,138 @@
+//! FLOPs and memory tables of LongLoRA training, S²-Attn against dense attention, for Llama-2-7B's
+//! shape and the built-in default model (DESIGN §3). Counted, not timed: the timed benches are
+//! `attention` and `train_step`.
+
+use longlora::flops::{attention_forward_flops, matmul_params, train_step_flops};
+use longlora::model::{LlamaConfig, TrainableSet};
+use longlora::ops::attention::{AttnMask, AttnMode, AttnShape};
+use longlora::train_memory::train_memory;
+
+/// A unit to print in: divisor and name.
+type Unit = (f64, &'static str);
+
+fn llama2_7b() -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: 32000,
+        hidden_size: 4096,
+        intermediate_size: 11008,
+        num_hidden_layers: 32,
+        num_attention_heads: 32,
+        num_key_value_heads: 32,
+        rope_theta: 10000.0,
+        rms_norm_eps: 1e-5,
+        max_position_embeddings: 4096,
+        rope_scaling_factor: 1.0,
+        bos_token_id: Some(1),
+        eos_token_id: Some(2),
+    }
+}
+
+fn s2_mask(n: usize) -> AttnMask {
+    AttnMask::from_ratio(AttnMode::S2, 0.25, n).expect("N/4 is even at these lengths")
+}
+
+fn flops_table(name: &str, cfg: &LlamaConfig, lengths: &[usize], (scale, unit): Unit) {
+    println!("\n{name}: one LongLoRA training step (lora+embed+norm), batch 1, FlashAttention convention");
+    println!("(attention 4·D per unmasked causal pair forward, backward 2.5x; matrices 2 per multiply-add)");
+    let heads = ["attn dense", "attn s2", "step dense", "step s2"].map(|h| format!("{h} {unit}"));
+    println!(
+        "{:>8} {:>15} {:>15} {:>15} {:>15} {:>8}",
+        "N", heads[0], heads[1], heads[2], heads[3], "speedup"
+    );
+    for &n in lengths {
+        let (dense, s2) = (AttnMask::dense(), s2_mask(n));
+        let shape = AttnShape {
+            batch: 1,
+            seq_len: n,
+            n_heads: cfg.num_attention_heads,
+            n_kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim(),
+        };
+        let layers = cfg.num_hidden_layers as f64;
+        let attn = |m: &AttnMask| 3.5 * attention_forward_flops(&shape, m) * layers / scale;
+        let step =
+            |m: &AttnMask| train_step_flops(cfg, 1, n, m, TrainableSet::LoraEmbedNorm) / scale;
+        println!(
+            "{n:>8} {:>15.2} {:>15.2} {:>15.2} {:>15.2} {:>7.2}x",
+            attn(&dense),
+            attn(&s2),
+            step(&dense),
+            step(&s2),
+            step(&dense) / step(&s2)
+        );
+    }
+    println!("\n{name}: forward FLOPs in the LongLoRA paper's convention");
+    println!(
+        "(attention 4·N·G·d·layers with no causal halving, G = N for dense; the rest 2·params·N)"
+    );
+    println!(
+        "{:>8} {:>14} {:>14} {:>8}",
+        "N",
+        format!("dense {unit}"),
+        format!("s2 {unit}"),
+        "ratio"
+    );
+    for &n in lengths {
+        let (nf, d, layers) = (
+            n as f64,
+            cfg.hidden_size as f64,
+            cfg.num_hidden_layers as f64,
+        );
+        let paper = |g: f64| (4.0 * nf * g * d * layers + 2.0 * matmul_params(cfg) * nf) / scale;
+        let (dense, s2) = (paper(nf), paper((n / 4) as f64));
+        println!("{n:>8} {dense:>14.2} {s2:>14.2} {:>7.2}x", dense / s2);
+    }
+}
+
+fn memory_table(name: &str, cfg: &LlamaConfig, n: usize, (scale, unit): Unit) {
+    println!(
+        "\n{name}: training memory at N = {n}, batch 1, LoRA r = 8, f32 weights, gradients and AdamW \
+         state (as the CPU path stores them), {unit}"
+    );
+    println!(
+        "{:>16} {:>9} {:>9} {:>9} {:>12} {:>14} {:>9} {:>12}",
+        "set",
+        "weights",
+        "grads",
+        "AdamW",
+        "activations",
+        "act. if recomp.",
+        "total",
+        "total if recomp."
+    );
+    for set in [
+        TrainableSet::Full,
+        TrainableSet::Lora,
+        TrainableSet::LoraEmbedNorm,
+    ] {
+        let m = train_memory(cfg, set, 8, n);
+        println!(
+            "{:>16} {:>9.2} {:>9.2} {:>9.2} {:>12.2} {:>14.2} {:>9.2} {:>12.2}",
+            set.to_string(),
+            m.weights / scale,
+            m.gradients / scale,
+            m.optimizer / scale,
+            m.activations / scale,
+            m.activations_recomputed / scale,
+            m.total(false) / scale,
+            m.total(true) / scale
+        );
+    }
+}
+
+fn main() {
+    const TFLOP: Unit = (1e12, "TF");
+    const GFLOP: Unit = (1e9, "GF");
+    const GIB: Unit = (1073741824.0, "GiB");
+    const MIB: Unit = (1048576.0, "MiB");
+    let lengths_7b = [8192, 16384, 32768, 65536, 102400];
+    flops_table("Llama-2-7B", &llama2_7b(), &lengths_7b, TFLOP);
+    memory_table("Llama-2-7B", &llama2_7b(), 8192, GIB);
+    flops_table(
+        "built-in model",
+        &LlamaConfig::builtin(),
+        &[1024, 4096],
+        GFLOP,
+    );
+    memory_table("built-in model", &LlamaConfig::builtin(), 1024, MIB);
+}
