@@ -53,6 +53,9 @@ pub enum Error {
 
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged { step: usize, loss: f64 },
+
+    #[error(transparent)]
+    Kernel(#[from] crate::kernels::KernelError),
 }
 
 /// The library's result type.
