@@ -4,6 +4,8 @@
 
 use longlora::rng::Rng;
 
+pub mod probe;
+
 /// `n` values uniform in [-scale, scale) (never all zero).
 pub fn random_vec(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
     (0..n).map(|_| rng.uniform_range(-scale, scale)).collect()
