@@ -143,3 +143,20 @@ fn out_of_vocabulary_tokens_are_an_error_not_a_panic() {
     };
     assert!(err.to_string().contains("99"), "{err}");
 }
+
+#[test]
+fn weights_that_do_not_match_the_config_are_rejected() {
+    let cfg = tiny_config();
+    let mut w = LlamaWeights::<f64>::zeros(&cfg);
+    w.layers.pop();
+    let err = Llama::new(cfg.clone(), w).expect_err("a missing layer must be rejected");
+    assert!(err.to_string().contains("layers"), "{err}");
+    let mut w = LlamaWeights::<f64>::zeros(&cfg);
+    w.layers[1].k_proj.weight.shape = vec![8, 8];
+    let err = Llama::new(cfg, w).expect_err("a wrong shape must be rejected");
+    assert!(
+        err.to_string()
+            .contains("model.layers.1.self_attn.k_proj.weight"),
+        "{err}"
+    );
+}

@@ -113,12 +113,19 @@ impl<T: Float> Llama<T> {
     pub fn new(config: LlamaConfig, weights: LlamaWeights<T>) -> Result<Self> {
         config.validate()?;
         let expected = LlamaWeights::<T>::zeros(&config);
-        for (p, e) in weights
+        let base: Vec<_> = weights
             .params()
-            .iter()
+            .into_iter()
             .filter(|p| !p.name.contains(".lora_"))
-            .zip(expected.params())
-        {
+            .collect();
+        if base.len() != expected.params().len() {
+            return Err(Error::Shape {
+                what: "model weights".into(),
+                expected: format!("{} layers from the config", config.num_hidden_layers),
+                got: format!("{} layers", weights.layers.len()),
+            });
+        }
+        for (p, e) in base.into_iter().zip(expected.params()) {
             if p.name != e.name || p.shape != e.shape || p.data.len() != e.numel() {
                 return Err(Error::Shape {
                     what: format!("parameter {}", e.name),
