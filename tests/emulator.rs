@@ -420,7 +420,10 @@ fn invalid_arguments_are_rejected_with_clear_errors() {
 
 #[test]
 fn generated_params_match_the_c_layouts() {
-    use kernels::params::{DivergentBarrierParams, MmaLoopParams, ProbeParams, ReduceSumParams};
+    use kernels::params::{
+        DivergentBarrierParams, LoraGradAParams, LoraGradBParams, LoraLinearParams, MmaLoopParams,
+        ProbeParams, ReduceSumParams,
+    };
     use std::mem::{align_of, size_of};
     let mut rust = vec![
         (
@@ -443,6 +446,21 @@ fn generated_params_match_the_c_layouts() {
         "MmaLoopParams",
         size_of::<MmaLoopParams>(),
         align_of::<MmaLoopParams>(),
+    ));
+    rust.push((
+        "LoraLinearParams",
+        size_of::<LoraLinearParams>(),
+        align_of::<LoraLinearParams>(),
+    ));
+    rust.push((
+        "LoraGradAParams",
+        size_of::<LoraGradAParams>(),
+        align_of::<LoraGradAParams>(),
+    ));
+    rust.push((
+        "LoraGradBParams",
+        size_of::<LoraGradBParams>(),
+        align_of::<LoraGradBParams>(),
     ));
     let mut c: Vec<_> = kernels::emu::param_layouts()
         .into_iter()

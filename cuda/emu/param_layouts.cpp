@@ -19,6 +19,9 @@ constexpr Layout kLayouts[] = {
     LONGLORA_LAYOUT(ReduceSumParams),
     LONGLORA_LAYOUT(DivergentBarrierParams),
     LONGLORA_LAYOUT(MmaLoopParams),
+    LONGLORA_LAYOUT(LoraLinearParams),
+    LONGLORA_LAYOUT(LoraGradAParams),
+    LONGLORA_LAYOUT(LoraGradBParams),
 };
 
 }  // namespace

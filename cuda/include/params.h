@@ -60,4 +60,52 @@ typedef struct MmaLoopParams {
     uint32_t iterations;
 } MmaLoopParams;
 
+/* ---- Fused LoRA linear (cuda/lora_linear.cu). Tensors are row-major bf16 (uint16_t bits) unless
+ * marked f32; s = alpha / rank. ---- */
+
+/* lora_linear_forward_kernel: output = input·Wᵀ + s·(input·Aᵀ)·Bᵀ and low = input·Aᵀ, with
+ * input = x [rows][reduce], weight = W [cols][reduce], down = A [rank][reduce], up = B [cols][rank].
+ * lora_linear_backward_input_kernel: output (+)= input·W + s·(input·B)·A and low = input·B, with
+ * input = dY [rows][reduce], weight = W [reduce][cols], down = B [reduce][rank], up = A [rank][cols].
+ * rank = 0 is the plain product (down, up and low unused). */
+typedef struct LoraLinearParams {
+    const uint16_t* input;
+    const uint16_t* weight;
+    const uint16_t* down;
+    const uint16_t* up;
+    uint16_t* output;           /* [rows][cols] */
+    float* low;                 /* [rows][rank] f32, kept for the backward reductions */
+    uint32_t* input_tile_loads; /* null, or incremented once per tile of input read from global memory */
+    uint32_t rows;
+    uint32_t reduce;
+    uint32_t cols;
+    uint32_t rank; /* 0 to 64 */
+    float scale;
+    uint32_t accumulate; /* nonzero: output += the product, else output = the product */
+} LoraLinearParams;
+
+/* lora_grad_a_kernel: grad_a [rank][in_features] f32 += s·dy_bᵀ·x, with dy_b = dY·B [rows][rank] f32
+ * and x [rows][in_features]. */
+typedef struct LoraGradAParams {
+    const float* dy_b;
+    const uint16_t* x;
+    float* grad_a;
+    uint32_t rows;
+    uint32_t in_features;
+    uint32_t rank;
+    float scale;
+} LoraGradAParams;
+
+/* lora_grad_b_kernel: grad_b [out_features][rank] f32 += s·dyᵀ·xa, with dy [rows][out_features] and
+ * xa = x·Aᵀ [rows][rank] f32. */
+typedef struct LoraGradBParams {
+    const uint16_t* dy;
+    const float* xa;
+    float* grad_b;
+    uint32_t rows;
+    uint32_t out_features;
+    uint32_t rank;
+    float scale;
+} LoraGradBParams;
+
 #endif

@@ -150,3 +150,116 @@ const _: () = {
     ["Offset of field: MmaLoopParams::iterations"]
         [::std::mem::offset_of!(MmaLoopParams, iterations) - 24usize];
 };
+#[doc = " lora_linear_forward_kernel: output = input·Wᵀ + s·(input·Aᵀ)·Bᵀ and low = input·Aᵀ, with\n input = x [rows][reduce], weight = W [cols][reduce], down = A [rank][reduce], up = B [cols][rank].\n lora_linear_backward_input_kernel: output (+)= input·W + s·(input·B)·A and low = input·B, with\n input = dY [rows][reduce], weight = W [reduce][cols], down = B [reduce][rank], up = A [rank][cols].\n rank = 0 is the plain product (down, up and low unused)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct LoraLinearParams {
+    pub input: *const u16,
+    pub weight: *const u16,
+    pub down: *const u16,
+    pub up: *const u16,
+    #[doc = " [rows][cols]"]
+    pub output: *mut u16,
+    #[doc = " [rows][rank] f32, kept for the backward reductions"]
+    pub low: *mut f32,
+    #[doc = " null, or incremented once per tile of input read from global memory"]
+    pub input_tile_loads: *mut u32,
+    pub rows: u32,
+    pub reduce: u32,
+    pub cols: u32,
+    #[doc = " 0 to 64"]
+    pub rank: u32,
+    pub scale: f32,
+    #[doc = " nonzero: output += the product, else output = the product"]
+    pub accumulate: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LoraLinearParams"][::std::mem::size_of::<LoraLinearParams>() - 80usize];
+    ["Alignment of LoraLinearParams"][::std::mem::align_of::<LoraLinearParams>() - 8usize];
+    ["Offset of field: LoraLinearParams::input"]
+        [::std::mem::offset_of!(LoraLinearParams, input) - 0usize];
+    ["Offset of field: LoraLinearParams::weight"]
+        [::std::mem::offset_of!(LoraLinearParams, weight) - 8usize];
+    ["Offset of field: LoraLinearParams::down"]
+        [::std::mem::offset_of!(LoraLinearParams, down) - 16usize];
+    ["Offset of field: LoraLinearParams::up"]
+        [::std::mem::offset_of!(LoraLinearParams, up) - 24usize];
+    ["Offset of field: LoraLinearParams::output"]
+        [::std::mem::offset_of!(LoraLinearParams, output) - 32usize];
+    ["Offset of field: LoraLinearParams::low"]
+        [::std::mem::offset_of!(LoraLinearParams, low) - 40usize];
+    ["Offset of field: LoraLinearParams::input_tile_loads"]
+        [::std::mem::offset_of!(LoraLinearParams, input_tile_loads) - 48usize];
+    ["Offset of field: LoraLinearParams::rows"]
+        [::std::mem::offset_of!(LoraLinearParams, rows) - 56usize];
+    ["Offset of field: LoraLinearParams::reduce"]
+        [::std::mem::offset_of!(LoraLinearParams, reduce) - 60usize];
+    ["Offset of field: LoraLinearParams::cols"]
+        [::std::mem::offset_of!(LoraLinearParams, cols) - 64usize];
+    ["Offset of field: LoraLinearParams::rank"]
+        [::std::mem::offset_of!(LoraLinearParams, rank) - 68usize];
+    ["Offset of field: LoraLinearParams::scale"]
+        [::std::mem::offset_of!(LoraLinearParams, scale) - 72usize];
+    ["Offset of field: LoraLinearParams::accumulate"]
+        [::std::mem::offset_of!(LoraLinearParams, accumulate) - 76usize];
+};
+#[doc = " lora_grad_a_kernel: grad_a [rank][in_features] f32 += s·dy_bᵀ·x, with dy_b = dY·B [rows][rank] f32\n and x [rows][in_features]."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct LoraGradAParams {
+    pub dy_b: *const f32,
+    pub x: *const u16,
+    pub grad_a: *mut f32,
+    pub rows: u32,
+    pub in_features: u32,
+    pub rank: u32,
+    pub scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LoraGradAParams"][::std::mem::size_of::<LoraGradAParams>() - 40usize];
+    ["Alignment of LoraGradAParams"][::std::mem::align_of::<LoraGradAParams>() - 8usize];
+    ["Offset of field: LoraGradAParams::dy_b"]
+        [::std::mem::offset_of!(LoraGradAParams, dy_b) - 0usize];
+    ["Offset of field: LoraGradAParams::x"][::std::mem::offset_of!(LoraGradAParams, x) - 8usize];
+    ["Offset of field: LoraGradAParams::grad_a"]
+        [::std::mem::offset_of!(LoraGradAParams, grad_a) - 16usize];
+    ["Offset of field: LoraGradAParams::rows"]
+        [::std::mem::offset_of!(LoraGradAParams, rows) - 24usize];
+    ["Offset of field: LoraGradAParams::in_features"]
+        [::std::mem::offset_of!(LoraGradAParams, in_features) - 28usize];
+    ["Offset of field: LoraGradAParams::rank"]
+        [::std::mem::offset_of!(LoraGradAParams, rank) - 32usize];
+    ["Offset of field: LoraGradAParams::scale"]
+        [::std::mem::offset_of!(LoraGradAParams, scale) - 36usize];
+};
+#[doc = " lora_grad_b_kernel: grad_b [out_features][rank] f32 += s·dyᵀ·xa, with dy [rows][out_features] and\n xa = x·Aᵀ [rows][rank] f32."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct LoraGradBParams {
+    pub dy: *const u16,
+    pub xa: *const f32,
+    pub grad_b: *mut f32,
+    pub rows: u32,
+    pub out_features: u32,
+    pub rank: u32,
+    pub scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LoraGradBParams"][::std::mem::size_of::<LoraGradBParams>() - 40usize];
+    ["Alignment of LoraGradBParams"][::std::mem::align_of::<LoraGradBParams>() - 8usize];
+    ["Offset of field: LoraGradBParams::dy"][::std::mem::offset_of!(LoraGradBParams, dy) - 0usize];
+    ["Offset of field: LoraGradBParams::xa"][::std::mem::offset_of!(LoraGradBParams, xa) - 8usize];
+    ["Offset of field: LoraGradBParams::grad_b"]
+        [::std::mem::offset_of!(LoraGradBParams, grad_b) - 16usize];
+    ["Offset of field: LoraGradBParams::rows"]
+        [::std::mem::offset_of!(LoraGradBParams, rows) - 24usize];
+    ["Offset of field: LoraGradBParams::out_features"]
+        [::std::mem::offset_of!(LoraGradBParams, out_features) - 28usize];
+    ["Offset of field: LoraGradBParams::rank"]
+        [::std::mem::offset_of!(LoraGradBParams, rank) - 32usize];
+    ["Offset of field: LoraGradBParams::scale"]
+        [::std::mem::offset_of!(LoraGradBParams, scale) - 36usize];
+};
