@@ -5,8 +5,10 @@
 
 mod common;
 
+use common::device::{
+    devices, from_bits, from_f32, random_bf16, to_bits, to_f32, BF16_BAND, BF16_NAN, F32_BAND,
+};
 use common::{assert_close, random_vec};
-use half::bf16;
 use longlora::kernels::{
     lora_linear_backward, lora_linear_forward, lora_linear_forward_x_tile_loads, Buffer, Device,
     LinearShape, LoraAdapter, LoraBackward,
@@ -14,49 +16,6 @@ use longlora::kernels::{
 use longlora::model::{Linear, Lora, Param};
 use longlora::ops::linear::{linear_backward, linear_forward};
 use longlora::rng::Rng;
-
-/// DESIGN §4: bf16 operands with f32 accumulation.
-const BF16_BAND: f64 = 1e-2;
-/// Products whose operands are exact bf16 values and that stay in f32 (x·Aᵀ, dY·B).
-const F32_BAND: f64 = 1e-5;
-
-/// The emulator, then the GPU when there is one (saying so when there is not).
-fn devices() -> Vec<Device> {
-    let mut devices = vec![Device::emulator()];
-    if Device::cuda_device_count() == 0 {
-        println!("skipped on GPU: no CUDA GPU");
-    } else {
-        devices.push(Device::cuda(0).unwrap());
-    }
-    devices
-}
-
-/// `n` random values, rounded to bf16 so that the reference sees exactly the kernel's operands.
-fn random_bf16(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
-    random_vec(rng, n, scale)
-        .into_iter()
-        .map(|v| bf16::from_f64(v).to_f64())
-        .collect()
-}
-
-fn to_bits(values: &[f64]) -> Vec<u16> {
-    values
-        .iter()
-        .map(|&v| bf16::from_f64(v).to_bits())
-        .collect()
-}
-
-fn from_bits(bits: &[u16]) -> Vec<f64> {
-    bits.iter().map(|&b| bf16::from_bits(b).to_f64()).collect()
-}
-
-fn to_f32(values: &[f64]) -> Vec<f32> {
-    values.iter().map(|&v| v as f32).collect()
-}
-
-fn from_f32(values: &[f32]) -> Vec<f64> {
-    values.iter().map(|&v| v as f64).collect()
-}
 
 fn param(name: &str, shape: Vec<usize>, data: Vec<f64>) -> Param<f64> {
     Param {
@@ -152,7 +111,7 @@ fn lora_linear_forward_matches_reference_for_ranks_0_1_8_64() {
 
                 let on = DeviceLayer::new(&device, &layer);
                 let x_dev = device.upload(&to_bits(&x)).unwrap();
-                let mut y = device.upload(&vec![0x7fc0u16; y_ref.len()]).unwrap();
+                let mut y = device.upload(&vec![BF16_NAN; y_ref.len()]).unwrap();
                 let mut xa = device.upload(&vec![f32::NAN; xa_ref.len()]).unwrap();
                 let lora = on.adapter().map(|adapter| (adapter, &mut xa));
                 lora_linear_forward(&device, shape, &x_dev, &on.weight, lora, &mut y).unwrap();

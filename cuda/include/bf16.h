@@ -6,6 +6,9 @@
 
 #include "kernel.h"
 
+// The quiet NaN that float_to_bf16 makes of a NaN: what kernels write to mark an invalid input.
+constexpr uint16_t kBf16NaN = 0x7fc0;
+
 __device__ __forceinline__ float bf16_to_float(uint16_t value) {
     const uint32_t bits = static_cast<uint32_t>(value) << 16;
     float result;
