@@ -392,7 +392,11 @@ fn invalid_arguments_are_rejected_with_clear_errors() {
 
 #[test]
 fn generated_params_match_the_c_layouts() {
-    use kernels::params::{DivergentBarrierParams, MmaLoopParams, ProbeParams, ReduceSumParams};
+    use kernels::params;
+    use kernels::params::{
+        DivergentBarrierParams, LoraGradAParams, LoraGradBParams, LoraLinearParams, MmaLoopParams,
+        ProbeParams, ReduceSumParams,
+    };
     use std::mem::{align_of, size_of};
     let mut rust = vec![
         (
@@ -415,6 +419,71 @@ fn generated_params_match_the_c_layouts() {
         "MmaLoopParams",
         size_of::<MmaLoopParams>(),
         align_of::<MmaLoopParams>(),
+    ));
+    rust.push((
+        "LoraLinearParams",
+        size_of::<LoraLinearParams>(),
+        align_of::<LoraLinearParams>(),
+    ));
+    rust.push((
+        "LoraGradAParams",
+        size_of::<LoraGradAParams>(),
+        align_of::<LoraGradAParams>(),
+    ));
+    rust.push((
+        "LoraGradBParams",
+        size_of::<LoraGradBParams>(),
+        align_of::<LoraGradBParams>(),
+    ));
+    rust.push((
+        "ConvertParams",
+        size_of::<params::ConvertParams>(),
+        align_of::<params::ConvertParams>(),
+    ));
+    rust.push((
+        "SwigluParams",
+        size_of::<params::SwigluParams>(),
+        align_of::<params::SwigluParams>(),
+    ));
+    rust.push((
+        "SwigluBackwardParams",
+        size_of::<params::SwigluBackwardParams>(),
+        align_of::<params::SwigluBackwardParams>(),
+    ));
+    rust.push((
+        "RopeParams",
+        size_of::<params::RopeParams>(),
+        align_of::<params::RopeParams>(),
+    ));
+    rust.push((
+        "EmbeddingParams",
+        size_of::<params::EmbeddingParams>(),
+        align_of::<params::EmbeddingParams>(),
+    ));
+    rust.push((
+        "EmbeddingBackwardParams",
+        size_of::<params::EmbeddingBackwardParams>(),
+        align_of::<params::EmbeddingBackwardParams>(),
+    ));
+    rust.push((
+        "RmsnormForwardParams",
+        size_of::<params::RmsnormForwardParams>(),
+        align_of::<params::RmsnormForwardParams>(),
+    ));
+    rust.push((
+        "RmsnormBackwardParams",
+        size_of::<params::RmsnormBackwardParams>(),
+        align_of::<params::RmsnormBackwardParams>(),
+    ));
+    rust.push((
+        "CrossEntropyForwardParams",
+        size_of::<params::CrossEntropyForwardParams>(),
+        align_of::<params::CrossEntropyForwardParams>(),
+    ));
+    rust.push((
+        "CrossEntropyBackwardParams",
+        size_of::<params::CrossEntropyBackwardParams>(),
+        align_of::<params::CrossEntropyBackwardParams>(),
     ));
     let mut c: Vec<_> = kernels::emu::param_layouts()
         .into_iter()

@@ -69,8 +69,10 @@ T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize,
 
 // A block's fibers never run concurrently and are only switched at barriers and collectives, so a
 // plain read-modify-write is atomic among them; launches on other OS threads share no buffers.
-inline float atomicAdd(float* address, float value) {
-    float old = *address;
+template <class T>
+T atomicAdd(T* address, T value) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, unsigned>, "CUDA's atomicAdd types we use");
+    T old = *address;
     *address = old + value;
     return old;
 }

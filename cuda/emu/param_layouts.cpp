@@ -19,6 +19,19 @@ constexpr Layout kLayouts[] = {
     LONGLORA_LAYOUT(ReduceSumParams),
     LONGLORA_LAYOUT(DivergentBarrierParams),
     LONGLORA_LAYOUT(MmaLoopParams),
+    LONGLORA_LAYOUT(LoraLinearParams),
+    LONGLORA_LAYOUT(LoraGradAParams),
+    LONGLORA_LAYOUT(LoraGradBParams),
+    LONGLORA_LAYOUT(ConvertParams),
+    LONGLORA_LAYOUT(SwigluParams),
+    LONGLORA_LAYOUT(SwigluBackwardParams),
+    LONGLORA_LAYOUT(RopeParams),
+    LONGLORA_LAYOUT(EmbeddingParams),
+    LONGLORA_LAYOUT(EmbeddingBackwardParams),
+    LONGLORA_LAYOUT(RmsnormForwardParams),
+    LONGLORA_LAYOUT(RmsnormBackwardParams),
+    LONGLORA_LAYOUT(CrossEntropyForwardParams),
+    LONGLORA_LAYOUT(CrossEntropyBackwardParams),
 };
 
 }  // namespace

@@ -12,3 +12,11 @@
 #error "the kernels need sm_80 or newer (bf16 mma.sync, cp.async)"
 #endif
 #endif
+
+// Fully unrolls the loop that follows on the GPU, so that arrays it indexes stay in registers; g++
+// (the emulator) decides on its own.
+#if defined(LONGLORA_EMU)
+#define LONGLORA_UNROLL
+#else
+#define LONGLORA_UNROLL _Pragma("unroll")
+#endif

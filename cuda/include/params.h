@@ -60,4 +60,161 @@ typedef struct MmaLoopParams {
     uint32_t iterations;
 } MmaLoopParams;
 
+/* ---- Fused LoRA linear (cuda/lora_linear.cu). Tensors are row-major bf16 (uint16_t bits) unless
+ * marked f32; s = alpha / rank. ---- */
+
+/* lora_linear_forward_kernel: output = input·Wᵀ + s·(input·Aᵀ)·Bᵀ and low = input·Aᵀ, with
+ * input = x [rows][reduce], weight = W [cols][reduce], down = A [rank][reduce], up = B [cols][rank].
+ * lora_linear_backward_input_kernel: output (+)= input·W + s·(input·B)·A and low = input·B, with
+ * input = dY [rows][reduce], weight = W [reduce][cols], down = B [reduce][rank], up = A [rank][cols].
+ * rank = 0 is the plain product (down, up and low unused). */
+typedef struct LoraLinearParams {
+    const uint16_t* input;
+    const uint16_t* weight;
+    const uint16_t* down;
+    const uint16_t* up;
+    uint16_t* output;           /* [rows][cols] */
+    float* low;                 /* [rows][rank] f32, kept for the backward reductions */
+    uint32_t* input_tile_loads; /* null, or incremented once per tile of input read from global memory */
+    uint32_t rows;
+    uint32_t reduce;
+    uint32_t cols;
+    uint32_t rank; /* 0 to 64 */
+    float scale;
+    uint32_t accumulate; /* nonzero: output += the product, else output = the product */
+} LoraLinearParams;
+
+/* lora_grad_a_kernel: grad_a [rank][in_features] f32 += s·dy_bᵀ·x, with dy_b = dY·B [rows][rank] f32
+ * and x [rows][in_features]. */
+typedef struct LoraGradAParams {
+    const float* dy_b;
+    const uint16_t* x;
+    float* grad_a;
+    uint32_t rows;
+    uint32_t in_features;
+    uint32_t rank;
+    float scale;
+} LoraGradAParams;
+
+/* lora_grad_b_kernel: grad_b [out_features][rank] f32 += s·dyᵀ·xa, with dy [rows][out_features] and
+ * xa = x·Aᵀ [rows][rank] f32. */
+typedef struct LoraGradBParams {
+    const uint16_t* dy;
+    const float* xa;
+    float* grad_b;
+    uint32_t rows;
+    uint32_t out_features;
+    uint32_t rank;
+    float scale;
+} LoraGradBParams;
+
+/* ---- Elementwise and per-row kernels of a Llama training step (cuda/convert.cu, swiglu.cu, rope.cu,
+ * embedding.cu, rmsnorm.cu, cross_entropy.cu). Activations and their gradients are bf16 (uint16_t
+ * bits); statistics and trainable-parameter gradients are f32. Backward kernels accumulate (+=). ---- */
+
+/* f32_to_bf16_kernel: values_bf16[i] = round(values_f32[i]); bf16_to_f32_kernel: the reverse. */
+typedef struct ConvertParams {
+    float* values_f32;
+    uint16_t* values_bf16;
+    uint64_t count;
+} ConvertParams;
+
+/* swiglu_forward_kernel: out = silu(gate) * up, all [count]. */
+typedef struct SwigluParams {
+    const uint16_t* gate;
+    const uint16_t* up;
+    uint16_t* out;
+    uint64_t count;
+} SwigluParams;
+
+/* swiglu_backward_kernel: dgate += dout * up * silu'(gate), dup += dout * silu(gate). */
+typedef struct SwigluBackwardParams {
+    const uint16_t* dout;
+    const uint16_t* gate;
+    const uint16_t* up;
+    uint16_t* dgate;
+    uint16_t* dup;
+    uint64_t count;
+} SwigluBackwardParams;
+
+/* rope_kernel: rotates x [rows][heads][2 * half_dim] in place by the angles of table row
+ * positions[row] of cos, sin [max_positions][half_dim] (f32); sign = 1 forward, -1 backward. */
+typedef struct RopeParams {
+    uint16_t* x;
+    const float* cos;
+    const float* sin;
+    const uint32_t* positions; /* [rows] */
+    uint32_t rows;
+    uint32_t heads;
+    uint32_t half_dim;
+    uint32_t max_positions;
+    float sign;
+} RopeParams;
+
+/* embedding_forward_kernel: out [rows][dim] = table [vocab][dim] rows tokens[r]. */
+typedef struct EmbeddingParams {
+    const uint32_t* tokens; /* [rows] */
+    const uint16_t* table;
+    uint16_t* out;
+    uint32_t rows;
+    uint32_t dim;
+    uint32_t vocab;
+} EmbeddingParams;
+
+/* embedding_backward_kernel: dtable [vocab][dim] (f32) rows tokens[r] += dout [rows][dim]. */
+typedef struct EmbeddingBackwardParams {
+    const uint32_t* tokens;
+    const uint16_t* dout;
+    float* dtable;
+    uint32_t rows;
+    uint32_t dim;
+    uint32_t vocab;
+} EmbeddingBackwardParams;
+
+/* rmsnorm_forward_kernel: out = weight * x * rstd per row of x [rows][dim], rstd [rows] (f32). */
+typedef struct RmsnormForwardParams {
+    const uint16_t* x;
+    const uint16_t* weight; /* [dim] */
+    uint16_t* out;
+    float* rstd;
+    uint32_t rows;
+    uint32_t dim;
+    float eps;
+} RmsnormForwardParams;
+
+/* rmsnorm_backward_kernel: dx += the input gradient; dweight [dim] (f32, null when frozen) += the
+ * weight gradient. */
+typedef struct RmsnormBackwardParams {
+    const uint16_t* dy;
+    const uint16_t* x;
+    const uint16_t* weight;
+    const float* rstd;
+    uint16_t* dx;
+    float* dweight;
+    uint32_t rows;
+    uint32_t dim;
+} RmsnormBackwardParams;
+
+/* cross_entropy_forward_kernel: per row of logits [rows][vocab], lse (f32) and loss = lse -
+ * logit[target] (f32; 0 where target = -100). */
+typedef struct CrossEntropyForwardParams {
+    const uint16_t* logits;
+    const int32_t* targets; /* [rows]: 0..vocab or -100 */
+    float* lse;
+    float* loss;
+    uint32_t rows;
+    uint32_t vocab;
+} CrossEntropyForwardParams;
+
+/* cross_entropy_backward_kernel: dlogits += dloss * (softmax(logits) - onehot(target)) for scored rows. */
+typedef struct CrossEntropyBackwardParams {
+    const uint16_t* logits;
+    const int32_t* targets;
+    const float* lse;
+    uint16_t* dlogits;
+    uint32_t rows;
+    uint32_t vocab;
+    float dloss;
+} CrossEntropyBackwardParams;
+
 #endif

@@ -9,6 +9,7 @@ mod sealed {
     impl Sealed for f32 {}
     impl Sealed for u32 {}
     impl Sealed for u16 {}
+    impl Sealed for i32 {}
 }
 
 /// An element type a [`Buffer`] can hold (16-bit floats travel as their `u16` bits).
@@ -16,6 +17,7 @@ pub trait Element: cudarc::driver::DeviceRepr + Copy + 'static + sealed::Sealed 
 impl Element for f32 {}
 impl Element for u32 {}
 impl Element for u16 {}
+impl Element for i32 {}
 
 /// A device that runs kernels.
 pub struct Device(Backend);

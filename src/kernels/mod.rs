@@ -7,7 +7,9 @@
 mod cuda;
 mod device;
 mod divergent_barrier;
+mod elementwise;
 pub mod emu;
+mod lora;
 mod mma_loop;
 #[allow(non_camel_case_types, clippy::all)]
 pub mod params;
@@ -17,6 +19,15 @@ mod reduce;
 pub use cuda::built_with_kernels;
 pub use device::{Buffer, Device, Element};
 pub use divergent_barrier::divergent_barrier;
+pub use elementwise::{
+    bf16_to_f32, cross_entropy_backward, cross_entropy_forward, embedding_backward,
+    embedding_forward, f32_to_bf16, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
+    swiglu_backward, swiglu_forward, DeviceRopeTable,
+};
+pub use lora::{
+    lora_linear_backward, lora_linear_forward, lora_linear_forward_x_tile_loads, LinearShape,
+    LoraAdapter, LoraBackward, MAX_LORA_RANK,
+};
 pub use mma_loop::mma_loop;
 pub use params::Divergence;
 pub use probe::{probe, ProbeInputs, ProbeOutputs, LDMATRIX_REGISTERS};

@@ -150,3 +150,402 @@ const _: () = {
     ["Offset of field: MmaLoopParams::iterations"]
         [::std::mem::offset_of!(MmaLoopParams, iterations) - 24usize];
 };
+#[doc = " lora_linear_forward_kernel: output = input·Wᵀ + s·(input·Aᵀ)·Bᵀ and low = input·Aᵀ, with\n input = x [rows][reduce], weight = W [cols][reduce], down = A [rank][reduce], up = B [cols][rank].\n lora_linear_backward_input_kernel: output (+)= input·W + s·(input·B)·A and low = input·B, with\n input = dY [rows][reduce], weight = W [reduce][cols], down = B [reduce][rank], up = A [rank][cols].\n rank = 0 is the plain product (down, up and low unused)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct LoraLinearParams {
+    pub input: *const u16,
+    pub weight: *const u16,
+    pub down: *const u16,
+    pub up: *const u16,
+    #[doc = " [rows][cols]"]
+    pub output: *mut u16,
+    #[doc = " [rows][rank] f32, kept for the backward reductions"]
+    pub low: *mut f32,
+    #[doc = " null, or incremented once per tile of input read from global memory"]
+    pub input_tile_loads: *mut u32,
+    pub rows: u32,
+    pub reduce: u32,
+    pub cols: u32,
+    #[doc = " 0 to 64"]
+    pub rank: u32,
+    pub scale: f32,
+    #[doc = " nonzero: output += the product, else output = the product"]
+    pub accumulate: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LoraLinearParams"][::std::mem::size_of::<LoraLinearParams>() - 80usize];
+    ["Alignment of LoraLinearParams"][::std::mem::align_of::<LoraLinearParams>() - 8usize];
+    ["Offset of field: LoraLinearParams::input"]
+        [::std::mem::offset_of!(LoraLinearParams, input) - 0usize];
+    ["Offset of field: LoraLinearParams::weight"]
+        [::std::mem::offset_of!(LoraLinearParams, weight) - 8usize];
+    ["Offset of field: LoraLinearParams::down"]
+        [::std::mem::offset_of!(LoraLinearParams, down) - 16usize];
+    ["Offset of field: LoraLinearParams::up"]
+        [::std::mem::offset_of!(LoraLinearParams, up) - 24usize];
+    ["Offset of field: LoraLinearParams::output"]
+        [::std::mem::offset_of!(LoraLinearParams, output) - 32usize];
+    ["Offset of field: LoraLinearParams::low"]
+        [::std::mem::offset_of!(LoraLinearParams, low) - 40usize];
+    ["Offset of field: LoraLinearParams::input_tile_loads"]
+        [::std::mem::offset_of!(LoraLinearParams, input_tile_loads) - 48usize];
+    ["Offset of field: LoraLinearParams::rows"]
+        [::std::mem::offset_of!(LoraLinearParams, rows) - 56usize];
+    ["Offset of field: LoraLinearParams::reduce"]
+        [::std::mem::offset_of!(LoraLinearParams, reduce) - 60usize];
+    ["Offset of field: LoraLinearParams::cols"]
+        [::std::mem::offset_of!(LoraLinearParams, cols) - 64usize];
+    ["Offset of field: LoraLinearParams::rank"]
+        [::std::mem::offset_of!(LoraLinearParams, rank) - 68usize];
+    ["Offset of field: LoraLinearParams::scale"]
+        [::std::mem::offset_of!(LoraLinearParams, scale) - 72usize];
+    ["Offset of field: LoraLinearParams::accumulate"]
+        [::std::mem::offset_of!(LoraLinearParams, accumulate) - 76usize];
+};
+#[doc = " lora_grad_a_kernel: grad_a [rank][in_features] f32 += s·dy_bᵀ·x, with dy_b = dY·B [rows][rank] f32\n and x [rows][in_features]."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct LoraGradAParams {
+    pub dy_b: *const f32,
+    pub x: *const u16,
+    pub grad_a: *mut f32,
+    pub rows: u32,
+    pub in_features: u32,
+    pub rank: u32,
+    pub scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LoraGradAParams"][::std::mem::size_of::<LoraGradAParams>() - 40usize];
+    ["Alignment of LoraGradAParams"][::std::mem::align_of::<LoraGradAParams>() - 8usize];
+    ["Offset of field: LoraGradAParams::dy_b"]
+        [::std::mem::offset_of!(LoraGradAParams, dy_b) - 0usize];
+    ["Offset of field: LoraGradAParams::x"][::std::mem::offset_of!(LoraGradAParams, x) - 8usize];
+    ["Offset of field: LoraGradAParams::grad_a"]
+        [::std::mem::offset_of!(LoraGradAParams, grad_a) - 16usize];
+    ["Offset of field: LoraGradAParams::rows"]
+        [::std::mem::offset_of!(LoraGradAParams, rows) - 24usize];
+    ["Offset of field: LoraGradAParams::in_features"]
+        [::std::mem::offset_of!(LoraGradAParams, in_features) - 28usize];
+    ["Offset of field: LoraGradAParams::rank"]
+        [::std::mem::offset_of!(LoraGradAParams, rank) - 32usize];
+    ["Offset of field: LoraGradAParams::scale"]
+        [::std::mem::offset_of!(LoraGradAParams, scale) - 36usize];
+};
+#[doc = " lora_grad_b_kernel: grad_b [out_features][rank] f32 += s·dyᵀ·xa, with dy [rows][out_features] and\n xa = x·Aᵀ [rows][rank] f32."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct LoraGradBParams {
+    pub dy: *const u16,
+    pub xa: *const f32,
+    pub grad_b: *mut f32,
+    pub rows: u32,
+    pub out_features: u32,
+    pub rank: u32,
+    pub scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LoraGradBParams"][::std::mem::size_of::<LoraGradBParams>() - 40usize];
+    ["Alignment of LoraGradBParams"][::std::mem::align_of::<LoraGradBParams>() - 8usize];
+    ["Offset of field: LoraGradBParams::dy"][::std::mem::offset_of!(LoraGradBParams, dy) - 0usize];
+    ["Offset of field: LoraGradBParams::xa"][::std::mem::offset_of!(LoraGradBParams, xa) - 8usize];
+    ["Offset of field: LoraGradBParams::grad_b"]
+        [::std::mem::offset_of!(LoraGradBParams, grad_b) - 16usize];
+    ["Offset of field: LoraGradBParams::rows"]
+        [::std::mem::offset_of!(LoraGradBParams, rows) - 24usize];
+    ["Offset of field: LoraGradBParams::out_features"]
+        [::std::mem::offset_of!(LoraGradBParams, out_features) - 28usize];
+    ["Offset of field: LoraGradBParams::rank"]
+        [::std::mem::offset_of!(LoraGradBParams, rank) - 32usize];
+    ["Offset of field: LoraGradBParams::scale"]
+        [::std::mem::offset_of!(LoraGradBParams, scale) - 36usize];
+};
+#[doc = " f32_to_bf16_kernel: values_bf16[i] = round(values_f32[i]); bf16_to_f32_kernel: the reverse."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct ConvertParams {
+    pub values_f32: *mut f32,
+    pub values_bf16: *mut u16,
+    pub count: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of ConvertParams"][::std::mem::size_of::<ConvertParams>() - 24usize];
+    ["Alignment of ConvertParams"][::std::mem::align_of::<ConvertParams>() - 8usize];
+    ["Offset of field: ConvertParams::values_f32"]
+        [::std::mem::offset_of!(ConvertParams, values_f32) - 0usize];
+    ["Offset of field: ConvertParams::values_bf16"]
+        [::std::mem::offset_of!(ConvertParams, values_bf16) - 8usize];
+    ["Offset of field: ConvertParams::count"]
+        [::std::mem::offset_of!(ConvertParams, count) - 16usize];
+};
+#[doc = " swiglu_forward_kernel: out = silu(gate) * up, all [count]."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct SwigluParams {
+    pub gate: *const u16,
+    pub up: *const u16,
+    pub out: *mut u16,
+    pub count: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SwigluParams"][::std::mem::size_of::<SwigluParams>() - 32usize];
+    ["Alignment of SwigluParams"][::std::mem::align_of::<SwigluParams>() - 8usize];
+    ["Offset of field: SwigluParams::gate"][::std::mem::offset_of!(SwigluParams, gate) - 0usize];
+    ["Offset of field: SwigluParams::up"][::std::mem::offset_of!(SwigluParams, up) - 8usize];
+    ["Offset of field: SwigluParams::out"][::std::mem::offset_of!(SwigluParams, out) - 16usize];
+    ["Offset of field: SwigluParams::count"][::std::mem::offset_of!(SwigluParams, count) - 24usize];
+};
+#[doc = " swiglu_backward_kernel: dgate += dout * up * silu'(gate), dup += dout * silu(gate)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct SwigluBackwardParams {
+    pub dout: *const u16,
+    pub gate: *const u16,
+    pub up: *const u16,
+    pub dgate: *mut u16,
+    pub dup: *mut u16,
+    pub count: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SwigluBackwardParams"][::std::mem::size_of::<SwigluBackwardParams>() - 48usize];
+    ["Alignment of SwigluBackwardParams"][::std::mem::align_of::<SwigluBackwardParams>() - 8usize];
+    ["Offset of field: SwigluBackwardParams::dout"]
+        [::std::mem::offset_of!(SwigluBackwardParams, dout) - 0usize];
+    ["Offset of field: SwigluBackwardParams::gate"]
+        [::std::mem::offset_of!(SwigluBackwardParams, gate) - 8usize];
+    ["Offset of field: SwigluBackwardParams::up"]
+        [::std::mem::offset_of!(SwigluBackwardParams, up) - 16usize];
+    ["Offset of field: SwigluBackwardParams::dgate"]
+        [::std::mem::offset_of!(SwigluBackwardParams, dgate) - 24usize];
+    ["Offset of field: SwigluBackwardParams::dup"]
+        [::std::mem::offset_of!(SwigluBackwardParams, dup) - 32usize];
+    ["Offset of field: SwigluBackwardParams::count"]
+        [::std::mem::offset_of!(SwigluBackwardParams, count) - 40usize];
+};
+#[doc = " rope_kernel: rotates x [rows][heads][2 * half_dim] in place by the angles of table row\n positions[row] of cos, sin [max_positions][half_dim] (f32); sign = 1 forward, -1 backward."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct RopeParams {
+    pub x: *mut u16,
+    pub cos: *const f32,
+    pub sin: *const f32,
+    #[doc = " [rows]"]
+    pub positions: *const u32,
+    pub rows: u32,
+    pub heads: u32,
+    pub half_dim: u32,
+    pub max_positions: u32,
+    pub sign: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of RopeParams"][::std::mem::size_of::<RopeParams>() - 56usize];
+    ["Alignment of RopeParams"][::std::mem::align_of::<RopeParams>() - 8usize];
+    ["Offset of field: RopeParams::x"][::std::mem::offset_of!(RopeParams, x) - 0usize];
+    ["Offset of field: RopeParams::cos"][::std::mem::offset_of!(RopeParams, cos) - 8usize];
+    ["Offset of field: RopeParams::sin"][::std::mem::offset_of!(RopeParams, sin) - 16usize];
+    ["Offset of field: RopeParams::positions"]
+        [::std::mem::offset_of!(RopeParams, positions) - 24usize];
+    ["Offset of field: RopeParams::rows"][::std::mem::offset_of!(RopeParams, rows) - 32usize];
+    ["Offset of field: RopeParams::heads"][::std::mem::offset_of!(RopeParams, heads) - 36usize];
+    ["Offset of field: RopeParams::half_dim"]
+        [::std::mem::offset_of!(RopeParams, half_dim) - 40usize];
+    ["Offset of field: RopeParams::max_positions"]
+        [::std::mem::offset_of!(RopeParams, max_positions) - 44usize];
+    ["Offset of field: RopeParams::sign"][::std::mem::offset_of!(RopeParams, sign) - 48usize];
+};
+#[doc = " embedding_forward_kernel: out [rows][dim] = table [vocab][dim] rows tokens[r]."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct EmbeddingParams {
+    #[doc = " [rows]"]
+    pub tokens: *const u32,
+    pub table: *const u16,
+    pub out: *mut u16,
+    pub rows: u32,
+    pub dim: u32,
+    pub vocab: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of EmbeddingParams"][::std::mem::size_of::<EmbeddingParams>() - 40usize];
+    ["Alignment of EmbeddingParams"][::std::mem::align_of::<EmbeddingParams>() - 8usize];
+    ["Offset of field: EmbeddingParams::tokens"]
+        [::std::mem::offset_of!(EmbeddingParams, tokens) - 0usize];
+    ["Offset of field: EmbeddingParams::table"]
+        [::std::mem::offset_of!(EmbeddingParams, table) - 8usize];
+    ["Offset of field: EmbeddingParams::out"]
+        [::std::mem::offset_of!(EmbeddingParams, out) - 16usize];
+    ["Offset of field: EmbeddingParams::rows"]
+        [::std::mem::offset_of!(EmbeddingParams, rows) - 24usize];
+    ["Offset of field: EmbeddingParams::dim"]
+        [::std::mem::offset_of!(EmbeddingParams, dim) - 28usize];
+    ["Offset of field: EmbeddingParams::vocab"]
+        [::std::mem::offset_of!(EmbeddingParams, vocab) - 32usize];
+};
+#[doc = " embedding_backward_kernel: dtable [vocab][dim] (f32) rows tokens[r] += dout [rows][dim]."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct EmbeddingBackwardParams {
+    pub tokens: *const u32,
+    pub dout: *const u16,
+    pub dtable: *mut f32,
+    pub rows: u32,
+    pub dim: u32,
+    pub vocab: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of EmbeddingBackwardParams"][::std::mem::size_of::<EmbeddingBackwardParams>() - 40usize];
+    ["Alignment of EmbeddingBackwardParams"]
+        [::std::mem::align_of::<EmbeddingBackwardParams>() - 8usize];
+    ["Offset of field: EmbeddingBackwardParams::tokens"]
+        [::std::mem::offset_of!(EmbeddingBackwardParams, tokens) - 0usize];
+    ["Offset of field: EmbeddingBackwardParams::dout"]
+        [::std::mem::offset_of!(EmbeddingBackwardParams, dout) - 8usize];
+    ["Offset of field: EmbeddingBackwardParams::dtable"]
+        [::std::mem::offset_of!(EmbeddingBackwardParams, dtable) - 16usize];
+    ["Offset of field: EmbeddingBackwardParams::rows"]
+        [::std::mem::offset_of!(EmbeddingBackwardParams, rows) - 24usize];
+    ["Offset of field: EmbeddingBackwardParams::dim"]
+        [::std::mem::offset_of!(EmbeddingBackwardParams, dim) - 28usize];
+    ["Offset of field: EmbeddingBackwardParams::vocab"]
+        [::std::mem::offset_of!(EmbeddingBackwardParams, vocab) - 32usize];
+};
+#[doc = " rmsnorm_forward_kernel: out = weight * x * rstd per row of x [rows][dim], rstd [rows] (f32)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct RmsnormForwardParams {
+    pub x: *const u16,
+    #[doc = " [dim]"]
+    pub weight: *const u16,
+    pub out: *mut u16,
+    pub rstd: *mut f32,
+    pub rows: u32,
+    pub dim: u32,
+    pub eps: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of RmsnormForwardParams"][::std::mem::size_of::<RmsnormForwardParams>() - 48usize];
+    ["Alignment of RmsnormForwardParams"][::std::mem::align_of::<RmsnormForwardParams>() - 8usize];
+    ["Offset of field: RmsnormForwardParams::x"]
+        [::std::mem::offset_of!(RmsnormForwardParams, x) - 0usize];
+    ["Offset of field: RmsnormForwardParams::weight"]
+        [::std::mem::offset_of!(RmsnormForwardParams, weight) - 8usize];
+    ["Offset of field: RmsnormForwardParams::out"]
+        [::std::mem::offset_of!(RmsnormForwardParams, out) - 16usize];
+    ["Offset of field: RmsnormForwardParams::rstd"]
+        [::std::mem::offset_of!(RmsnormForwardParams, rstd) - 24usize];
+    ["Offset of field: RmsnormForwardParams::rows"]
+        [::std::mem::offset_of!(RmsnormForwardParams, rows) - 32usize];
+    ["Offset of field: RmsnormForwardParams::dim"]
+        [::std::mem::offset_of!(RmsnormForwardParams, dim) - 36usize];
+    ["Offset of field: RmsnormForwardParams::eps"]
+        [::std::mem::offset_of!(RmsnormForwardParams, eps) - 40usize];
+};
+#[doc = " rmsnorm_backward_kernel: dx += the input gradient; dweight [dim] (f32, null when frozen) += the\n weight gradient."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct RmsnormBackwardParams {
+    pub dy: *const u16,
+    pub x: *const u16,
+    pub weight: *const u16,
+    pub rstd: *const f32,
+    pub dx: *mut u16,
+    pub dweight: *mut f32,
+    pub rows: u32,
+    pub dim: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of RmsnormBackwardParams"][::std::mem::size_of::<RmsnormBackwardParams>() - 56usize];
+    ["Alignment of RmsnormBackwardParams"]
+        [::std::mem::align_of::<RmsnormBackwardParams>() - 8usize];
+    ["Offset of field: RmsnormBackwardParams::dy"]
+        [::std::mem::offset_of!(RmsnormBackwardParams, dy) - 0usize];
+    ["Offset of field: RmsnormBackwardParams::x"]
+        [::std::mem::offset_of!(RmsnormBackwardParams, x) - 8usize];
+    ["Offset of field: RmsnormBackwardParams::weight"]
+        [::std::mem::offset_of!(RmsnormBackwardParams, weight) - 16usize];
+    ["Offset of field: RmsnormBackwardParams::rstd"]
+        [::std::mem::offset_of!(RmsnormBackwardParams, rstd) - 24usize];
+    ["Offset of field: RmsnormBackwardParams::dx"]
+        [::std::mem::offset_of!(RmsnormBackwardParams, dx) - 32usize];
+    ["Offset of field: RmsnormBackwardParams::dweight"]
+        [::std::mem::offset_of!(RmsnormBackwardParams, dweight) - 40usize];
+    ["Offset of field: RmsnormBackwardParams::rows"]
+        [::std::mem::offset_of!(RmsnormBackwardParams, rows) - 48usize];
+    ["Offset of field: RmsnormBackwardParams::dim"]
+        [::std::mem::offset_of!(RmsnormBackwardParams, dim) - 52usize];
+};
+#[doc = " cross_entropy_forward_kernel: per row of logits [rows][vocab], lse (f32) and loss = lse -\n logit[target] (f32; 0 where target = -100)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct CrossEntropyForwardParams {
+    pub logits: *const u16,
+    #[doc = " [rows]: 0..vocab or -100"]
+    pub targets: *const i32,
+    pub lse: *mut f32,
+    pub loss: *mut f32,
+    pub rows: u32,
+    pub vocab: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of CrossEntropyForwardParams"]
+        [::std::mem::size_of::<CrossEntropyForwardParams>() - 40usize];
+    ["Alignment of CrossEntropyForwardParams"]
+        [::std::mem::align_of::<CrossEntropyForwardParams>() - 8usize];
+    ["Offset of field: CrossEntropyForwardParams::logits"]
+        [::std::mem::offset_of!(CrossEntropyForwardParams, logits) - 0usize];
+    ["Offset of field: CrossEntropyForwardParams::targets"]
+        [::std::mem::offset_of!(CrossEntropyForwardParams, targets) - 8usize];
+    ["Offset of field: CrossEntropyForwardParams::lse"]
+        [::std::mem::offset_of!(CrossEntropyForwardParams, lse) - 16usize];
+    ["Offset of field: CrossEntropyForwardParams::loss"]
+        [::std::mem::offset_of!(CrossEntropyForwardParams, loss) - 24usize];
+    ["Offset of field: CrossEntropyForwardParams::rows"]
+        [::std::mem::offset_of!(CrossEntropyForwardParams, rows) - 32usize];
+    ["Offset of field: CrossEntropyForwardParams::vocab"]
+        [::std::mem::offset_of!(CrossEntropyForwardParams, vocab) - 36usize];
+};
+#[doc = " cross_entropy_backward_kernel: dlogits += dloss * (softmax(logits) - onehot(target)) for scored rows."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct CrossEntropyBackwardParams {
+    pub logits: *const u16,
+    pub targets: *const i32,
+    pub lse: *const f32,
+    pub dlogits: *mut u16,
+    pub rows: u32,
+    pub vocab: u32,
+    pub dloss: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of CrossEntropyBackwardParams"]
+        [::std::mem::size_of::<CrossEntropyBackwardParams>() - 48usize];
+    ["Alignment of CrossEntropyBackwardParams"]
+        [::std::mem::align_of::<CrossEntropyBackwardParams>() - 8usize];
+    ["Offset of field: CrossEntropyBackwardParams::logits"]
+        [::std::mem::offset_of!(CrossEntropyBackwardParams, logits) - 0usize];
+    ["Offset of field: CrossEntropyBackwardParams::targets"]
+        [::std::mem::offset_of!(CrossEntropyBackwardParams, targets) - 8usize];
+    ["Offset of field: CrossEntropyBackwardParams::lse"]
+        [::std::mem::offset_of!(CrossEntropyBackwardParams, lse) - 16usize];
+    ["Offset of field: CrossEntropyBackwardParams::dlogits"]
+        [::std::mem::offset_of!(CrossEntropyBackwardParams, dlogits) - 24usize];
+    ["Offset of field: CrossEntropyBackwardParams::rows"]
+        [::std::mem::offset_of!(CrossEntropyBackwardParams, rows) - 32usize];
+    ["Offset of field: CrossEntropyBackwardParams::vocab"]
+        [::std::mem::offset_of!(CrossEntropyBackwardParams, vocab) - 36usize];
+    ["Offset of field: CrossEntropyBackwardParams::dloss"]
+        [::std::mem::offset_of!(CrossEntropyBackwardParams, dloss) - 40usize];
+};

@@ -2,6 +2,8 @@
 //! say which tensor and which index failed.
 #![allow(dead_code)]
 
+pub mod device;
+
 use longlora::rng::Rng;
 
 pub mod probe;

@@ -1,0 +1,201 @@
+// The fused LoRA linear layer, y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ, and its backward, dX = dY·W + s·(dY·B)·A,
+// dA = s·(dY·B)ᵀ·x, dB = s·dYᵀ·(x·Aᵀ). bf16 operands, f32 accumulation, m16n8k16 tensor-core products.
+//
+// Forward and input-gradient are one algorithm, lora_product: a block owns a 64 x 64 tile of the
+// output; for each 32-wide slice of the reduction it loads the input tile once and multiplies it both
+// with the weight tile (the base product) and with the adapter's down tile (the rank-r product, at
+// most 64 wide), so the input is read from global memory once for both. After the loop the rank-r
+// accumulators, scaled by s and rounded to bf16, are already the A fragments of the up product, which
+// adds into the same output accumulators. Each block recomputes the rank-r product of its rows (r/64
+// extra work per block) instead of reading the input a second time; the blocks of the first column
+// store it (f32: it is rank r, so its traffic is r/reduce of the input's, and dA, dB reduce over it
+// without a second rounding).
+//
+// The weight gradients dA, dB are small reductions over the rows (lora_grad): one block per 64 x 64
+// tile of the gradient, streaming both operands along the rows.
+
+#include "kernel.h"
+
+#include "bf16.h"
+#include "mma.h"
+#include "mma_tile.h"
+#include "params.h"
+
+namespace {
+
+constexpr int kLoraBlockRows = 64;   // output rows per block: 4 warps x 16
+constexpr int kLoraBlockCols = 64;   // output columns per block: 8 mma tiles of 8
+constexpr int kLoraBlockReduce = 32; // reduction slice per step: 2 mma k-steps of 16
+constexpr int kLoraMaxRank = 64;
+constexpr int kLoraThreads = 128;
+constexpr int kLoraWide = 64 + kTilePad;    // stride of tiles whose rows are 64 wide
+constexpr int kLoraNarrow = 32 + kTilePad;  // stride of tiles whose rows are one reduction slice
+
+// Loads the reduction slice [k0, k0 + 32) of a weight-like operand, whose other dimension starts at
+// n0 and ends at n_end, into `tile`: as an n x k tile when the operand is stored [n][k] (forward), as
+// a k x n tile when it is stored [k][n] (backward).
+template <bool kReduceMajor>
+__device__ __forceinline__ void load_operand_slice(uint16_t* tile, const uint16_t* operand, uint32_t n0,
+                                                   uint32_t n_end, uint32_t k0, uint32_t k_end) {
+    if (kReduceMajor) {
+        load_tile<kLoraBlockReduce, kLoraBlockCols>(tile, kLoraWide, operand, n_end, k0, n0, k_end, n_end);
+    } else {
+        load_tile<kLoraBlockCols, kLoraBlockReduce>(tile, kLoraNarrow, operand, k_end, n0, k0, n_end, k_end);
+    }
+}
+
+// acc[2p], acc[2p + 1] += a · (columns 16p.. of the operand tile, k-step kk) for the column pairs p < pairs.
+template <bool kReduceMajor, int kStride>
+__device__ __forceinline__ void mma_columns(float acc[8][4], const uint32_t a[4], const uint16_t* tile, int pairs,
+                                            int kk) {
+LONGLORA_UNROLL
+    for (int p = 0; p < 4; ++p) {
+        if (p >= pairs) break;
+        uint32_t b[2][2];
+        if (kReduceMajor) {
+            load_b_fragments_trans(b, tile, kStride, 16 * p, 16 * kk);
+        } else {
+            load_b_fragments(b, tile, kStride, 16 * p, 16 * kk);
+        }
+        mma_m16n8k16_bf16(acc[2 * p], a, b[0], acc[2 * p]);
+        mma_m16n8k16_bf16(acc[2 * p + 1], a, b[1], acc[2 * p + 1]);
+    }
+}
+
+// The C fragment element (i of 4) of mma tile j: its row and column within the warp's 16 x 64 tile.
+__device__ __forceinline__ unsigned fragment_row(int i) { return lane_id() / 4 + (i >= 2 ? 8 : 0); }
+__device__ __forceinline__ unsigned fragment_col(int j, int i) { return 8 * j + 2 * (lane_id() % 4) + (i & 1); }
+
+template <bool kReduceMajor>
+__device__ void lora_product(const LoraLinearParams& p) {
+    __shared__ __align__(16) uint16_t input_tile[kLoraBlockRows * kLoraNarrow];
+    __shared__ __align__(16) uint16_t weight_tile[kLoraBlockCols * kLoraWide];
+    __shared__ __align__(16) uint16_t down_tile[kLoraMaxRank * kLoraWide];
+    __shared__ __align__(16) uint16_t up_tile[kLoraMaxRank * kLoraWide];
+
+    const uint32_t row_block = blockIdx.y * kLoraBlockRows, col_block = blockIdx.x * kLoraBlockCols;
+    const int warp_row = threadIdx.x / 32 * 16;
+    const int rank_pairs = static_cast<int>((p.rank + 15) / 16);  // 16-column pairs of the rank
+
+    float acc[8][4] = {};  // output columns col_block + 8j..
+    float low[8][4] = {};  // rank columns 8j..: input·down
+    for (uint32_t k0 = 0; k0 < p.reduce; k0 += kLoraBlockReduce) {
+        load_tile<kLoraBlockRows, kLoraBlockReduce>(input_tile, kLoraNarrow, p.input, p.reduce, row_block, k0, p.rows,
+                                                    p.reduce);
+        if (p.input_tile_loads != nullptr && threadIdx.x == 0) atomicAdd(p.input_tile_loads, 1u);
+        load_operand_slice<kReduceMajor>(weight_tile, p.weight, col_block, p.cols, k0, p.reduce);
+        if (p.rank > 0) load_operand_slice<kReduceMajor>(down_tile, p.down, 0, p.rank, k0, p.reduce);
+        __syncthreads();
+
+LONGLORA_UNROLL
+        for (int kk = 0; kk < kLoraBlockReduce / 16; ++kk) {
+            uint32_t a[4];
+            load_a_fragment(a, input_tile, kLoraNarrow, warp_row, 16 * kk);
+            constexpr int kStride = kReduceMajor ? kLoraWide : kLoraNarrow;
+            mma_columns<kReduceMajor, kStride>(acc, a, weight_tile, 4, kk);
+            mma_columns<kReduceMajor, kStride>(low, a, down_tile, rank_pairs, kk);
+        }
+        __syncthreads();
+    }
+
+    if (p.rank > 0) {
+        if (blockIdx.x == 0) {
+LONGLORA_UNROLL
+            for (int j = 0; j < 8; ++j) {
+                if (j >= 2 * rank_pairs) break;
+LONGLORA_UNROLL
+                for (int i = 0; i < 4; ++i) {
+                    const uint32_t row = row_block + warp_row + fragment_row(i), col = fragment_col(j, i);
+                    if (row < p.rows && col < p.rank) p.low[static_cast<size_t>(row) * p.rank + col] = low[j][i];
+                }
+            }
+        }
+        // The up operand reduces over the rank: stored [cols][rank] (forward) or [rank][cols] (backward).
+        if (kReduceMajor) {
+            load_tile<kLoraMaxRank, kLoraBlockCols>(up_tile, kLoraWide, p.up, p.cols, 0, col_block, p.rank, p.cols);
+        } else {
+            load_tile<kLoraBlockCols, kLoraMaxRank>(up_tile, kLoraWide, p.up, p.rank, col_block, 0, p.cols, p.rank);
+        }
+        __syncthreads();
+LONGLORA_UNROLL
+        for (int kk = 0; kk < 4; ++kk) {
+            if (kk >= rank_pairs) break;
+            uint32_t a[4];
+            accumulators_to_a_fragment(a, low[2 * kk], low[2 * kk + 1], p.scale);
+            mma_columns<kReduceMajor, kLoraWide>(acc, a, up_tile, 4, kk);
+        }
+    }
+
+LONGLORA_UNROLL
+    for (int j = 0; j < 8; ++j) {
+LONGLORA_UNROLL
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t row = row_block + warp_row + fragment_row(i), col = col_block + fragment_col(j, i);
+            if (row >= p.rows || col >= p.cols) continue;
+            uint16_t& out = p.output[static_cast<size_t>(row) * p.cols + col];
+            out = float_to_bf16(acc[j][i] + (p.accumulate ? bf16_to_float(out) : 0.0f));
+        }
+    }
+}
+
+// grad[i][j] += scale · Σ_r left[r][i] · right[r][j] over all `rows` r, for the 64 x 64 tile of grad
+// at this block: both operands are streamed as row slices (k x n tiles), so both use .trans fragments.
+template <class Left, class Right>
+__device__ void lora_grad(float* grad, const Left* left, const Right* right, uint32_t rows, uint32_t left_cols,
+                          uint32_t right_cols, float scale) {
+    __shared__ __align__(16) uint16_t left_tile[kLoraBlockReduce * kLoraWide];
+    __shared__ __align__(16) uint16_t right_tile[kLoraBlockReduce * kLoraWide];
+
+    const uint32_t i_block = blockIdx.y * kLoraBlockRows, j_block = blockIdx.x * kLoraBlockCols;
+    const int warp_row = threadIdx.x / 32 * 16;
+
+    float acc[8][4] = {};
+    for (uint32_t r0 = 0; r0 < rows; r0 += kLoraBlockReduce) {
+        load_tile<kLoraBlockReduce, kLoraBlockRows>(left_tile, kLoraWide, left, left_cols, r0, i_block, rows,
+                                                    left_cols);
+        load_tile<kLoraBlockReduce, kLoraBlockCols>(right_tile, kLoraWide, right, right_cols, r0, j_block, rows,
+                                                    right_cols);
+        __syncthreads();
+LONGLORA_UNROLL
+        for (int kk = 0; kk < kLoraBlockReduce / 16; ++kk) {
+            uint32_t a[4];
+            load_a_fragment_trans(a, left_tile, kLoraWide, warp_row, 16 * kk);
+            mma_columns<true, kLoraWide>(acc, a, right_tile, 4, kk);
+        }
+        __syncthreads();
+    }
+
+LONGLORA_UNROLL
+    for (int j = 0; j < 8; ++j) {
+LONGLORA_UNROLL
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t row = i_block + warp_row + fragment_row(i), col = j_block + fragment_col(j, i);
+            if (row < left_cols && col < right_cols) {
+                grad[static_cast<size_t>(row) * right_cols + col] += scale * acc[j][i];
+            }
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(kLoraThreads) lora_linear_forward_kernel(const LoraLinearParams p) {
+    lora_product<false>(p);
+}
+LONGLORA_EMU_ENTRY(lora_linear_forward_kernel, LoraLinearParams)
+
+extern "C" __global__ void __launch_bounds__(kLoraThreads)
+    lora_linear_backward_input_kernel(const LoraLinearParams p) {
+    lora_product<true>(p);
+}
+LONGLORA_EMU_ENTRY(lora_linear_backward_input_kernel, LoraLinearParams)
+
+extern "C" __global__ void __launch_bounds__(kLoraThreads) lora_grad_a_kernel(const LoraGradAParams p) {
+    lora_grad(p.grad_a, p.dy_b, p.x, p.rows, p.rank, p.in_features, p.scale);
+}
+LONGLORA_EMU_ENTRY(lora_grad_a_kernel, LoraGradAParams)
+
+extern "C" __global__ void __launch_bounds__(kLoraThreads) lora_grad_b_kernel(const LoraGradBParams p) {
+    lora_grad(p.grad_b, p.dy, p.xa, p.rows, p.out_features, p.rank, p.scale);
+}
+LONGLORA_EMU_ENTRY(lora_grad_b_kernel, LoraGradBParams)

@@ -1,0 +1,280 @@
+//! The fused LoRA linear kernels (cuda/lora_linear.cu) against the f64 reference
+//! (`longlora::ops::linear`), through the emulator and, when one is present, on a GPU: random bf16
+//! operands, outputs poisoned with NaN, shapes that are not multiples of the 64 x 64 x 32 tiles, and
+//! LoRA ranks 0 (the plain GEMM), 1, 8 and 64.
+
+mod common;
+
+use common::device::{
+    devices, from_bits, from_f32, random_bf16, to_bits, to_f32, BF16_BAND, BF16_NAN, F32_BAND,
+};
+use common::{assert_close, random_vec};
+use longlora::kernels::{
+    lora_linear_backward, lora_linear_forward, lora_linear_forward_x_tile_loads, Buffer, Device,
+    LinearShape, LoraAdapter, LoraBackward,
+};
+use longlora::model::{Linear, Lora, Param};
+use longlora::ops::linear::{linear_backward, linear_forward};
+use longlora::rng::Rng;
+
+fn param(name: &str, shape: Vec<usize>, data: Vec<f64>) -> Param<f64> {
+    Param {
+        name: name.to_string(),
+        shape,
+        data,
+    }
+}
+
+/// A layer with random bf16 weights and, for rank > 0, an adapter with alpha = 2·rank (s = 2) whose
+/// B is random (not PEFT's zeros, which would test nothing).
+fn random_layer(rng: &mut Rng, shape: LinearShape, rank: usize) -> Linear<f64> {
+    let (n_in, n_out) = (shape.in_features, shape.out_features);
+    let w_scale = 1.0 / (n_in as f64).sqrt();
+    Linear {
+        weight: param(
+            "weight",
+            vec![n_out, n_in],
+            random_bf16(rng, n_out * n_in, w_scale),
+        ),
+        lora: (rank > 0).then(|| Lora {
+            a: param(
+                "lora_A",
+                vec![rank, n_in],
+                random_bf16(rng, rank * n_in, w_scale),
+            ),
+            b: param(
+                "lora_B",
+                vec![n_out, rank],
+                random_bf16(rng, n_out * rank, 1.0 / (rank as f64).sqrt()),
+            ),
+            rank,
+            alpha: 2.0 * rank as f64,
+        }),
+    }
+}
+
+const SHAPES: [LinearShape; 2] = [
+    LinearShape {
+        rows: 37,
+        in_features: 72,
+        out_features: 53,
+    },
+    LinearShape {
+        rows: 70,
+        in_features: 40,
+        out_features: 90,
+    },
+];
+
+/// The layer's weights on `device`, and its adapter's.
+struct DeviceLayer {
+    weight: Buffer<u16>,
+    lora: Option<(Buffer<u16>, Buffer<u16>, usize, f32)>,
+}
+
+impl DeviceLayer {
+    fn new(device: &Device, layer: &Linear<f64>) -> DeviceLayer {
+        DeviceLayer {
+            weight: device.upload(&to_bits(&layer.weight.data)).unwrap(),
+            lora: layer.lora.as_ref().map(|l| {
+                (
+                    device.upload(&to_bits(&l.a.data)).unwrap(),
+                    device.upload(&to_bits(&l.b.data)).unwrap(),
+                    l.rank,
+                    l.scale() as f32,
+                )
+            }),
+        }
+    }
+
+    fn adapter(&self) -> Option<LoraAdapter<'_>> {
+        self.lora.as_ref().map(|(a, b, rank, scale)| LoraAdapter {
+            a,
+            b,
+            rank: *rank,
+            scale: *scale,
+        })
+    }
+}
+
+#[test]
+fn lora_linear_forward_matches_reference_for_ranks_0_1_8_64() {
+    for device in devices() {
+        for (case, &shape) in SHAPES.iter().enumerate() {
+            for rank in [0, 1, 8, 64] {
+                let mut rng = Rng::new(100 + case as u64 * 10 + rank as u64);
+                let layer = random_layer(&mut rng, shape, rank);
+                let x = random_bf16(&mut rng, shape.rows * shape.in_features, 1.0);
+                let mut y_ref = vec![0.0; shape.rows * shape.out_features];
+                let mut xa_ref = vec![0.0; shape.rows * rank];
+                linear_forward(&mut y_ref, &mut xa_ref, &x, &layer, shape.rows);
+
+                let on = DeviceLayer::new(&device, &layer);
+                let x_dev = device.upload(&to_bits(&x)).unwrap();
+                let mut y = device.upload(&vec![BF16_NAN; y_ref.len()]).unwrap();
+                let mut xa = device.upload(&vec![f32::NAN; xa_ref.len()]).unwrap();
+                let lora = on.adapter().map(|adapter| (adapter, &mut xa));
+                lora_linear_forward(&device, shape, &x_dev, &on.weight, lora, &mut y).unwrap();
+
+                let what = format!("{} {shape:?} rank {rank}", device.name());
+                let y_got = from_bits(&device.download(&y).unwrap());
+                assert_close(&format!("y, {what}"), &y_got, &y_ref, BF16_BAND);
+                if rank > 0 {
+                    let xa_got = from_f32(&device.download(&xa).unwrap());
+                    assert_close(&format!("xa, {what}"), &xa_got, &xa_ref, F32_BAND);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn lora_linear_backward_matches_reference_for_ranks_0_1_8_64() {
+    for device in devices() {
+        for (case, &shape) in SHAPES.iter().enumerate() {
+            for rank in [0, 1, 8, 64] {
+                let mut rng = Rng::new(200 + case as u64 * 10 + rank as u64);
+                let layer = random_layer(&mut rng, shape, rank);
+                let (rows, n_in, n_out) = (shape.rows, shape.in_features, shape.out_features);
+                let x = random_bf16(&mut rng, rows * n_in, 1.0);
+                let dy = random_bf16(&mut rng, rows * n_out, 1.0);
+                let mut y = vec![0.0; rows * n_out];
+                let mut xa = vec![0.0; rows * rank];
+                linear_forward(&mut y, &mut xa, &x, &layer, rows);
+                // Gradients accumulate: start them at random values, not zeros.
+                let dx0 = random_bf16(&mut rng, rows * n_in, 1.0);
+                let grad_a0 = random_vec(&mut rng, rank * n_in, 1.0);
+                let grad_b0 = random_vec(&mut rng, n_out * rank, 1.0);
+                let mut dx_ref = dx0.clone();
+                let mut grad_ref = Linear {
+                    weight: param("weight", vec![n_out, n_in], Vec::new()),
+                    lora: layer.lora.as_ref().map(|l| Lora {
+                        a: param("lora_A", vec![rank, n_in], grad_a0.clone()),
+                        b: param("lora_B", vec![n_out, rank], grad_b0.clone()),
+                        rank,
+                        alpha: l.alpha,
+                    }),
+                };
+                linear_backward(Some(&mut dx_ref), &mut grad_ref, &dy, &x, &layer, &xa, rows);
+
+                let on = DeviceLayer::new(&device, &layer);
+                let x_dev = device.upload(&to_bits(&x)).unwrap();
+                let dy_dev = device.upload(&to_bits(&dy)).unwrap();
+                let xa_dev = device.upload(&to_f32(&xa)).unwrap();
+                let mut dy_b = device.upload(&vec![f32::NAN; rows * rank]).unwrap();
+                let mut grad_a = device.upload(&to_f32(&grad_a0)).unwrap();
+                let mut grad_b = device.upload(&to_f32(&grad_b0)).unwrap();
+                let mut dx = device.upload(&to_bits(&dx0)).unwrap();
+                let lora = on.adapter().map(|adapter| LoraBackward {
+                    adapter,
+                    xa: &xa_dev,
+                    dy_b: &mut dy_b,
+                    grad_a: &mut grad_a,
+                    grad_b: &mut grad_b,
+                });
+                lora_linear_backward(&device, shape, &dy_dev, &x_dev, &on.weight, lora, &mut dx)
+                    .unwrap();
+
+                let what = format!("{} {shape:?} rank {rank}", device.name());
+                let dx_got = from_bits(&device.download(&dx).unwrap());
+                assert_close(&format!("dx, {what}"), &dx_got, &dx_ref, BF16_BAND);
+                if let Some(g) = &grad_ref.lora {
+                    let a_got = from_f32(&device.download(&grad_a).unwrap());
+                    assert_close(&format!("grad A, {what}"), &a_got, &g.a.data, BF16_BAND);
+                    let b_got = from_f32(&device.download(&grad_b).unwrap());
+                    assert_close(&format!("grad B, {what}"), &b_got, &g.b.data, BF16_BAND);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_lora_forward_reads_each_x_tile_once_unlike_two_products() {
+    let device = Device::emulator();
+    let shape = SHAPES[1];
+    let rank = 8;
+    let mut rng = Rng::new(300);
+    let layer = random_layer(&mut rng, shape, rank);
+    let on = DeviceLayer::new(&device, &layer);
+    let x = device
+        .upload(&to_bits(&random_bf16(
+            &mut rng,
+            shape.rows * shape.in_features,
+            1.0,
+        )))
+        .unwrap();
+    let mut y = device
+        .upload(&vec![0u16; shape.rows * shape.out_features])
+        .unwrap();
+    let mut xa = device.upload(&vec![0f32; shape.rows * rank]).unwrap();
+
+    let adapter = on.adapter().unwrap();
+    let fused = lora_linear_forward_x_tile_loads(
+        &device,
+        shape,
+        &x,
+        &on.weight,
+        Some((adapter, &mut xa)),
+        &mut y,
+    )
+    .unwrap();
+    let base =
+        lora_linear_forward_x_tile_loads(&device, shape, &x, &on.weight, None, &mut y).unwrap();
+    // The unfused adapter product x·Aᵀ: a plain product with A as the weight.
+    let down_shape = LinearShape {
+        out_features: rank,
+        ..shape
+    };
+    let mut xa_bits = device.upload(&vec![0u16; shape.rows * rank]).unwrap();
+    let down =
+        lora_linear_forward_x_tile_loads(&device, down_shape, &x, adapter.a, None, &mut xa_bits)
+            .unwrap();
+
+    // 2 x 2 blocks of 64 x 64 outputs, each reading ceil(40 / 32) = 2 slices of its x rows.
+    assert_eq!(base, 8, "x tile loads of x·Wᵀ");
+    assert_eq!(down, 4, "x tile loads of x·Aᵀ (one column of blocks)");
+    assert_eq!(
+        fused, base,
+        "the fused forward must load x exactly as often as x·Wᵀ alone"
+    );
+    assert!(fused < base + down);
+}
+
+#[test]
+fn lora_linear_rejects_bad_shapes_naming_the_tensor() {
+    let device = Device::emulator();
+    let shape = SHAPES[0];
+    let x = device.upload(&[0u16; 3]).unwrap();
+    let weight = device
+        .upload(&vec![0u16; shape.in_features * shape.out_features])
+        .unwrap();
+    let mut y = device
+        .upload(&vec![0u16; shape.rows * shape.out_features])
+        .unwrap();
+    let err = lora_linear_forward(&device, shape, &x, &weight, None, &mut y).unwrap_err();
+    assert!(err.to_string().contains("x:"), "{err}");
+
+    let x = device
+        .upload(&vec![0u16; shape.rows * shape.in_features])
+        .unwrap();
+    let a = device.upload(&vec![0u16; 65 * shape.in_features]).unwrap();
+    let b = device.upload(&vec![0u16; 65 * shape.out_features]).unwrap();
+    let mut xa = device.upload(&vec![0f32; 65 * shape.rows]).unwrap();
+    let adapter = LoraAdapter {
+        a: &a,
+        b: &b,
+        rank: 65,
+        scale: 1.0,
+    };
+    let err = lora_linear_forward(
+        &device,
+        shape,
+        &x,
+        &weight,
+        Some((adapter, &mut xa)),
+        &mut y,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("lora rank"), "{err}");
+}
