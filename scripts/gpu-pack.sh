@@ -2,7 +2,7 @@
 # Builds the test and bench executables with the CUDA kernels embedded and packs them into
 # gpu-pack/ (git-ignored, kept under the device tool's 64 MiB carry limit), for a GPU machine that
 # has no Rust. Prints the one command that runs everything there: every test binary (the GPU tests
-# run when a GPU is visible), compute-sanitizer memcheck and racecheck on the GPU tests, the GPU
+# run when a GPU is visible), compute-sanitizer memcheck and racecheck on the kernel tests, the GPU
 # golden-vector recording (DESIGN §5), and the kernel benchmarks; logs and fixtures go to $OUT.
 set -euo pipefail
 
@@ -56,9 +56,10 @@ done
 echo "== recording GPU golden vectors"
 LONGLORA_RECORD_GOLDEN="$out/gpu_golden" ./tests/gpu_golden record_gpu_golden_vectors --nocapture 2>&1 | tail -3
 for tool in memcheck racecheck; do
-    echo "== compute-sanitizer $tool on the GPU tests"
-    for t in tests/*; do
-        compute-sanitizer --tool "$tool" --error-exitcode 9 "./$t" gpu_ > "$out/logs/sanitizer-$tool-$(basename "$t").log" 2>&1
+    echo "== compute-sanitizer $tool on the kernel tests"
+    for t in tests/emulator tests/kernels_* tests/attention_kernels*; do
+        [[ -e "$t" ]] || continue
+        compute-sanitizer --tool "$tool" --error-exitcode 9 "./$t" > "$out/logs/sanitizer-$tool-$(basename "$t").log" 2>&1
         code=$?
         echo "$(basename "$t"): exit $code ($(grep -c "ERROR SUMMARY: 0 errors" "$out/logs/sanitizer-$tool-$(basename "$t").log") clean summaries)"
         [[ $code -eq 0 ]] || status=1
