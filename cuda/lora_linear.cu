@@ -12,7 +12,9 @@
 // without a second rounding).
 //
 // The weight gradients dA, dB are small reductions over the rows (lora_grad): one block per 64 x 64
-// tile of the gradient, streaming both operands along the rows.
+// tile of the gradient and slice of the rows, streaming both operands along its rows. The gradients
+// are only r x in and out x r, too few tiles to fill a GPU, so the rows are split across grid.z and
+// the slices' sums meet through f32 atomics (in an order that varies from run to run).
 
 #include "kernel.h"
 
@@ -48,7 +50,7 @@ __device__ __forceinline__ void load_operand_slice(uint16_t* tile, const uint16_
 template <bool kReduceMajor, int kStride>
 __device__ __forceinline__ void mma_columns(float acc[8][4], const uint32_t a[4], const uint16_t* tile, int pairs,
                                             int kk) {
-LONGLORA_UNROLL
+    LONGLORA_UNROLL
     for (int p = 0; p < 4; ++p) {
         if (p >= pairs) break;
         uint32_t b[2][2];
@@ -87,7 +89,7 @@ __device__ void lora_product(const LoraLinearParams& p) {
         if (p.rank > 0) load_operand_slice<kReduceMajor>(down_tile, p.down, 0, p.rank, k0, p.reduce);
         __syncthreads();
 
-LONGLORA_UNROLL
+        LONGLORA_UNROLL
         for (int kk = 0; kk < kLoraBlockReduce / 16; ++kk) {
             uint32_t a[4];
             load_a_fragment(a, input_tile, kLoraNarrow, warp_row, 16 * kk);
@@ -100,10 +102,10 @@ LONGLORA_UNROLL
 
     if (p.rank > 0) {
         if (blockIdx.x == 0) {
-LONGLORA_UNROLL
+            LONGLORA_UNROLL
             for (int j = 0; j < 8; ++j) {
                 if (j >= 2 * rank_pairs) break;
-LONGLORA_UNROLL
+                LONGLORA_UNROLL
                 for (int i = 0; i < 4; ++i) {
                     const uint32_t row = row_block + warp_row + fragment_row(i), col = fragment_col(j, i);
                     if (row < p.rows && col < p.rank) p.low[static_cast<size_t>(row) * p.rank + col] = low[j][i];
@@ -117,7 +119,7 @@ LONGLORA_UNROLL
             load_tile<kLoraBlockCols, kLoraMaxRank>(up_tile, kLoraWide, p.up, p.rank, col_block, 0, p.cols, p.rank);
         }
         __syncthreads();
-LONGLORA_UNROLL
+        LONGLORA_UNROLL
         for (int kk = 0; kk < 4; ++kk) {
             if (kk >= rank_pairs) break;
             uint32_t a[4];
@@ -126,9 +128,9 @@ LONGLORA_UNROLL
         }
     }
 
-LONGLORA_UNROLL
+    LONGLORA_UNROLL
     for (int j = 0; j < 8; ++j) {
-LONGLORA_UNROLL
+        LONGLORA_UNROLL
         for (int i = 0; i < 4; ++i) {
             const uint32_t row = row_block + warp_row + fragment_row(i), col = col_block + fragment_col(j, i);
             if (row >= p.rows || col >= p.cols) continue;
@@ -138,8 +140,9 @@ LONGLORA_UNROLL
     }
 }
 
-// grad[i][j] += scale · Σ_r left[r][i] · right[r][j] over all `rows` r, for the 64 x 64 tile of grad
-// at this block: both operands are streamed as row slices (k x n tiles), so both use .trans fragments.
+// grad[i][j] += scale · Σ_r left[r][i] · right[r][j] over this block's slice of the `rows` r, for its
+// 64 x 64 tile of grad: both operands are streamed as row slices (k x n tiles), so both use .trans
+// fragments.
 template <class Left, class Right>
 __device__ void lora_grad(float* grad, const Left* left, const Right* right, uint32_t rows, uint32_t left_cols,
                           uint32_t right_cols, float scale) {
@@ -149,14 +152,19 @@ __device__ void lora_grad(float* grad, const Left* left, const Right* right, uin
     const uint32_t i_block = blockIdx.y * kLoraBlockRows, j_block = blockIdx.x * kLoraBlockCols;
     const int warp_row = threadIdx.x / 32 * 16;
 
+    const uint32_t slice_rows = (rows + gridDim.z * kLoraBlockReduce - 1) / (gridDim.z * kLoraBlockReduce) *
+                                kLoraBlockReduce;
+    const uint32_t r_begin = blockIdx.z * slice_rows < rows ? blockIdx.z * slice_rows : rows;
+    const uint32_t r_end = rows - r_begin < slice_rows ? rows : r_begin + slice_rows;
+
     float acc[8][4] = {};
-    for (uint32_t r0 = 0; r0 < rows; r0 += kLoraBlockReduce) {
-        load_tile<kLoraBlockReduce, kLoraBlockRows>(left_tile, kLoraWide, left, left_cols, r0, i_block, rows,
+    for (uint32_t r0 = r_begin; r0 < r_end; r0 += kLoraBlockReduce) {
+        load_tile<kLoraBlockReduce, kLoraBlockRows>(left_tile, kLoraWide, left, left_cols, r0, i_block, r_end,
                                                     left_cols);
-        load_tile<kLoraBlockReduce, kLoraBlockCols>(right_tile, kLoraWide, right, right_cols, r0, j_block, rows,
+        load_tile<kLoraBlockReduce, kLoraBlockCols>(right_tile, kLoraWide, right, right_cols, r0, j_block, r_end,
                                                     right_cols);
         __syncthreads();
-LONGLORA_UNROLL
+        LONGLORA_UNROLL
         for (int kk = 0; kk < kLoraBlockReduce / 16; ++kk) {
             uint32_t a[4];
             load_a_fragment_trans(a, left_tile, kLoraWide, warp_row, 16 * kk);
@@ -165,13 +173,13 @@ LONGLORA_UNROLL
         __syncthreads();
     }
 
-LONGLORA_UNROLL
+    LONGLORA_UNROLL
     for (int j = 0; j < 8; ++j) {
-LONGLORA_UNROLL
+        LONGLORA_UNROLL
         for (int i = 0; i < 4; ++i) {
             const uint32_t row = i_block + warp_row + fragment_row(i), col = j_block + fragment_col(j, i);
             if (row < left_cols && col < right_cols) {
-                grad[static_cast<size_t>(row) * right_cols + col] += scale * acc[j][i];
+                atomicAdd(&grad[static_cast<size_t>(row) * right_cols + col], scale * acc[j][i]);
             }
         }
     }

@@ -53,7 +53,9 @@ fn random_layer(rng: &mut Rng, shape: LinearShape, rank: usize) -> Linear<f64> {
     }
 }
 
-const SHAPES: [LinearShape; 2] = [
+/// Partial tiles everywhere; the last shape also splits the dA, dB reductions into 4 row slices and has
+/// fewer features than one tile.
+const SHAPES: [LinearShape; 3] = [
     LinearShape {
         rows: 37,
         in_features: 72,
@@ -63,6 +65,11 @@ const SHAPES: [LinearShape; 2] = [
         rows: 70,
         in_features: 40,
         out_features: 90,
+    },
+    LinearShape {
+        rows: 200,
+        in_features: 24,
+        out_features: 16,
     },
 ];
 
