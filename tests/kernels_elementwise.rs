@@ -256,3 +256,23 @@ fn cross_entropy_with_ignored_rows_matches_reference() {
         assert_close("cross-entropy dlogits", &got, &dlogits_ref, BF16_BAND);
     }
 }
+
+#[test]
+fn row_kernels_reject_mismatched_tensors_naming_them() {
+    let device = longlora::kernels::Device::emulator();
+    let bits = |n: usize| device.upload(&vec![0u16; n]).unwrap();
+    let (x, weight) = (bits(12), bits(5));
+    let (mut out, mut rstd) = (bits(12), device.upload(&[0f32; 3]).unwrap());
+    let err = rmsnorm_forward(&device, &mut out, &mut rstd, &x, &weight, 4, 1e-5).unwrap_err();
+    assert!(err.to_string().contains("weight:"), "{err}");
+
+    let targets = device.upload(&[0i32, 1]).unwrap();
+    let logits = bits(2 * 7);
+    let (mut lse, mut loss) = (
+        device.upload(&[0f32; 2]).unwrap(),
+        device.upload(&[0f32; 3]).unwrap(),
+    );
+    let err =
+        cross_entropy_forward(&device, &mut lse, &mut loss, &logits, &targets, 7).unwrap_err();
+    assert!(err.to_string().contains("loss:"), "{err}");
+}
