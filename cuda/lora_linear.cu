@@ -4,7 +4,8 @@
 // Forward and input-gradient are one algorithm, lora_product: a block owns a 64 x 64 tile of the
 // output; for each 32-wide slice of the reduction it loads the input tile once and multiplies it both
 // with the weight tile (the base product) and with the adapter's down tile (the rank-r product, at
-// most 64 wide), so the input is read from global memory once for both. After the loop the rank-r
+// most 64 wide), so the input is read from global memory once for both. Slices are double-buffered:
+// the cp.async copies of slice s + 1 are in flight while slice s is multiplied. After the loop the rank-r
 // accumulators, scaled by s and rounded to bf16, are already the A fragments of the up product, which
 // adds into the same output accumulators. Each block recomputes the rank-r product of its rows (r/64
 // extra work per block) instead of reading the input a second time; the blocks of the first column
@@ -19,6 +20,7 @@
 #include "kernel.h"
 
 #include "bf16.h"
+#include "cp_async.h"
 #include "mma.h"
 #include "mma_tile.h"
 #include "params.h"
@@ -32,6 +34,9 @@ constexpr int kLoraMaxRank = 64;
 constexpr int kLoraThreads = 128;
 constexpr int kLoraWide = 64 + kTilePad;    // stride of tiles whose rows are 64 wide
 constexpr int kLoraNarrow = 32 + kTilePad;  // stride of tiles whose rows are one reduction slice
+// A weight or down slice: 64 x 32 stored n x k (forward) or 32 x 64 stored k x n (backward).
+constexpr int kLoraSliceTile = kLoraBlockCols * kLoraNarrow;
+static_assert(kLoraBlockReduce * kLoraWide <= kLoraSliceTile, "a k x n slice fits the same tile");
 
 // Loads the reduction slice [k0, k0 + 32) of a weight-like operand, whose other dimension starts at
 // n0 and ends at n_end, into `tile`: as an n x k tile when the operand is stored [n][k] (forward), as
@@ -68,11 +73,24 @@ __device__ __forceinline__ void mma_columns(float acc[8][4], const uint32_t a[4]
 __device__ __forceinline__ unsigned fragment_row(int i) { return lane_id() / 4 + (i >= 2 ? 8 : 0); }
 __device__ __forceinline__ unsigned fragment_col(int j, int i) { return 8 * j + 2 * (lane_id() % 4) + (i & 1); }
 
+// A reduction slice of the three operands the main loop multiplies, copied asynchronously.
+template <bool kReduceMajor>
+__device__ __forceinline__ void load_lora_slice(uint16_t* input_tile, uint16_t* weight_tile, uint16_t* down_tile,
+                                                const LoraLinearParams& p, uint32_t row_block, uint32_t col_block,
+                                                uint32_t k0) {
+    load_tile<kLoraBlockRows, kLoraBlockReduce>(input_tile, kLoraNarrow, p.input, p.reduce, row_block, k0, p.rows,
+                                                p.reduce);
+    if (p.input_tile_loads != nullptr && threadIdx.x == 0) atomicAdd(p.input_tile_loads, 1u);
+    load_operand_slice<kReduceMajor>(weight_tile, p.weight, col_block, p.cols, k0, p.reduce);
+    if (p.rank > 0) load_operand_slice<kReduceMajor>(down_tile, p.down, 0, p.rank, k0, p.reduce);
+}
+
 template <bool kReduceMajor>
 __device__ void lora_product(const LoraLinearParams& p) {
-    __shared__ __align__(16) uint16_t input_tile[kLoraBlockRows * kLoraNarrow];
-    __shared__ __align__(16) uint16_t weight_tile[kLoraBlockCols * kLoraWide];
-    __shared__ __align__(16) uint16_t down_tile[kLoraMaxRank * kLoraWide];
+    // Two stages of the slice operands, so that slice s + 1 is in flight while slice s is multiplied.
+    __shared__ __align__(16) uint16_t input_tile[2][kLoraBlockRows * kLoraNarrow];
+    __shared__ __align__(16) uint16_t weight_tile[2][kLoraSliceTile];
+    __shared__ __align__(16) uint16_t down_tile[2][kLoraSliceTile];
     __shared__ __align__(16) uint16_t up_tile[kLoraMaxRank * kLoraWide];
 
     const uint32_t row_block = blockIdx.y * kLoraBlockRows, col_block = blockIdx.x * kLoraBlockCols;
@@ -81,21 +99,26 @@ __device__ void lora_product(const LoraLinearParams& p) {
 
     float acc[8][4] = {};  // output columns col_block + 8j..
     float low[8][4] = {};  // rank columns 8j..: input·down
-    for (uint32_t k0 = 0; k0 < p.reduce; k0 += kLoraBlockReduce) {
-        load_tile<kLoraBlockRows, kLoraBlockReduce>(input_tile, kLoraNarrow, p.input, p.reduce, row_block, k0, p.rows,
-                                                    p.reduce);
-        if (p.input_tile_loads != nullptr && threadIdx.x == 0) atomicAdd(p.input_tile_loads, 1u);
-        load_operand_slice<kReduceMajor>(weight_tile, p.weight, col_block, p.cols, k0, p.reduce);
-        if (p.rank > 0) load_operand_slice<kReduceMajor>(down_tile, p.down, 0, p.rank, k0, p.reduce);
+    load_lora_slice<kReduceMajor>(input_tile[0], weight_tile[0], down_tile[0], p, row_block, col_block, 0);
+    cp_async_commit();
+    for (uint32_t k0 = 0, stage = 0; k0 < p.reduce; k0 += kLoraBlockReduce, stage ^= 1) {
+        // The other stage was last read before the barrier that ended the previous step.
+        if (k0 + kLoraBlockReduce < p.reduce) {
+            load_lora_slice<kReduceMajor>(input_tile[stage ^ 1], weight_tile[stage ^ 1], down_tile[stage ^ 1], p,
+                                          row_block, col_block, k0 + kLoraBlockReduce);
+        }
+        // One group per step, even an empty one, so that "all but the newest group" is this slice.
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
 
         LONGLORA_UNROLL
         for (int kk = 0; kk < kLoraBlockReduce / 16; ++kk) {
             uint32_t a[4];
-            load_a_fragment(a, input_tile, kLoraNarrow, warp_row, 16 * kk);
+            load_a_fragment(a, input_tile[stage], kLoraNarrow, warp_row, 16 * kk);
             constexpr int kStride = kReduceMajor ? kLoraWide : kLoraNarrow;
-            mma_columns<kReduceMajor, kStride>(acc, a, weight_tile, 4, kk);
-            mma_columns<kReduceMajor, kStride>(low, a, down_tile, rank_pairs, kk);
+            mma_columns<kReduceMajor, kStride>(acc, a, weight_tile[stage], 4, kk);
+            mma_columns<kReduceMajor, kStride>(low, a, down_tile[stage], rank_pairs, kk);
         }
         __syncthreads();
     }
@@ -118,6 +141,8 @@ __device__ void lora_product(const LoraLinearParams& p) {
         } else {
             load_tile<kLoraBlockCols, kLoraMaxRank>(up_tile, kLoraWide, p.up, p.rank, col_block, 0, p.cols, p.rank);
         }
+        cp_async_commit();
+        cp_async_wait<0>();
         __syncthreads();
         LONGLORA_UNROLL
         for (int kk = 0; kk < 4; ++kk) {
@@ -163,6 +188,8 @@ __device__ void lora_grad(float* grad, const Left* left, const Right* right, uin
                                                     left_cols);
         load_tile<kLoraBlockReduce, kLoraBlockCols>(right_tile, kLoraWide, right, right_cols, r0, j_block, r_end,
                                                     right_cols);
+        cp_async_commit();
+        cp_async_wait<0>();
         __syncthreads();
         LONGLORA_UNROLL
         for (int kk = 0; kk < kLoraBlockReduce / 16; ++kk) {

@@ -20,7 +20,8 @@ constexpr int kTilePad = 8;
 // into `tile` as bf16, writing zeros at and beyond (row_end, col_end), so that partial tiles multiply
 // as if the matrix were padded with zeros. All threads of the block take part. A bf16 tile that lies
 // wholly inside the matrix on 16-byte boundaries moves in 16-byte cp.async copies (coalesced, and
-// through no registers); edge tiles and f32 sources go element by element.
+// through no registers), which the caller commits and awaits (cp_async.h) before its barrier; edge
+// tiles and f32 sources are stored element by element at once.
 template <int ROWS, int COLS, class T>
 __device__ __forceinline__ void load_tile(uint16_t* tile, int stride, const T* global, size_t ld, uint32_t row0,
                                           uint32_t col0, uint32_t row_end, uint32_t col_end) {
@@ -35,8 +36,6 @@ __device__ __forceinline__ void load_tile(uint16_t* tile, int stride, const T* g
                 const uint32_t r = c / kChunksPerRow, k = c % kChunksPerRow * 8;
                 cp_async_16(tile + r * stride + k, global + static_cast<size_t>(row0 + r) * ld + col0 + k);
             }
-            cp_async_commit();
-            cp_async_wait<0>();
             return;
         }
     }
