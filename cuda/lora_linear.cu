@@ -7,10 +7,10 @@
 // most 64 wide), so the input is read from global memory once for both. Slices are double-buffered:
 // the cp.async copies of slice s + 1 are in flight while slice s is multiplied. After the loop the rank-r
 // accumulators, scaled by s and rounded to bf16, are already the A fragments of the up product, which
-// adds into the same output accumulators. Each block recomputes the rank-r product of its rows (r/64
-// extra work per block) instead of reading the input a second time; the blocks of the first column
-// store it (f32: it is rank r, so its traffic is r/reduce of the input's, and dA, dB reduce over it
-// without a second rounding).
+// adds into the same output accumulators. Each block recomputes the rank-r product of its rows (r
+// rounded up to 16, over the 64 output columns: 25% extra mma work at r = 8) instead of reading the
+// input a second time; the blocks of the first column store it (f32: it is rank r, so its traffic is
+// r/reduce of the input's, and dA, dB reduce over it without a second rounding).
 //
 // The weight gradients dA, dB are small reductions over the rows (lora_grad): one block per 64 x 64
 // tile of the gradient and slice of the rows, streaming both operands along its rows. The gradients
