@@ -8,7 +8,7 @@
 // the cp.async copies of slice s + 1 are in flight while slice s is multiplied. After the loop the rank-r
 // accumulators, scaled by s and rounded to bf16, are already the A fragments of the up product, which
 // adds into the same output accumulators. Each block recomputes the rank-r product of its rows (r
-// rounded up to 16, over the 64 output columns: 25% extra mma work at r = 8) instead of reading the
+// rounded up to 8, over the 64 output columns: 12.5% extra mma work at r = 8) instead of reading the
 // input a second time; the blocks of the first column store it (f32: it is rank r, so its traffic is
 // r/reduce of the input's, and dA, dB reduce over it without a second rounding).
 //
@@ -51,13 +51,14 @@ __device__ __forceinline__ void load_operand_slice(uint16_t* tile, const uint16_
     }
 }
 
-// acc[2p], acc[2p + 1] += a · (columns 16p.. of the operand tile, k-step kk) for the column pairs p < pairs.
+// acc[j] += a · (columns 8j.. of the operand tile, k-step kk) for the 8-column tiles j < tiles; the
+// fragments come two tiles at a time.
 template <bool kReduceMajor, int kStride>
-__device__ __forceinline__ void mma_columns(float acc[8][4], const uint32_t a[4], const uint16_t* tile, int pairs,
+__device__ __forceinline__ void mma_columns(float acc[8][4], const uint32_t a[4], const uint16_t* tile, int tiles,
                                             int kk) {
     LONGLORA_UNROLL
     for (int p = 0; p < 4; ++p) {
-        if (p >= pairs) break;
+        if (2 * p >= tiles) break;
         uint32_t b[2][2];
         if (kReduceMajor) {
             load_b_fragments_trans(b, tile, kStride, 16 * p, 16 * kk);
@@ -65,7 +66,7 @@ __device__ __forceinline__ void mma_columns(float acc[8][4], const uint32_t a[4]
             load_b_fragments(b, tile, kStride, 16 * p, 16 * kk);
         }
         mma_m16n8k16_bf16(acc[2 * p], a, b[0], acc[2 * p]);
-        mma_m16n8k16_bf16(acc[2 * p + 1], a, b[1], acc[2 * p + 1]);
+        if (2 * p + 1 < tiles) mma_m16n8k16_bf16(acc[2 * p + 1], a, b[1], acc[2 * p + 1]);
     }
 }
 
@@ -95,7 +96,8 @@ __device__ void lora_product(const LoraLinearParams& p) {
 
     const uint32_t row_block = blockIdx.y * kLoraBlockRows, col_block = blockIdx.x * kLoraBlockCols;
     const int warp_row = threadIdx.x / 32 * 16;
-    const int rank_pairs = static_cast<int>((p.rank + 15) / 16);  // 16-column pairs of the rank
+    const int rank_tiles = static_cast<int>((p.rank + 7) / 8);  // 8-column mma tiles of the rank
+    const int rank_pairs = (rank_tiles + 1) / 2;                   // 16-wide k-steps of the up product
 
     float acc[8][4] = {};  // output columns col_block + 8j..
     float low[8][4] = {};  // rank columns 8j..: input·down
@@ -117,8 +119,8 @@ __device__ void lora_product(const LoraLinearParams& p) {
             uint32_t a[4];
             load_a_fragment(a, input_tile[stage], kLoraNarrow, warp_row, 16 * kk);
             constexpr int kStride = kReduceMajor ? kLoraWide : kLoraNarrow;
-            mma_columns<kReduceMajor, kStride>(acc, a, weight_tile[stage], 4, kk);
-            mma_columns<kReduceMajor, kStride>(low, a, down_tile[stage], rank_pairs, kk);
+            mma_columns<kReduceMajor, kStride>(acc, a, weight_tile[stage], 8, kk);
+            mma_columns<kReduceMajor, kStride>(low, a, down_tile[stage], rank_tiles, kk);
         }
         __syncthreads();
     }
@@ -127,7 +129,7 @@ __device__ void lora_product(const LoraLinearParams& p) {
         if (blockIdx.x == 0) {
             LONGLORA_UNROLL
             for (int j = 0; j < 8; ++j) {
-                if (j >= 2 * rank_pairs) break;
+                if (j >= rank_tiles) break;
                 LONGLORA_UNROLL
                 for (int i = 0; i < 4; ++i) {
                     const uint32_t row = row_block + warp_row + fragment_row(i), col = fragment_col(j, i);
@@ -149,7 +151,7 @@ __device__ void lora_product(const LoraLinearParams& p) {
             if (kk >= rank_pairs) break;
             uint32_t a[4];
             accumulators_to_a_fragment(a, low[2 * kk], low[2 * kk + 1], p.scale);
-            mma_columns<kReduceMajor, kLoraWide>(acc, a, up_tile, 4, kk);
+            mma_columns<kReduceMajor, kLoraWide>(acc, a, up_tile, 8, kk);
         }
     }
 
@@ -195,7 +197,7 @@ __device__ void lora_grad(float* grad, const Left* left, const Right* right, uin
         for (int kk = 0; kk < kLoraBlockReduce / 16; ++kk) {
             uint32_t a[4];
             load_a_fragment_trans(a, left_tile, kLoraWide, warp_row, 16 * kk);
-            mma_columns<true, kLoraWide>(acc, a, right_tile, 4, kk);
+            mma_columns<true, kLoraWide>(acc, a, right_tile, 8, kk);
         }
         __syncthreads();
     }
