@@ -485,6 +485,21 @@ fn generated_params_match_the_c_layouts() {
         size_of::<params::CrossEntropyBackwardParams>(),
         align_of::<params::CrossEntropyBackwardParams>(),
     ));
+    rust.push((
+        "OptimTensor",
+        size_of::<params::OptimTensor>(),
+        align_of::<params::OptimTensor>(),
+    ));
+    rust.push((
+        "GradSumSquaresParams",
+        size_of::<params::GradSumSquaresParams>(),
+        align_of::<params::GradSumSquaresParams>(),
+    ));
+    rust.push((
+        "AdamwParams",
+        size_of::<params::AdamwParams>(),
+        align_of::<params::AdamwParams>(),
+    ));
     let mut c: Vec<_> = kernels::emu::param_layouts()
         .into_iter()
         .map(|layout| (layout.name, layout.size, layout.align))

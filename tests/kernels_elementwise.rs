@@ -138,7 +138,8 @@ fn embedding_gathers_rows_and_scatter_adds_repeated_tokens() {
 
 #[test]
 fn rmsnorm_matches_reference_forward_and_backward() {
-    for (rows, dim) in [(5, 37), (3, 300)] {
+    // 19 rows: three blocks of the backward, each summing dweight over several rows.
+    for (rows, dim) in [(5, 37), (19, 300)] {
         let mut rng = Rng::new(5 + dim as u64);
         let x = random_bf16(&mut rng, rows * dim, 2.0);
         let weight = random_bf16(&mut rng, dim, 1.5);
@@ -254,4 +255,24 @@ fn cross_entropy_with_ignored_rows_matches_reference() {
         let got = from_bits(&device.download(&dlogits).unwrap());
         assert_close("cross-entropy dlogits", &got, &dlogits_ref, BF16_BAND);
     }
+}
+
+#[test]
+fn row_kernels_reject_mismatched_tensors_naming_them() {
+    let device = longlora::kernels::Device::emulator();
+    let bits = |n: usize| device.upload(&vec![0u16; n]).unwrap();
+    let (x, weight) = (bits(12), bits(5));
+    let (mut out, mut rstd) = (bits(12), device.upload(&[0f32; 3]).unwrap());
+    let err = rmsnorm_forward(&device, &mut out, &mut rstd, &x, &weight, 4, 1e-5).unwrap_err();
+    assert!(err.to_string().contains("weight:"), "{err}");
+
+    let targets = device.upload(&[0i32, 1]).unwrap();
+    let logits = bits(2 * 7);
+    let (mut lse, mut loss) = (
+        device.upload(&[0f32; 2]).unwrap(),
+        device.upload(&[0f32; 3]).unwrap(),
+    );
+    let err =
+        cross_entropy_forward(&device, &mut lse, &mut loss, &logits, &targets, 7).unwrap_err();
+    assert!(err.to_string().contains("loss:"), "{err}");
 }

@@ -53,7 +53,9 @@ fn random_layer(rng: &mut Rng, shape: LinearShape, rank: usize) -> Linear<f64> {
     }
 }
 
-const SHAPES: [LinearShape; 2] = [
+/// Partial tiles everywhere; the last shape also splits the dA, dB reductions into 4 row slices and has
+/// fewer features than one tile.
+const SHAPES: [LinearShape; 3] = [
     LinearShape {
         rows: 37,
         in_features: 72,
@@ -63,6 +65,11 @@ const SHAPES: [LinearShape; 2] = [
         rows: 70,
         in_features: 40,
         out_features: 90,
+    },
+    LinearShape {
+        rows: 200,
+        in_features: 24,
+        out_features: 16,
     },
 ];
 
@@ -191,12 +198,17 @@ fn lora_linear_backward_matches_reference_for_ranks_0_1_8_64() {
 
 #[test]
 fn fused_lora_forward_reads_each_x_tile_once_unlike_two_products() {
-    let device = Device::emulator();
+    for device in devices() {
+        assert_fused_forward_reads_x_once(&device);
+    }
+}
+
+fn assert_fused_forward_reads_x_once(device: &Device) {
     let shape = SHAPES[1];
     let rank = 8;
     let mut rng = Rng::new(300);
     let layer = random_layer(&mut rng, shape, rank);
-    let on = DeviceLayer::new(&device, &layer);
+    let on = DeviceLayer::new(device, &layer);
     let x = device
         .upload(&to_bits(&random_bf16(
             &mut rng,
@@ -211,7 +223,7 @@ fn fused_lora_forward_reads_each_x_tile_once_unlike_two_products() {
 
     let adapter = on.adapter().unwrap();
     let fused = lora_linear_forward_x_tile_loads(
-        &device,
+        device,
         shape,
         &x,
         &on.weight,
@@ -220,7 +232,7 @@ fn fused_lora_forward_reads_each_x_tile_once_unlike_two_products() {
     )
     .unwrap();
     let base =
-        lora_linear_forward_x_tile_loads(&device, shape, &x, &on.weight, None, &mut y).unwrap();
+        lora_linear_forward_x_tile_loads(device, shape, &x, &on.weight, None, &mut y).unwrap();
     // The unfused adapter product x·Aᵀ: a plain product with A as the weight.
     let down_shape = LinearShape {
         out_features: rank,
@@ -228,7 +240,7 @@ fn fused_lora_forward_reads_each_x_tile_once_unlike_two_products() {
     };
     let mut xa_bits = device.upload(&vec![0u16; shape.rows * rank]).unwrap();
     let down =
-        lora_linear_forward_x_tile_loads(&device, down_shape, &x, adapter.a, None, &mut xa_bits)
+        lora_linear_forward_x_tile_loads(device, down_shape, &x, adapter.a, None, &mut xa_bits)
             .unwrap();
 
     // 2 x 2 blocks of 64 x 64 outputs, each reading ceil(40 / 32) = 2 slices of its x rows.
@@ -277,4 +289,16 @@ fn lora_linear_rejects_bad_shapes_naming_the_tensor() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("lora rank"), "{err}");
+}
+
+#[test]
+fn lora_backward_rejects_a_wrong_gradient_naming_it() {
+    let device = Device::emulator();
+    let shape = SHAPES[0];
+    let (rows, n_in, n_out) = (shape.rows, shape.in_features, shape.out_features);
+    let zeros = |n: usize| device.upload(&vec![0u16; n]).unwrap();
+    let (dy, x, weight) = (zeros(rows * n_out), zeros(rows * n_in), zeros(n_out * n_in));
+    let mut dx = zeros(rows * n_in + 1);
+    let err = lora_linear_backward(&device, shape, &dy, &x, &weight, None, &mut dx).unwrap_err();
+    assert!(err.to_string().contains("dx:"), "{err}");
 }

@@ -32,6 +32,9 @@ constexpr Layout kLayouts[] = {
     LONGLORA_LAYOUT(RmsnormBackwardParams),
     LONGLORA_LAYOUT(CrossEntropyForwardParams),
     LONGLORA_LAYOUT(CrossEntropyBackwardParams),
+    LONGLORA_LAYOUT(OptimTensor),
+    LONGLORA_LAYOUT(GradSumSquaresParams),
+    LONGLORA_LAYOUT(AdamwParams),
 };
 
 }  // namespace

@@ -7,7 +7,10 @@
 // reduction dimension k: "rows x k" tiles (k contiguous) use plain ldmatrix, "k x rows" tiles use .trans.
 #pragma once
 
+#include <type_traits>
+
 #include "bf16.h"
+#include "cp_async.h"
 #include "kernel.h"
 #include "ldmatrix.h"
 
@@ -15,10 +18,27 @@ constexpr int kTilePad = 8;
 
 // Copies the ROWS x COLS tile at (row0, col0) of a row-major global matrix with `ld` elements per row
 // into `tile` as bf16, writing zeros at and beyond (row_end, col_end), so that partial tiles multiply
-// as if the matrix were padded with zeros. All threads of the block take part.
+// as if the matrix were padded with zeros. All threads of the block take part. A bf16 tile that lies
+// wholly inside the matrix on 16-byte boundaries moves in 16-byte cp.async copies (coalesced, and
+// through no registers), which the caller commits and awaits (cp_async.h) before its barrier; edge
+// tiles and f32 sources are stored element by element at once.
 template <int ROWS, int COLS, class T>
 __device__ __forceinline__ void load_tile(uint16_t* tile, int stride, const T* global, size_t ld, uint32_t row0,
                                           uint32_t col0, uint32_t row_end, uint32_t col_end) {
+    static_assert(COLS % 8 == 0, "tiles are whole 16-byte chunks wide");
+    if constexpr (std::is_same_v<T, uint16_t>) {
+        const bool inside = row0 + ROWS <= row_end && col0 + COLS <= col_end;
+        const bool aligned =
+            ld % 8 == 0 && col0 % 8 == 0 && reinterpret_cast<uintptr_t>(global) % 16 == 0 && stride % 8 == 0;
+        if (inside && aligned) {
+            constexpr int kChunksPerRow = COLS / 8;
+            for (unsigned c = threadIdx.x; c < ROWS * kChunksPerRow; c += blockDim.x) {
+                const uint32_t r = c / kChunksPerRow, k = c % kChunksPerRow * 8;
+                cp_async_16(tile + r * stride + k, global + static_cast<size_t>(row0 + r) * ld + col0 + k);
+            }
+            return;
+        }
+    }
     for (unsigned i = threadIdx.x; i < ROWS * COLS; i += blockDim.x) {
         const uint32_t r = i / COLS, c = i % COLS;
         const uint32_t row = row0 + r, col = col0 + c;

@@ -217,4 +217,39 @@ typedef struct CrossEntropyBackwardParams {
     float dloss;
 } CrossEntropyBackwardParams;
 
+/* ---- The optimizer (cuda/adamw.cu): one launch covers every trainable tensor through a table in
+ * device memory, grid row y for tensor y. ---- */
+
+/* One trainable tensor of `count` f32 elements. */
+typedef struct OptimTensor {
+    float* param;         /* the f32 master weights */
+    const float* grad;
+    float* m;             /* first moment */
+    float* v;             /* second moment */
+    uint16_t* param_bf16; /* null, or the bf16 copy the forward reads, rewritten after the update */
+    uint64_t count;
+} OptimTensor;
+
+/* grad_sum_squares_kernel: *sum_squares += the sum of grad[i]^2 over every tensor (only grad and
+ * count of the table are read). */
+typedef struct GradSumSquaresParams {
+    const OptimTensor* tensors;
+    float* sum_squares;
+} GradSumSquaresParams;
+
+/* adamw_kernel: with g = grad_scale * grad (grad_scale applies gradient clipping),
+ * m = beta1 m + (1 - beta1) g, v = beta2 v + (1 - beta2) g^2,
+ * param = decay * param - step_size * m / (sqrt(v / bias_correction2) + eps); decay = 1 - lr * wd,
+ * step_size = lr / (1 - beta1^t), bias_correction2 = 1 - beta2^t. */
+typedef struct AdamwParams {
+    const OptimTensor* tensors;
+    float beta1;
+    float beta2;
+    float eps;
+    float decay;
+    float step_size;
+    float bias_correction2;
+    float grad_scale;
+} AdamwParams;
+
 #endif

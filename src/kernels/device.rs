@@ -10,6 +10,7 @@ mod sealed {
     impl Sealed for u32 {}
     impl Sealed for u16 {}
     impl Sealed for i32 {}
+    impl Sealed for super::super::params::OptimTensor {}
 }
 
 /// An element type a [`Buffer`] can hold (16-bit floats travel as their `u16` bits).
@@ -18,6 +19,8 @@ impl Element for f32 {}
 impl Element for u32 {}
 impl Element for u16 {}
 impl Element for i32 {}
+/// The optimizer's table of tensors (cuda/adamw.cu) lives in device memory.
+impl Element for super::params::OptimTensor {}
 
 /// A device that runs kernels.
 pub struct Device(Backend);

@@ -66,6 +66,11 @@ unsafe impl cudarc::driver::DeviceRepr for CrossEntropyBackwardParams {}
 /// row one block (a multiple of 32, as the block reductions need).
 const BLOCK_THREADS: u32 = 256;
 const ROW_THREADS: u32 = 128;
+/// The RMSNorm backward's blocks: each sums dweight over its rows in shared memory (at most the 48 KiB
+/// a launch gets without opting in), so fewer blocks mean fewer atomic additions into dweight.
+const RMSNORM_ROWS_PER_BLOCK: usize = 8;
+const MAX_RMSNORM_BLOCKS: usize = 1024;
+const MAX_SHARED_BYTES: u32 = 48 * 1024;
 /// Enough blocks to fill any GPU; the grid strides over the rest.
 const MAX_ELEMENTWISE_BLOCKS: usize = 4096;
 
@@ -391,6 +396,18 @@ pub fn rmsnorm_backward(
     check_len(name, "dout", dout, x.len())?;
     check_len(name, "dx", dx, x.len())?;
     check_len(name, "rstd", rstd, rows)?;
+    let trains_weight = dweight.is_some();
+    let shared_bytes = u32::try_from(dim * size_of::<f32>())
+        .ok()
+        .filter(|&bytes| !trains_weight || bytes <= MAX_SHARED_BYTES)
+        .ok_or_else(|| {
+            invalid(
+                name,
+                "dim",
+                format!("at most {} with a trained weight", MAX_SHARED_BYTES / 4),
+                dim,
+            )
+        })?;
     let dweight = match dweight {
         Some(dw) => {
             check_len(name, "dweight", dw, dim)?;
@@ -411,7 +428,16 @@ pub fn rmsnorm_backward(
         rows: rows as u32,
         dim: to_u32(name, "dim", dim)?,
     };
-    device.launch(&RMSNORM_BACKWARD, per_row(name, rows)?, &params)
+    // At least RMSNORM_ROWS_PER_BLOCK rows per block, each block summing dweight in shared memory.
+    let blocks = rows
+        .div_ceil(RMSNORM_ROWS_PER_BLOCK)
+        .min(MAX_RMSNORM_BLOCKS);
+    let config = LaunchConfig {
+        grid: [blocks as u32, 1, 1],
+        block: [ROW_THREADS, 1, 1],
+        dynamic_shared_bytes: if trains_weight { shared_bytes } else { 0 },
+    };
+    device.launch(&RMSNORM_BACKWARD, config, &params)
 }
 
 /// Per row of `logits` (`rows × vocab`): the log-sum-exp into `lse` and the loss `lse − logit[target]`

@@ -261,11 +261,9 @@ pub fn lora_linear_backward(
         rank: rank as u32,
         scale: adapter.scale,
     };
-    device.launch(
-        &GRAD_A,
-        config(grid(GRAD_A.name, rank, in_features)?),
-        &grad_a,
-    )?;
+    let split = row_slices(rows);
+    let grad_a_grid = split(grid(GRAD_A.name, rank, in_features)?);
+    device.launch(&GRAD_A, config(grad_a_grid), &grad_a)?;
     let grad_b = LoraGradBParams {
         dy: device.pointer(dy, "dy")?,
         xa: device.pointer(lora.xa, "xa")?,
@@ -275,11 +273,8 @@ pub fn lora_linear_backward(
         rank: rank as u32,
         scale: adapter.scale,
     };
-    device.launch(
-        &GRAD_B,
-        config(grid(GRAD_B.name, out_features, rank)?),
-        &grad_b,
-    )
+    let grad_b_grid = split(grid(GRAD_B.name, out_features, rank)?);
+    device.launch(&GRAD_B, config(grad_b_grid), &grad_b)
 }
 
 /// The grid of 64 x 64 output tiles over `rows x cols`, after checking that both are positive and
@@ -310,6 +305,15 @@ fn check_features(name: &'static str, features: usize) -> Result<()> {
         return Err(invalid(name, "features", "1 to 2^31 - 1", features));
     }
     Ok(())
+}
+
+/// The dA, dB reductions split their rows into slices of at least 64 (and at most 16 slices), so that
+/// their few output tiles still give a GPU enough blocks.
+fn row_slices(rows: usize) -> impl Fn([u32; 3]) -> [u32; 3] {
+    const MIN_SLICE_ROWS: usize = 64;
+    const MAX_SLICES: usize = 16;
+    let slices = rows.div_ceil(MIN_SLICE_ROWS).clamp(1, MAX_SLICES) as u32;
+    move |[x, y, _]| [x, y, slices]
 }
 
 fn config(grid: [u32; 3]) -> LaunchConfig {

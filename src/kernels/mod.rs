@@ -11,6 +11,7 @@ mod elementwise;
 pub mod emu;
 mod lora;
 mod mma_loop;
+mod optim;
 #[allow(non_camel_case_types, clippy::all)]
 pub mod params;
 mod probe;
@@ -29,6 +30,7 @@ pub use lora::{
     LoraAdapter, LoraBackward, MAX_LORA_RANK,
 };
 pub use mma_loop::mma_loop;
+pub use optim::{adamw_step, clip_coefficient, grad_norm, AdamwTensor};
 pub use params::Divergence;
 pub use probe::{probe, ProbeInputs, ProbeOutputs, LDMATRIX_REGISTERS};
 pub use reduce::reduce_sum;

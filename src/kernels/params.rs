@@ -549,3 +549,76 @@ const _: () = {
     ["Offset of field: CrossEntropyBackwardParams::dloss"]
         [::std::mem::offset_of!(CrossEntropyBackwardParams, dloss) - 40usize];
 };
+#[doc = " One trainable tensor of `count` f32 elements."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct OptimTensor {
+    #[doc = " the f32 master weights"]
+    pub param: *mut f32,
+    pub grad: *const f32,
+    #[doc = " first moment"]
+    pub m: *mut f32,
+    #[doc = " second moment"]
+    pub v: *mut f32,
+    #[doc = " null, or the bf16 copy the forward reads, rewritten after the update"]
+    pub param_bf16: *mut u16,
+    pub count: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of OptimTensor"][::std::mem::size_of::<OptimTensor>() - 48usize];
+    ["Alignment of OptimTensor"][::std::mem::align_of::<OptimTensor>() - 8usize];
+    ["Offset of field: OptimTensor::param"][::std::mem::offset_of!(OptimTensor, param) - 0usize];
+    ["Offset of field: OptimTensor::grad"][::std::mem::offset_of!(OptimTensor, grad) - 8usize];
+    ["Offset of field: OptimTensor::m"][::std::mem::offset_of!(OptimTensor, m) - 16usize];
+    ["Offset of field: OptimTensor::v"][::std::mem::offset_of!(OptimTensor, v) - 24usize];
+    ["Offset of field: OptimTensor::param_bf16"]
+        [::std::mem::offset_of!(OptimTensor, param_bf16) - 32usize];
+    ["Offset of field: OptimTensor::count"][::std::mem::offset_of!(OptimTensor, count) - 40usize];
+};
+#[doc = " grad_sum_squares_kernel: *sum_squares += the sum of grad[i]^2 over every tensor (only grad and\n count of the table are read)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct GradSumSquaresParams {
+    pub tensors: *const OptimTensor,
+    pub sum_squares: *mut f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GradSumSquaresParams"][::std::mem::size_of::<GradSumSquaresParams>() - 16usize];
+    ["Alignment of GradSumSquaresParams"][::std::mem::align_of::<GradSumSquaresParams>() - 8usize];
+    ["Offset of field: GradSumSquaresParams::tensors"]
+        [::std::mem::offset_of!(GradSumSquaresParams, tensors) - 0usize];
+    ["Offset of field: GradSumSquaresParams::sum_squares"]
+        [::std::mem::offset_of!(GradSumSquaresParams, sum_squares) - 8usize];
+};
+#[doc = " adamw_kernel: with g = grad_scale * grad (grad_scale applies gradient clipping),\n m = beta1 m + (1 - beta1) g, v = beta2 v + (1 - beta2) g^2,\n param = decay * param - step_size * m / (sqrt(v / bias_correction2) + eps); decay = 1 - lr * wd,\n step_size = lr / (1 - beta1^t), bias_correction2 = 1 - beta2^t."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct AdamwParams {
+    pub tensors: *const OptimTensor,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub decay: f32,
+    pub step_size: f32,
+    pub bias_correction2: f32,
+    pub grad_scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of AdamwParams"][::std::mem::size_of::<AdamwParams>() - 40usize];
+    ["Alignment of AdamwParams"][::std::mem::align_of::<AdamwParams>() - 8usize];
+    ["Offset of field: AdamwParams::tensors"]
+        [::std::mem::offset_of!(AdamwParams, tensors) - 0usize];
+    ["Offset of field: AdamwParams::beta1"][::std::mem::offset_of!(AdamwParams, beta1) - 8usize];
+    ["Offset of field: AdamwParams::beta2"][::std::mem::offset_of!(AdamwParams, beta2) - 12usize];
+    ["Offset of field: AdamwParams::eps"][::std::mem::offset_of!(AdamwParams, eps) - 16usize];
+    ["Offset of field: AdamwParams::decay"][::std::mem::offset_of!(AdamwParams, decay) - 20usize];
+    ["Offset of field: AdamwParams::step_size"]
+        [::std::mem::offset_of!(AdamwParams, step_size) - 24usize];
+    ["Offset of field: AdamwParams::bias_correction2"]
+        [::std::mem::offset_of!(AdamwParams, bias_correction2) - 28usize];
+    ["Offset of field: AdamwParams::grad_scale"]
+        [::std::mem::offset_of!(AdamwParams, grad_scale) - 32usize];
+};
