@@ -74,3 +74,9 @@ inline float atomicAdd(float* address, float value) {
     *address = old + value;
     return old;
 }
+
+inline unsigned atomicAdd(unsigned* address, unsigned value) {
+    unsigned old = *address;
+    *address = old + value;
+    return old;
+}

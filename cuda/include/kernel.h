@@ -3,6 +3,14 @@
 // followed by LONGLORA_EMU_ENTRY(kernel, Params), which exports its emulator entry point.
 #pragma once
 
+// Fully unrolls the loop that follows on the GPU, where fragment arrays indexed by a loop counter stay
+// in registers only once the loop is unrolled; the emulator's compiler decides for itself.
+#if defined(__CUDA_ARCH__)
+#define LONGLORA_UNROLL _Pragma("unroll")
+#else
+#define LONGLORA_UNROLL
+#endif
+
 #if defined(LONGLORA_EMU)
 #include "../emu/emu.h"
 #else
