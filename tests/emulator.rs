@@ -420,7 +420,10 @@ fn invalid_arguments_are_rejected_with_clear_errors() {
 
 #[test]
 fn generated_params_match_the_c_layouts() {
-    use kernels::params::{DivergentBarrierParams, MmaLoopParams, ProbeParams, ReduceSumParams};
+    use kernels::params::{
+        AttentionBackwardParams, AttentionForwardParams, AttentionProblem, DivergentBarrierParams,
+        MmaLoopParams, ProbeParams, ReduceSumParams,
+    };
     use std::mem::{align_of, size_of};
     let mut rust = vec![
         (
@@ -443,6 +446,21 @@ fn generated_params_match_the_c_layouts() {
         "MmaLoopParams",
         size_of::<MmaLoopParams>(),
         align_of::<MmaLoopParams>(),
+    ));
+    rust.push((
+        "AttentionProblem",
+        size_of::<AttentionProblem>(),
+        align_of::<AttentionProblem>(),
+    ));
+    rust.push((
+        "AttentionForwardParams",
+        size_of::<AttentionForwardParams>(),
+        align_of::<AttentionForwardParams>(),
+    ));
+    rust.push((
+        "AttentionBackwardParams",
+        size_of::<AttentionBackwardParams>(),
+        align_of::<AttentionBackwardParams>(),
     ));
     let mut c: Vec<_> = kernels::emu::param_layouts()
         .into_iter()

@@ -19,6 +19,9 @@ constexpr Layout kLayouts[] = {
     LONGLORA_LAYOUT(ReduceSumParams),
     LONGLORA_LAYOUT(DivergentBarrierParams),
     LONGLORA_LAYOUT(MmaLoopParams),
+    LONGLORA_LAYOUT(AttentionProblem),
+    LONGLORA_LAYOUT(AttentionForwardParams),
+    LONGLORA_LAYOUT(AttentionBackwardParams),
 };
 
 }  // namespace
