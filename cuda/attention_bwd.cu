@@ -77,16 +77,33 @@ __device__ void backward_load_k_v(uint16_t* k_tile, uint16_t* v_tile, const Atte
     load_tile_async<D, kAttentionThreads>(v_tile, p.v + offset, stride, kTileRows, doc.len - k0, thread);
 }
 
-// Writes the warp's 16 x 64 slab of dSᵀ (bf16 A fragments, rows = keys row0.., columns = queries) into
-// the block's 64 x 64 dSᵀ tile, so that every warp can read the columns of its own queries.
-__device__ __forceinline__ void store_ds_slab(uint16_t* ds_tile, const uint32_t a[4][4], int row0, int lane) {
+// Starts loading the query tile at r0 for the K/V-parallel kernel: Q and dO asynchronously, and the
+// rows' lse (times log2 e) and delta with plain loads, which the next barrier publishes.
+template <int D>
+__device__ void load_query_tile(uint16_t* q_tile, uint16_t* do_tile, float* lse_log2, float* delta,
+                                const AttentionBackwardParams& p, const Document& doc, int head, int r0, int thread) {
+    backward_load_q_do<D>(q_tile, do_tile, p, doc, head, r0, thread);
+    if (thread < kTileRows) {
+        const int row = r0 + thread;
+        const size_t at = row_stat_offset(doc, static_cast<int>(p.problem.n_heads), head, row);
+        lse_log2[thread] = row < doc.len ? p.lse[at] * kLog2e : 0.0f;
+        delta[thread] = row < doc.len ? p.delta[at] : 0.0f;
+    }
+}
+
+constexpr int kHalf = kTileRows / 2;  // query columns per score slab of the K/V-parallel kernel
+
+// Writes the warp's 16 x 32 slab of dSᵀ (bf16 A fragments, rows = keys row0.., columns = queries
+// col0..) into the block's 64 x 64 dSᵀ tile, so that every warp can read the columns of its queries.
+__device__ __forceinline__ void store_ds_slab(uint16_t* ds_tile, const uint32_t a[kHalf / 16][4], int row0, int col0,
+                                              int lane) {
     const int g = lane / 4, col = lane % 4 * 2;
     LONGLORA_UNROLL
-    for (int s = 0; s < 4; ++s) {
+    for (int s = 0; s < kHalf / 16; ++s) {
         LONGLORA_UNROLL
         for (int i = 0; i < 4; ++i) {
             const int row = row0 + g + (i & 1) * 8;
-            const int c = 16 * s + (i >= 2 ? 8 : 0) + col;
+            const int c = col0 + 16 * s + (i >= 2 ? 8 : 0) + col;
             *reinterpret_cast<uint32_t*>(ds_tile + swizzled<kTileRows>(row, c)) = a[s][i];
         }
     }
@@ -152,23 +169,14 @@ __device__ void attention_backward_dkdv(const AttentionBackwardParams& p) {
     for (int head = kv_head * group; head < (kv_head + 1) * group; ++head) {
         const HeadMask mask = head_mask(problem, head, doc.len);
         const TileList<kTileRows> tiles = tiles_covering<kTileRows>(queries_of_keys(mask, c0, c_last));
-        // The statistics are plain loads: each thread stores its row and the barrier publishes it.
-        auto load_tile = [&](int t, int buffer) {
-            const int r0 = tiles.start(t);
-            backward_load_q_do<D>(q_tiles + buffer * kTile, do_tiles + buffer * kTile, p, doc, head, r0, thread);
-            if (thread < kTileRows) {
-                const int row = r0 + thread;
-                const size_t at = row_stat_offset(doc, static_cast<int>(problem.n_heads), head, row);
-                lse_log2[buffer * kTileRows + thread] = row < doc.len ? p.lse[at] * kLog2e : 0.0f;
-                delta[buffer * kTileRows + thread] = row < doc.len ? p.delta[at] : 0.0f;
-            }
-        };
-        load_tile(0, 0);
+        load_query_tile<D>(q_tiles, do_tiles, lse_log2, delta, p, doc, head, tiles.start(0), thread);
         cp_async_commit();
 
         for (int t = 0; t < tiles.size(); ++t) {
             if (t + 1 < tiles.size()) {
-                load_tile(t + 1, (t + 1) % 2);
+                const int next = (t + 1) % 2;
+                load_query_tile<D>(q_tiles + next * kTile, do_tiles + next * kTile, lse_log2 + next * kTileRows,
+                                   delta + next * kTileRows, p, doc, head, tiles.start(t + 1), thread);
                 cp_async_commit();
                 cp_async_wait<1>();
             } else {
@@ -180,39 +188,42 @@ __device__ void attention_backward_dkdv(const AttentionBackwardParams& p) {
             const uint16_t* do_tile = do_tiles + t % 2 * kTile;
             const float* row_lse_log2 = lse_log2 + t % 2 * kTileRows;
             const float* row_delta = delta + t % 2 * kTileRows;
+            const bool masked = !mask_allows_all(mask, r0, r0 + kTileRows - 1, c0, c0 + kTileRows - 1);
 
-            float s[8][4];
-            warp_gemm_abt<D>(s, k_tile, key_row0, q_tile, 0, lane);  // Sᵀ = K·Qᵀ
-            if (!mask_allows_all(mask, r0, r0 + kTileRows - 1, c0, c0 + kTileRows - 1)) {
-                mask_slab<true>(s, mask, c0 + key_row0, r0, lane);
-            }
-            LONGLORA_UNROLL
-            for (int nt = 0; nt < 8; ++nt) {  // Pᵀ = exp(scale·Sᵀ − LSE), by query column
+            // Half of the tile's queries at a time: slabs of 32 score columns leave the registers to dK
+            // and dV; with 64-column slabs ptxas spilled at both head dims.
+            LONGLORA_NO_UNROLL
+            for (int col0 = 0; col0 < kTileRows; col0 += kHalf) {
+                float s[kHalf / 8][4];
+                warp_gemm_abt<D, kHalf>(s, k_tile, key_row0, q_tile, col0, lane);  // Sᵀ = K·Qᵀ
+                if (masked) mask_slab<true, kHalf>(s, mask, c0 + key_row0, r0 + col0, lane);
                 LONGLORA_UNROLL
-                for (int i = 0; i < 4; ++i) {
-                    const int col = nt * 8 + lane % 4 * 2 + (i & 1);
-                    s[nt][i] = exp2f(s[nt][i] * problem.scale_log2 - row_lse_log2[col]);
+                for (int nt = 0; nt < kHalf / 8; ++nt) {  // Pᵀ = exp(scale·Sᵀ − LSE), by query column
+                    LONGLORA_UNROLL
+                    for (int i = 0; i < 4; ++i) {
+                        const int col = col0 + nt * 8 + lane % 4 * 2 + (i & 1);
+                        s[nt][i] = exp2f(s[nt][i] * problem.scale_log2 - row_lse_log2[col]);
+                    }
                 }
-            }
-            uint32_t fragments[4][4];
-            to_a_fragments(fragments, s);
-            warp_gemm_ab<D>(dv, fragments, do_tile, lane);  // dV += Pᵀ·dO
+                uint32_t fragments[kHalf / 16][4];
+                to_a_fragments<kHalf>(fragments, s);
+                warp_gemm_ab<D, kHalf>(dv, fragments, do_tile, col0, lane);  // dV += Pᵀ·dO
 
-            float dp[8][4];
-            warp_gemm_abt<D>(dp, v_tile, key_row0, do_tile, 0, lane);  // dPᵀ = V·dOᵀ
-            LONGLORA_UNROLL
-            for (int nt = 0; nt < 8; ++nt) {  // dSᵀ = Pᵀ ∘ (dPᵀ − delta)
+                float dp[kHalf / 8][4];
+                warp_gemm_abt<D, kHalf>(dp, v_tile, key_row0, do_tile, col0, lane);  // dPᵀ = V·dOᵀ
                 LONGLORA_UNROLL
-                for (int i = 0; i < 4; ++i) {
-                    const int col = nt * 8 + lane % 4 * 2 + (i & 1);
-                    s[nt][i] *= dp[nt][i] - row_delta[col];
+                for (int nt = 0; nt < kHalf / 8; ++nt) {  // dSᵀ = Pᵀ ∘ (dPᵀ − delta)
+                    LONGLORA_UNROLL
+                    for (int i = 0; i < 4; ++i) {
+                        const int col = col0 + nt * 8 + lane % 4 * 2 + (i & 1);
+                        s[nt][i] *= dp[nt][i] - row_delta[col];
+                    }
                 }
+                to_a_fragments<kHalf>(fragments, s);
+                warp_gemm_ab<D, kHalf>(dk, fragments, q_tile, col0, lane);  // dK += dSᵀ·Q
+                if (!p.deterministic) store_ds_slab(ds_tile, fragments, key_row0, col0, lane);
             }
-            to_a_fragments(fragments, s);
-            warp_gemm_ab<D>(dk, fragments, q_tile, lane);  // dK += dSᵀ·Q
-
             if (!p.deterministic) {  // dQ += dS·K, through shared memory: dS is spread over the warps
-                store_ds_slab(ds_tile, fragments, key_row0, lane);
                 __syncthreads();
                 add_dq_slab<D>(p, doc, head, r0 + warp * kWarpRows, ds_tile, k_tile, warp * kWarpRows, lane);
             }
@@ -291,7 +302,7 @@ __device__ void attention_backward_dq(const AttentionBackwardParams& p) {
         }
         uint32_t fragments[4][4];
         to_a_fragments(fragments, s);
-        warp_gemm_ab<D>(dq, fragments, k_tile, lane);  // dQ += dS·K
+        warp_gemm_ab<D>(dq, fragments, k_tile, 0, lane);  // dQ += dS·K
         __syncthreads();  // every warp is done with this buffer before the prefetch refills it
     }
     store_gradient_rows<D>(p.dq, doc, n_heads, head, q0 + warp * kWarpRows, dq, problem.scale, p.accumulate != 0,

@@ -143,7 +143,7 @@ __device__ void attention_forward(const AttentionForwardParams& p) {
         online_softmax<D>(s, rows, problem.scale_log2);  // S -> P; rescale O
         uint32_t p_fragments[4][4];
         to_a_fragments(p_fragments, s);
-        warp_gemm_ab<D>(rows.o, p_fragments, v_tile, lane);  // O += P·V
+        warp_gemm_ab<D>(rows.o, p_fragments, v_tile, 0, lane);  // O += P·V
 
         if (p.tiles_visited != nullptr && thread == 0) atomicAdd(p.tiles_visited, 1u);
         __syncthreads();  // every warp is done with this buffer before the prefetch refills it

@@ -273,22 +273,25 @@ fn ragged_group(n: usize) -> usize {
     ((n / 3) & !1).max(2)
 }
 
-/// Every length of the issue, batch 2, GQA (4 query heads on 2 kv heads: each kv head serves one
-/// half, shifted or not) and non-GQA, at head dim 64; a packed batch; a few cases at head dim 128.
+/// Every length of the issue at both head dims, batch 2, GQA (4 query heads on 2 kv heads: each kv
+/// head serves one half, shifted or not) and non-GQA; one kv head for four query heads (the backward's
+/// GQA loop mixes shifted and unshifted heads); a packed batch with a zero-length document and lengths
+/// that are multiples of neither the tile nor the group.
 fn check_mode(mode: AttnMode, seed: u64) {
     let device = Device::emulator();
     let mut cases = Vec::new();
-    for (i, n) in [1, 17, 64, 100, 256, 320].into_iter().enumerate() {
-        let (h, hkv) = if i % 2 == 0 { (4, 2) } else { (2, 2) };
-        cases.push(case(equal(2, n), h, hkv, 64, mode, ragged_group(n)));
-    }
-    // One kv head for all four query heads: the backward's GQA loop mixes shifted and unshifted heads.
-    cases.push(case(equal(1, 200), 4, 1, 64, mode, 64));
-    // Packed: a zero-length document and lengths that are not multiples of the tile or the group.
-    let packed = Lengths::Packed(vec![17, 0, 100, 64, 90]);
-    cases.push(case(packed, 2, 1, 64, mode, 24));
-    for n in [17, 100, 200] {
-        cases.push(case(equal(1, n), 2, 1, 128, mode, ragged_group(n)));
+    for d in [64, 128] {
+        for (i, n) in [1, 17, 64, 100, 256, 320].into_iter().enumerate() {
+            let (h, hkv) = if (i + d / 64) % 2 == 0 {
+                (4, 2)
+            } else {
+                (2, 2)
+            };
+            cases.push(case(equal(2, n), h, hkv, d, mode, ragged_group(n)));
+        }
+        cases.push(case(equal(1, 200), 4, 1, d, mode, 64));
+        let packed = Lengths::Packed(vec![17, 0, 100, 64, 90]);
+        cases.push(case(packed, 2, 1, d, mode, 24));
     }
     for (i, c) in cases.iter().enumerate() {
         check_case(&device, c, seed + i as u64, BackwardOptions::default());

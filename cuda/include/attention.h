@@ -40,13 +40,13 @@ __device__ __forceinline__ int kv_head_of(const AttentionProblem& p, int head) {
 constexpr float kNegativeInfinity = -__builtin_huge_valf();
 constexpr float kLog2e = 1.4426950408889634f;
 
-// Sets the disallowed entries of a 16 x 64 score slab (warp_gemm.h layout) to -inf. Rows are positions
+// Sets the disallowed entries of a 16 x kSlab score slab (warp_gemm.h layout) to -inf. Rows are positions
 // row0.., columns col0..; they are (query, key) pairs, or (key, query) pairs when kKeysInRows.
 // Padding past the document's end is disallowed too.
-template <bool kKeysInRows>
-__device__ __forceinline__ void mask_slab(float s[8][4], const HeadMask& m, int row0, int col0, int lane) {
+template <bool kKeysInRows, int kSlab = kTileRows>
+__device__ __forceinline__ void mask_slab(float s[kSlab / 8][4], const HeadMask& m, int row0, int col0, int lane) {
     LONGLORA_UNROLL
-    for (int nt = 0; nt < 8; ++nt) {
+    for (int nt = 0; nt < kSlab / 8; ++nt) {
         LONGLORA_UNROLL
         for (int i = 0; i < 4; ++i) {
             const int row = row0 + lane / 4 + (i >= 2 ? 8 : 0);

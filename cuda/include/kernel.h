@@ -4,11 +4,15 @@
 #pragma once
 
 // Fully unrolls the loop that follows on the GPU, where fragment arrays indexed by a loop counter stay
-// in registers only once the loop is unrolled; the emulator's compiler decides for itself.
+// in registers only once the loop is unrolled; LONGLORA_NO_UNROLL keeps a loop rolled, where an
+// unrolled one would interleave its iterations and need their registers at once. The emulator's
+// compiler decides for itself.
 #if defined(__CUDA_ARCH__)
 #define LONGLORA_UNROLL _Pragma("unroll")
+#define LONGLORA_NO_UNROLL _Pragma("unroll 1")
 #else
 #define LONGLORA_UNROLL
+#define LONGLORA_NO_UNROLL
 #endif
 
 #if defined(LONGLORA_EMU)
