@@ -394,8 +394,9 @@ fn invalid_arguments_are_rejected_with_clear_errors() {
 fn generated_params_match_the_c_layouts() {
     use kernels::params;
     use kernels::params::{
-        DivergentBarrierParams, LoraGradAParams, LoraGradBParams, LoraLinearParams, MmaLoopParams,
-        ProbeParams, ReduceSumParams,
+        AttentionBackwardParams, AttentionForwardParams, AttentionProblem, DivergentBarrierParams,
+        LoraGradAParams, LoraGradBParams, LoraLinearParams, MmaLoopParams, ProbeParams,
+        ReduceSumParams,
     };
     use std::mem::{align_of, size_of};
     let mut rust = vec![
@@ -499,6 +500,21 @@ fn generated_params_match_the_c_layouts() {
         "AdamwParams",
         size_of::<params::AdamwParams>(),
         align_of::<params::AdamwParams>(),
+    ));
+    rust.push((
+        "AttentionProblem",
+        size_of::<AttentionProblem>(),
+        align_of::<AttentionProblem>(),
+    ));
+    rust.push((
+        "AttentionForwardParams",
+        size_of::<AttentionForwardParams>(),
+        align_of::<AttentionForwardParams>(),
+    ));
+    rust.push((
+        "AttentionBackwardParams",
+        size_of::<AttentionBackwardParams>(),
+        align_of::<AttentionBackwardParams>(),
     ));
     let mut c: Vec<_> = kernels::emu::param_layouts()
         .into_iter()

@@ -35,6 +35,9 @@ constexpr Layout kLayouts[] = {
     LONGLORA_LAYOUT(OptimTensor),
     LONGLORA_LAYOUT(GradSumSquaresParams),
     LONGLORA_LAYOUT(AdamwParams),
+    LONGLORA_LAYOUT(AttentionProblem),
+    LONGLORA_LAYOUT(AttentionForwardParams),
+    LONGLORA_LAYOUT(AttentionBackwardParams),
 };
 
 }  // namespace

@@ -3,6 +3,18 @@
 // followed by LONGLORA_EMU_ENTRY(kernel, Params), which exports its emulator entry point.
 #pragma once
 
+// Fully unrolls the loop that follows on the GPU, where fragment arrays indexed by a loop counter stay
+// in registers only once the loop is unrolled; LONGLORA_NO_UNROLL keeps a loop rolled, where an
+// unrolled one would interleave its iterations and need their registers at once. The emulator's
+// compiler decides for itself.
+#if defined(__CUDA_ARCH__)
+#define LONGLORA_UNROLL _Pragma("unroll")
+#define LONGLORA_NO_UNROLL _Pragma("unroll 1")
+#else
+#define LONGLORA_UNROLL
+#define LONGLORA_NO_UNROLL
+#endif
+
 #if defined(LONGLORA_EMU)
 #include "../emu/emu.h"
 #else
@@ -11,12 +23,4 @@
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "the kernels need sm_80 or newer (bf16 mma.sync, cp.async)"
 #endif
-#endif
-
-// Fully unrolls the loop that follows on the GPU, so that arrays it indexes stay in registers; g++
-// (the emulator) decides on its own.
-#if defined(LONGLORA_EMU)
-#define LONGLORA_UNROLL
-#else
-#define LONGLORA_UNROLL _Pragma("unroll")
 #endif

@@ -252,4 +252,64 @@ typedef struct AdamwParams {
     float grad_scale;
 } AdamwParams;
 
+/* The attention kernels (cuda/attention_fwd.cu, cuda/attention_bwd.cu). Tensors are bf16 bit patterns,
+ * token-major: q, out, dout, dq [tokens][n_heads][head_dim]; k, v, dk, dv [tokens][n_kv_heads][head_dim].
+ * Documents: with cu_seqlens null, `batch` documents of `seq_len` tokens each; otherwise document b is
+ * tokens cu_seqlens[b] .. cu_seqlens[b + 1] (packed varlen batch; seq_len is then the longest). Per-row
+ * statistics (lse, delta) are f32 [document][n_heads][its length], documents back to back, which for
+ * equal lengths is [batch][n_heads][seq_len]. Positions, and S²-Attn groups, restart in every document. */
+typedef enum AttentionMaskMode {
+    ATTENTION_MASK_DENSE = 0,  /* causal */
+    ATTENTION_MASK_S2 = 1,     /* S²-Attn: the shifted half of the heads in groups offset by group_size / 2 */
+    ATTENTION_MASK_S2_ROLL = 2 /* S²-Attn as the paper's roll: the shifted groups wrap around */
+} AttentionMaskMode;
+
+typedef struct AttentionProblem {
+    const int32_t* cu_seqlens; /* [batch + 1], or null for equal lengths */
+    uint32_t batch;
+    uint32_t seq_len;    /* every document's length, or the longest one's */
+    uint32_t tokens;     /* rows of the token-major tensors */
+    uint32_t n_heads;
+    uint32_t n_kv_heads; /* divides n_heads; query head h reads kv head h / (n_heads / n_kv_heads) */
+    uint32_t head_dim;   /* 64 or 128 */
+    uint32_t mask_mode;  /* an AttentionMaskMode */
+    uint32_t group_size; /* even; S²-Attn modes only */
+    float scale;         /* softmax scale, 1 / sqrt(head_dim) */
+    float scale_log2;    /* scale * log2(e): the kernels use exp2 */
+} AttentionProblem;
+
+/* attention_forward_d{64,128}_kernel: out and lse (natural log) from q, k, v. */
+typedef struct AttentionForwardParams {
+    AttentionProblem problem;
+    const uint16_t* q;
+    const uint16_t* k;
+    const uint16_t* v;
+    uint16_t* out;
+    float* lse;
+    uint32_t* tiles_visited; /* null, or a counter that every block adds its visited K/V tiles to */
+} AttentionForwardParams;
+
+/* The backward kernels: attention_backward_delta_kernel (delta = rowsum(dout * out), and clears
+ * dq_accum unless deterministic), attention_backward_dkdv_d{64,128}_kernel (dk, dv, and unless
+ * deterministic dq into dq_accum with atomics), then either attention_backward_dq_convert_kernel
+ * (dq from dq_accum) or, when deterministic, attention_backward_dq_d{64,128}_kernel (dq without
+ * atomics). They share one struct because they share the problem and the buffers. */
+typedef struct AttentionBackwardParams {
+    AttentionProblem problem;
+    const uint16_t* q;
+    const uint16_t* k;
+    const uint16_t* v;
+    const uint16_t* out;
+    const uint16_t* dout;
+    const float* lse;
+    float* delta;    /* like lse */
+    float* dq_accum; /* [tokens][n_heads][head_dim] f32, unscaled; unused when deterministic */
+    uint16_t* dq;
+    uint16_t* dk;
+    uint16_t* dv;
+    uint32_t deterministic; /* 1: dq by its own kernel, in a fixed order; 0: atomics into dq_accum */
+    uint32_t accumulate;    /* 1: dq, dk, dv += the gradients (one rounding to bf16); 0: overwrite */
+    uint32_t* tiles_visited; /* null, or a counter that every dkdv block adds its visited Q tiles to */
+} AttentionBackwardParams;
+
 #endif

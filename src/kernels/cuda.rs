@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{
     CudaContext, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError,
     PushKernelArg,
@@ -11,7 +12,10 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::device::Element;
-use super::params::{DivergentBarrierParams, MmaLoopParams, ProbeParams, ReduceSumParams};
+use super::params::{
+    AttentionBackwardParams, AttentionForwardParams, DivergentBarrierParams, MmaLoopParams,
+    ProbeParams, ReduceSumParams,
+};
 use super::{KernelError, LaunchConfig, Result};
 
 pub(crate) type DeviceSlice<T> = CudaSlice<T>;
@@ -22,6 +26,11 @@ unsafe impl DeviceRepr for ProbeParams {}
 unsafe impl DeviceRepr for ReduceSumParams {}
 unsafe impl DeviceRepr for DivergentBarrierParams {}
 unsafe impl DeviceRepr for MmaLoopParams {}
+unsafe impl DeviceRepr for AttentionForwardParams {}
+unsafe impl DeviceRepr for AttentionBackwardParams {}
+
+/// Dynamic shared memory a kernel may use without opting in to more.
+const DEFAULT_DYNAMIC_SHARED_BYTES: u32 = 48 * 1024;
 
 #[cfg(longlora_cuda_kernels)]
 fn fatbin() -> Result<&'static [u8]> {
@@ -97,6 +106,12 @@ impl Gpu {
             .map_err(cuda_error("copying to the GPU"))
     }
 
+    pub(crate) fn zeros<T: Element>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros(len)
+            .map_err(cuda_error("allocating GPU memory"))
+    }
+
     pub(crate) fn download<T: Element>(&self, slice: &CudaSlice<T>) -> Result<Vec<T>> {
         let data = self
             .stream
@@ -123,6 +138,17 @@ impl Gpu {
             .module
             .load_function(name)
             .map_err(cuda_error(format!("finding kernel {name}")))?;
+        if config.dynamic_shared_bytes > DEFAULT_DYNAMIC_SHARED_BYTES {
+            function
+                .set_attribute(
+                    CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    config.dynamic_shared_bytes as i32,
+                )
+                .map_err(cuda_error(format!(
+                    "allowing {name} {} bytes of shared memory",
+                    config.dynamic_shared_bytes
+                )))?;
+        }
         let config = cudarc::driver::LaunchConfig {
             grid_dim: config.grid.into(),
             block_dim: config.block.into(),

@@ -14,7 +14,15 @@ mod sealed {
 }
 
 /// An element type a [`Buffer`] can hold (16-bit floats travel as their `u16` bits).
-pub trait Element: cudarc::driver::DeviceRepr + Copy + 'static + sealed::Sealed {}
+pub trait Element:
+    cudarc::driver::DeviceRepr
+    + cudarc::driver::ValidAsZeroBits
+    + Default
+    + Copy
+    + 'static
+    + sealed::Sealed
+{
+}
 impl Element for f32 {}
 impl Element for u32 {}
 impl Element for u16 {}
@@ -73,6 +81,14 @@ impl Device {
         Ok(Buffer(match &self.0 {
             Backend::Emulator => Storage::Host(data.to_vec()),
             Backend::Cuda(gpu) => Storage::Cuda(gpu.upload(data)?),
+        }))
+    }
+
+    /// A buffer of `len` zeros.
+    pub fn zeros<T: Element>(&self, len: usize) -> Result<Buffer<T>> {
+        Ok(Buffer(match &self.0 {
+            Backend::Emulator => Storage::Host(vec![T::default(); len]),
+            Backend::Cuda(gpu) => Storage::Cuda(gpu.zeros(len)?),
         }))
     }
 

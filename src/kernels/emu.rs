@@ -4,7 +4,10 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
-use super::params::{DivergentBarrierParams, MmaLoopParams, ProbeParams, ReduceSumParams};
+use super::params::{
+    AttentionBackwardParams, AttentionForwardParams, DivergentBarrierParams, MmaLoopParams,
+    ProbeParams, ReduceSumParams,
+};
 use super::{KernelError, LaunchConfig, Result};
 
 /// The signature `LONGLORA_EMU_ENTRY` (cuda/emu/launch.h) gives every kernel's entry point.
@@ -47,6 +50,78 @@ extern "C" {
 
     pub(crate) fn longlora_emu_mma_loop_kernel(
         params: *const MmaLoopParams,
+        grid: *const u32,
+        block: *const u32,
+        dynamic_shared_bytes: u32,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+
+    pub(crate) fn longlora_emu_attention_forward_d64_kernel(
+        params: *const AttentionForwardParams,
+        grid: *const u32,
+        block: *const u32,
+        dynamic_shared_bytes: u32,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+
+    pub(crate) fn longlora_emu_attention_forward_d128_kernel(
+        params: *const AttentionForwardParams,
+        grid: *const u32,
+        block: *const u32,
+        dynamic_shared_bytes: u32,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+
+    pub(crate) fn longlora_emu_attention_backward_delta_kernel(
+        params: *const AttentionBackwardParams,
+        grid: *const u32,
+        block: *const u32,
+        dynamic_shared_bytes: u32,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+
+    pub(crate) fn longlora_emu_attention_backward_dkdv_d64_kernel(
+        params: *const AttentionBackwardParams,
+        grid: *const u32,
+        block: *const u32,
+        dynamic_shared_bytes: u32,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+
+    pub(crate) fn longlora_emu_attention_backward_dkdv_d128_kernel(
+        params: *const AttentionBackwardParams,
+        grid: *const u32,
+        block: *const u32,
+        dynamic_shared_bytes: u32,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+
+    pub(crate) fn longlora_emu_attention_backward_dq_d64_kernel(
+        params: *const AttentionBackwardParams,
+        grid: *const u32,
+        block: *const u32,
+        dynamic_shared_bytes: u32,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+
+    pub(crate) fn longlora_emu_attention_backward_dq_d128_kernel(
+        params: *const AttentionBackwardParams,
+        grid: *const u32,
+        block: *const u32,
+        dynamic_shared_bytes: u32,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+
+    pub(crate) fn longlora_emu_attention_backward_dq_convert_kernel(
+        params: *const AttentionBackwardParams,
         grid: *const u32,
         block: *const u32,
         dynamic_shared_bytes: u32,

@@ -4,6 +4,7 @@
 //! emulator (the same kernel sources compiled as C++). Because both backends go through the same
 //! function, the launch logic that runs on a GPU is the one the CPU tests run.
 
+mod attention;
 mod cuda;
 mod device;
 mod divergent_barrier;
@@ -17,6 +18,10 @@ pub mod params;
 mod probe;
 mod reduce;
 
+pub use attention::{
+    attention_backward, attention_forward, from_bf16, to_bf16, AttentionHeads, BackwardOptions,
+    Sequences,
+};
 pub use cuda::built_with_kernels;
 pub use device::{Buffer, Device, Element};
 pub use divergent_barrier::divergent_barrier;

@@ -44,6 +44,22 @@ const ADAMW: Kernel<AdamwParams> = Kernel {
 // SAFETY: plain C structs (params.h) of integers, floats and device pointers: the kernels take the
 // params by value and read the tensor table from device memory.
 unsafe impl cudarc::driver::DeviceRepr for OptimTensor {}
+// SAFETY: null pointers and zero counts are a valid (empty) table entry.
+unsafe impl cudarc::driver::ValidAsZeroBits for OptimTensor {}
+
+impl Default for OptimTensor {
+    /// An empty entry: null pointers, no elements (what a zeroed device table holds).
+    fn default() -> Self {
+        OptimTensor {
+            param: ptr::null_mut(),
+            grad: ptr::null(),
+            m: ptr::null_mut(),
+            v: ptr::null_mut(),
+            param_bf16: ptr::null_mut(),
+            count: 0,
+        }
+    }
+}
 unsafe impl cudarc::driver::DeviceRepr for GradSumSquaresParams {}
 unsafe impl cudarc::driver::DeviceRepr for AdamwParams {}
 

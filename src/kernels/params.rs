@@ -622,3 +622,160 @@ const _: () = {
     ["Offset of field: AdamwParams::grad_scale"]
         [::std::mem::offset_of!(AdamwParams, grad_scale) - 32usize];
 };
+#[repr(u32)]
+#[doc = " The attention kernels (cuda/attention_fwd.cu, cuda/attention_bwd.cu). Tensors are bf16 bit patterns,\n token-major: q, out, dout, dq [tokens][n_heads][head_dim]; k, v, dk, dv [tokens][n_kv_heads][head_dim].\n Documents: with cu_seqlens null, `batch` documents of `seq_len` tokens each; otherwise document b is\n tokens cu_seqlens[b] .. cu_seqlens[b + 1] (packed varlen batch; seq_len is then the longest). Per-row\n statistics (lse, delta) are f32 [document][n_heads][its length], documents back to back, which for\n equal lengths is [batch][n_heads][seq_len]. Positions, and S²-Attn groups, restart in every document."]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub enum AttentionMaskMode {
+    #[doc = " causal"]
+    ATTENTION_MASK_DENSE = 0,
+    #[doc = " S²-Attn: the shifted half of the heads in groups offset by group_size / 2"]
+    ATTENTION_MASK_S2 = 1,
+    #[doc = " S²-Attn as the paper's roll: the shifted groups wrap around"]
+    ATTENTION_MASK_S2_ROLL = 2,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct AttentionProblem {
+    #[doc = " [batch + 1], or null for equal lengths"]
+    pub cu_seqlens: *const i32,
+    pub batch: u32,
+    #[doc = " every document's length, or the longest one's"]
+    pub seq_len: u32,
+    #[doc = " rows of the token-major tensors"]
+    pub tokens: u32,
+    pub n_heads: u32,
+    #[doc = " divides n_heads; query head h reads kv head h / (n_heads / n_kv_heads)"]
+    pub n_kv_heads: u32,
+    #[doc = " 64 or 128"]
+    pub head_dim: u32,
+    #[doc = " an AttentionMaskMode"]
+    pub mask_mode: u32,
+    #[doc = " even; S²-Attn modes only"]
+    pub group_size: u32,
+    #[doc = " softmax scale, 1 / sqrt(head_dim)"]
+    pub scale: f32,
+    #[doc = " scale * log2(e): the kernels use exp2"]
+    pub scale_log2: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of AttentionProblem"][::std::mem::size_of::<AttentionProblem>() - 48usize];
+    ["Alignment of AttentionProblem"][::std::mem::align_of::<AttentionProblem>() - 8usize];
+    ["Offset of field: AttentionProblem::cu_seqlens"]
+        [::std::mem::offset_of!(AttentionProblem, cu_seqlens) - 0usize];
+    ["Offset of field: AttentionProblem::batch"]
+        [::std::mem::offset_of!(AttentionProblem, batch) - 8usize];
+    ["Offset of field: AttentionProblem::seq_len"]
+        [::std::mem::offset_of!(AttentionProblem, seq_len) - 12usize];
+    ["Offset of field: AttentionProblem::tokens"]
+        [::std::mem::offset_of!(AttentionProblem, tokens) - 16usize];
+    ["Offset of field: AttentionProblem::n_heads"]
+        [::std::mem::offset_of!(AttentionProblem, n_heads) - 20usize];
+    ["Offset of field: AttentionProblem::n_kv_heads"]
+        [::std::mem::offset_of!(AttentionProblem, n_kv_heads) - 24usize];
+    ["Offset of field: AttentionProblem::head_dim"]
+        [::std::mem::offset_of!(AttentionProblem, head_dim) - 28usize];
+    ["Offset of field: AttentionProblem::mask_mode"]
+        [::std::mem::offset_of!(AttentionProblem, mask_mode) - 32usize];
+    ["Offset of field: AttentionProblem::group_size"]
+        [::std::mem::offset_of!(AttentionProblem, group_size) - 36usize];
+    ["Offset of field: AttentionProblem::scale"]
+        [::std::mem::offset_of!(AttentionProblem, scale) - 40usize];
+    ["Offset of field: AttentionProblem::scale_log2"]
+        [::std::mem::offset_of!(AttentionProblem, scale_log2) - 44usize];
+};
+#[doc = " attention_forward_d{64,128}_kernel: out and lse (natural log) from q, k, v."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct AttentionForwardParams {
+    pub problem: AttentionProblem,
+    pub q: *const u16,
+    pub k: *const u16,
+    pub v: *const u16,
+    pub out: *mut u16,
+    pub lse: *mut f32,
+    #[doc = " null, or a counter that every block adds its visited K/V tiles to"]
+    pub tiles_visited: *mut u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of AttentionForwardParams"][::std::mem::size_of::<AttentionForwardParams>() - 96usize];
+    ["Alignment of AttentionForwardParams"]
+        [::std::mem::align_of::<AttentionForwardParams>() - 8usize];
+    ["Offset of field: AttentionForwardParams::problem"]
+        [::std::mem::offset_of!(AttentionForwardParams, problem) - 0usize];
+    ["Offset of field: AttentionForwardParams::q"]
+        [::std::mem::offset_of!(AttentionForwardParams, q) - 48usize];
+    ["Offset of field: AttentionForwardParams::k"]
+        [::std::mem::offset_of!(AttentionForwardParams, k) - 56usize];
+    ["Offset of field: AttentionForwardParams::v"]
+        [::std::mem::offset_of!(AttentionForwardParams, v) - 64usize];
+    ["Offset of field: AttentionForwardParams::out"]
+        [::std::mem::offset_of!(AttentionForwardParams, out) - 72usize];
+    ["Offset of field: AttentionForwardParams::lse"]
+        [::std::mem::offset_of!(AttentionForwardParams, lse) - 80usize];
+    ["Offset of field: AttentionForwardParams::tiles_visited"]
+        [::std::mem::offset_of!(AttentionForwardParams, tiles_visited) - 88usize];
+};
+#[doc = " The backward kernels: attention_backward_delta_kernel (delta = rowsum(dout * out), and clears\n dq_accum unless deterministic), attention_backward_dkdv_d{64,128}_kernel (dk, dv, and unless\n deterministic dq into dq_accum with atomics), then either attention_backward_dq_convert_kernel\n (dq from dq_accum) or, when deterministic, attention_backward_dq_d{64,128}_kernel (dq without\n atomics). They share one struct because they share the problem and the buffers."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct AttentionBackwardParams {
+    pub problem: AttentionProblem,
+    pub q: *const u16,
+    pub k: *const u16,
+    pub v: *const u16,
+    pub out: *const u16,
+    pub dout: *const u16,
+    pub lse: *const f32,
+    #[doc = " like lse"]
+    pub delta: *mut f32,
+    #[doc = " [tokens][n_heads][head_dim] f32, unscaled; unused when deterministic"]
+    pub dq_accum: *mut f32,
+    pub dq: *mut u16,
+    pub dk: *mut u16,
+    pub dv: *mut u16,
+    #[doc = " 1: dq by its own kernel, in a fixed order; 0: atomics into dq_accum"]
+    pub deterministic: u32,
+    #[doc = " 1: dq, dk, dv += the gradients (one rounding to bf16); 0: overwrite"]
+    pub accumulate: u32,
+    #[doc = " null, or a counter that every dkdv block adds its visited Q tiles to"]
+    pub tiles_visited: *mut u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of AttentionBackwardParams"]
+        [::std::mem::size_of::<AttentionBackwardParams>() - 152usize];
+    ["Alignment of AttentionBackwardParams"]
+        [::std::mem::align_of::<AttentionBackwardParams>() - 8usize];
+    ["Offset of field: AttentionBackwardParams::problem"]
+        [::std::mem::offset_of!(AttentionBackwardParams, problem) - 0usize];
+    ["Offset of field: AttentionBackwardParams::q"]
+        [::std::mem::offset_of!(AttentionBackwardParams, q) - 48usize];
+    ["Offset of field: AttentionBackwardParams::k"]
+        [::std::mem::offset_of!(AttentionBackwardParams, k) - 56usize];
+    ["Offset of field: AttentionBackwardParams::v"]
+        [::std::mem::offset_of!(AttentionBackwardParams, v) - 64usize];
+    ["Offset of field: AttentionBackwardParams::out"]
+        [::std::mem::offset_of!(AttentionBackwardParams, out) - 72usize];
+    ["Offset of field: AttentionBackwardParams::dout"]
+        [::std::mem::offset_of!(AttentionBackwardParams, dout) - 80usize];
+    ["Offset of field: AttentionBackwardParams::lse"]
+        [::std::mem::offset_of!(AttentionBackwardParams, lse) - 88usize];
+    ["Offset of field: AttentionBackwardParams::delta"]
+        [::std::mem::offset_of!(AttentionBackwardParams, delta) - 96usize];
+    ["Offset of field: AttentionBackwardParams::dq_accum"]
+        [::std::mem::offset_of!(AttentionBackwardParams, dq_accum) - 104usize];
+    ["Offset of field: AttentionBackwardParams::dq"]
+        [::std::mem::offset_of!(AttentionBackwardParams, dq) - 112usize];
+    ["Offset of field: AttentionBackwardParams::dk"]
+        [::std::mem::offset_of!(AttentionBackwardParams, dk) - 120usize];
+    ["Offset of field: AttentionBackwardParams::dv"]
+        [::std::mem::offset_of!(AttentionBackwardParams, dv) - 128usize];
+    ["Offset of field: AttentionBackwardParams::deterministic"]
+        [::std::mem::offset_of!(AttentionBackwardParams, deterministic) - 136usize];
+    ["Offset of field: AttentionBackwardParams::accumulate"]
+        [::std::mem::offset_of!(AttentionBackwardParams, accumulate) - 140usize];
+    ["Offset of field: AttentionBackwardParams::tiles_visited"]
+        [::std::mem::offset_of!(AttentionBackwardParams, tiles_visited) - 144usize];
+};
