@@ -8,17 +8,10 @@
 
 use half::bf16;
 
-use super::emu::{
-    longlora_emu_attention_backward_delta_kernel, longlora_emu_attention_backward_dkdv_d128_kernel,
-    longlora_emu_attention_backward_dkdv_d64_kernel,
-    longlora_emu_attention_backward_dq_convert_kernel,
-    longlora_emu_attention_backward_dq_d128_kernel, longlora_emu_attention_backward_dq_d64_kernel,
-    longlora_emu_attention_forward_d128_kernel, longlora_emu_attention_forward_d64_kernel,
-};
 use super::params::{
     AttentionBackwardParams, AttentionForwardParams, AttentionMaskMode, AttentionProblem,
 };
-use super::{check_len, invalid, Buffer, Device, Kernel, LaunchConfig, Result};
+use super::{check_len, invalid, Buffer, Device, LaunchConfig, Result};
 use crate::ops::attention::{AttnMask, AttnMode};
 
 /// Rows of a query block and of a K/V tile (cuda/include/warp_gemm.h: kTileRows).
@@ -28,46 +21,24 @@ const THREADS: u32 = 128;
 /// The largest grid y: batch x heads must fit.
 const MAX_GRID_Y: usize = 65_535;
 
-const FORWARD_D64: Kernel<AttentionForwardParams> = Kernel {
-    name: "attention_forward_d64_kernel",
-    emulator: longlora_emu_attention_forward_d64_kernel,
-    on_gpu: true,
-};
-const FORWARD_D128: Kernel<AttentionForwardParams> = Kernel {
-    name: "attention_forward_d128_kernel",
-    emulator: longlora_emu_attention_forward_d128_kernel,
-    on_gpu: true,
-};
-const DELTA: Kernel<AttentionBackwardParams> = Kernel {
-    name: "attention_backward_delta_kernel",
-    emulator: longlora_emu_attention_backward_delta_kernel,
-    on_gpu: true,
-};
-const DKDV_D64: Kernel<AttentionBackwardParams> = Kernel {
-    name: "attention_backward_dkdv_d64_kernel",
-    emulator: longlora_emu_attention_backward_dkdv_d64_kernel,
-    on_gpu: true,
-};
-const DKDV_D128: Kernel<AttentionBackwardParams> = Kernel {
-    name: "attention_backward_dkdv_d128_kernel",
-    emulator: longlora_emu_attention_backward_dkdv_d128_kernel,
-    on_gpu: true,
-};
-const DQ_D64: Kernel<AttentionBackwardParams> = Kernel {
-    name: "attention_backward_dq_d64_kernel",
-    emulator: longlora_emu_attention_backward_dq_d64_kernel,
-    on_gpu: true,
-};
-const DQ_D128: Kernel<AttentionBackwardParams> = Kernel {
-    name: "attention_backward_dq_d128_kernel",
-    emulator: longlora_emu_attention_backward_dq_d128_kernel,
-    on_gpu: true,
-};
-const DQ_CONVERT: Kernel<AttentionBackwardParams> = Kernel {
-    name: "attention_backward_dq_convert_kernel",
-    emulator: longlora_emu_attention_backward_dq_convert_kernel,
-    on_gpu: true,
-};
+kernels! {
+    FORWARD_D64 = attention_forward_d64_kernel
+        / longlora_emu_attention_forward_d64_kernel(AttentionForwardParams);
+    FORWARD_D128 = attention_forward_d128_kernel
+        / longlora_emu_attention_forward_d128_kernel(AttentionForwardParams);
+    DELTA = attention_backward_delta_kernel
+        / longlora_emu_attention_backward_delta_kernel(AttentionBackwardParams);
+    DKDV_D64 = attention_backward_dkdv_d64_kernel
+        / longlora_emu_attention_backward_dkdv_d64_kernel(AttentionBackwardParams);
+    DKDV_D128 = attention_backward_dkdv_d128_kernel
+        / longlora_emu_attention_backward_dkdv_d128_kernel(AttentionBackwardParams);
+    DQ_D64 = attention_backward_dq_d64_kernel
+        / longlora_emu_attention_backward_dq_d64_kernel(AttentionBackwardParams);
+    DQ_D128 = attention_backward_dq_d128_kernel
+        / longlora_emu_attention_backward_dq_d128_kernel(AttentionBackwardParams);
+    DQ_CONVERT = attention_backward_dq_convert_kernel
+        / longlora_emu_attention_backward_dq_convert_kernel(AttentionBackwardParams);
+}
 
 /// The documents of a batch: `batch` of `seq_len` tokens each, or packed back to back as given by
 /// `cu_seqlens` (document b is tokens `cu_seqlens[b]..cu_seqlens[b + 1]`). Positions and S²-Attn

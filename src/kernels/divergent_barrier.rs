@@ -1,15 +1,12 @@
 //! divergent_barrier_kernel (cuda/tests/divergent_barrier.cu): an emulator self-test kernel that
 //! breaks a barrier or warp collective on purpose, to show the emulator reports it instead of hanging.
 
-use super::emu::longlora_emu_divergent_barrier_kernel;
 use super::params::{Divergence, DivergentBarrierParams};
-use super::{invalid, Device, Kernel, LaunchConfig, Result};
+use super::{invalid, Device, LaunchConfig, Result};
 
-const KERNEL: Kernel<DivergentBarrierParams> = Kernel {
-    name: "divergent_barrier_kernel",
-    emulator: longlora_emu_divergent_barrier_kernel,
-    on_gpu: false,
-};
+kernels! {
+    KERNEL = divergent_barrier_kernel / longlora_emu_divergent_barrier_kernel(DivergentBarrierParams), emulator_only;
+}
 
 /// Runs the kernel in one block of `block_threads` threads (64 to 1024, so at least two warps) and
 /// returns what each thread stored; in the emulator, every `divergence` makes the launch an error.

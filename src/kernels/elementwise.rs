@@ -4,36 +4,13 @@
 //! bits), statistics and the gradients of trainable tensors f32. As in `longlora::ops`, each layer is a
 //! forward that writes its outputs and a backward that accumulates (`+=`) into the gradients it is given.
 
-use std::ffi::c_char;
-
 use super::params::{
     ConvertParams, CrossEntropyBackwardParams, CrossEntropyForwardParams, EmbeddingBackwardParams,
     EmbeddingParams, RmsnormBackwardParams, RmsnormForwardParams, RopeParams, SwigluBackwardParams,
     SwigluParams,
 };
-use super::{check_len, invalid, Buffer, Device, Kernel, LaunchConfig, Result};
+use super::{check_len, invalid, Buffer, Device, LaunchConfig, Result};
 use crate::ops::rope::RopeTable;
-
-/// Declares each kernel's emulator entry point and its [`Kernel`].
-macro_rules! kernels {
-    ($($constant:ident = $name:ident / $entry:ident ($params:ty);)*) => {
-        extern "C" {
-            $(fn $entry(
-                params: *const $params,
-                grid: *const u32,
-                block: *const u32,
-                dynamic_shared_bytes: u32,
-                error: *mut c_char,
-                error_len: usize,
-            ) -> i32;)*
-        }
-        $(const $constant: Kernel<$params> = Kernel {
-            name: stringify!($name),
-            emulator: $entry,
-            on_gpu: true,
-        };)*
-    };
-}
 
 kernels! {
     F32_TO_BF16 = f32_to_bf16_kernel / longlora_emu_f32_to_bf16_kernel(ConvertParams);

@@ -4,10 +4,6 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
-use super::params::{
-    AttentionBackwardParams, AttentionForwardParams, DivergentBarrierParams, MmaLoopParams,
-    ProbeParams, ReduceSumParams,
-};
 use super::{KernelError, LaunchConfig, Result};
 
 /// The signature `LONGLORA_EMU_ENTRY` (cuda/emu/launch.h) gives every kernel's entry point.
@@ -21,114 +17,6 @@ pub(crate) type Entry<P> = unsafe extern "C" fn(
 ) -> c_int;
 
 extern "C" {
-    pub(crate) fn longlora_emu_probe_kernel(
-        params: *const ProbeParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
-    pub(crate) fn longlora_emu_reduce_sum_kernel(
-        params: *const ReduceSumParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
-    pub(crate) fn longlora_emu_divergent_barrier_kernel(
-        params: *const DivergentBarrierParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
-    pub(crate) fn longlora_emu_mma_loop_kernel(
-        params: *const MmaLoopParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
-    pub(crate) fn longlora_emu_attention_forward_d64_kernel(
-        params: *const AttentionForwardParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
-    pub(crate) fn longlora_emu_attention_forward_d128_kernel(
-        params: *const AttentionForwardParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
-    pub(crate) fn longlora_emu_attention_backward_delta_kernel(
-        params: *const AttentionBackwardParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
-    pub(crate) fn longlora_emu_attention_backward_dkdv_d64_kernel(
-        params: *const AttentionBackwardParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
-    pub(crate) fn longlora_emu_attention_backward_dkdv_d128_kernel(
-        params: *const AttentionBackwardParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
-    pub(crate) fn longlora_emu_attention_backward_dq_d64_kernel(
-        params: *const AttentionBackwardParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
-    pub(crate) fn longlora_emu_attention_backward_dq_d128_kernel(
-        params: *const AttentionBackwardParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
-    pub(crate) fn longlora_emu_attention_backward_dq_convert_kernel(
-        params: *const AttentionBackwardParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-
     fn longlora_emu_param_layout(
         index: usize,
         size: *mut usize,

@@ -3,48 +3,17 @@
 //! Tensors are row-major, bf16 (as `u16` bits) for activations and weights, f32 for the rank-r
 //! intermediates and the adapter gradients. Without an adapter the forward is the plain `x·Wᵀ`.
 
-use std::ffi::c_char;
 use std::ptr;
 
 use super::params::{LoraGradAParams, LoraGradBParams, LoraLinearParams};
-use super::{check_len, invalid, Buffer, Device, Kernel, LaunchConfig, Result};
+use super::{check_len, invalid, Buffer, Device, LaunchConfig, Result};
 
-extern "C" {
-    fn longlora_emu_lora_linear_forward_kernel(
-        params: *const LoraLinearParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> i32;
-
-    fn longlora_emu_lora_linear_backward_input_kernel(
-        params: *const LoraLinearParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> i32;
-
-    fn longlora_emu_lora_grad_a_kernel(
-        params: *const LoraGradAParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> i32;
-
-    fn longlora_emu_lora_grad_b_kernel(
-        params: *const LoraGradBParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> i32;
+kernels! {
+    FORWARD = lora_linear_forward_kernel / longlora_emu_lora_linear_forward_kernel(LoraLinearParams);
+    BACKWARD_INPUT = lora_linear_backward_input_kernel
+        / longlora_emu_lora_linear_backward_input_kernel(LoraLinearParams);
+    GRAD_A = lora_grad_a_kernel / longlora_emu_lora_grad_a_kernel(LoraGradAParams);
+    GRAD_B = lora_grad_b_kernel / longlora_emu_lora_grad_b_kernel(LoraGradBParams);
 }
 
 // SAFETY: plain C structs (params.h) of integers, floats and device pointers, which the kernels take
@@ -52,30 +21,6 @@ extern "C" {
 unsafe impl cudarc::driver::DeviceRepr for LoraLinearParams {}
 unsafe impl cudarc::driver::DeviceRepr for LoraGradAParams {}
 unsafe impl cudarc::driver::DeviceRepr for LoraGradBParams {}
-
-const FORWARD: Kernel<LoraLinearParams> = Kernel {
-    name: "lora_linear_forward_kernel",
-    emulator: longlora_emu_lora_linear_forward_kernel,
-    on_gpu: true,
-};
-
-const BACKWARD_INPUT: Kernel<LoraLinearParams> = Kernel {
-    name: "lora_linear_backward_input_kernel",
-    emulator: longlora_emu_lora_linear_backward_input_kernel,
-    on_gpu: true,
-};
-
-const GRAD_A: Kernel<LoraGradAParams> = Kernel {
-    name: "lora_grad_a_kernel",
-    emulator: longlora_emu_lora_grad_a_kernel,
-    on_gpu: true,
-};
-
-const GRAD_B: Kernel<LoraGradBParams> = Kernel {
-    name: "lora_grad_b_kernel",
-    emulator: longlora_emu_lora_grad_b_kernel,
-    on_gpu: true,
-};
 
 /// The output tile of one block (cuda/lora_linear.cu) and its threads.
 const BLOCK_TILE: usize = 64;

@@ -1,15 +1,12 @@
 //! mma_loop_kernel (cuda/tests/mma_loop.cu): an emulator-only kernel that repeats one warp-level mma,
 //! for measuring what each costs in the emulator (benches/emulator.rs).
 
-use super::emu::longlora_emu_mma_loop_kernel;
 use super::params::MmaLoopParams;
-use super::{invalid, Device, Kernel, LaunchConfig, Result};
+use super::{invalid, Device, LaunchConfig, Result};
 
-const KERNEL: Kernel<MmaLoopParams> = Kernel {
-    name: "mma_loop_kernel",
-    emulator: longlora_emu_mma_loop_kernel,
-    on_gpu: false,
-};
+kernels! {
+    KERNEL = mma_loop_kernel / longlora_emu_mma_loop_kernel(MmaLoopParams), emulator_only;
+}
 
 /// Runs `iterations` bf16 mmas `d = a * b + d` (d starting at zero) in each of `warps` warps (1 to
 /// 32) of one block, and returns every warp's D fragments, `[warps][32][4]`.

@@ -4,6 +4,35 @@
 //! emulator (the same kernel sources compiled as C++). Because both backends go through the same
 //! function, the launch logic that runs on a GPU is the one the CPU tests run.
 
+/// Declares kernels: each one's emulator entry point (exported by `LONGLORA_EMU_ENTRY` in its `.cu`
+/// file, with the signature of [`emu::Entry`]) and its [`Kernel`] constant, named as in the fatbin.
+/// `emulator_only` marks self-tests that would hang a GPU.
+macro_rules! kernels {
+    ($($constant:ident = $name:ident / $entry:ident ($params:ty) $(, $emulator_only:ident)?;)*) => {
+        extern "C" {
+            $(fn $entry(
+                params: *const $params,
+                grid: *const u32,
+                block: *const u32,
+                dynamic_shared_bytes: u32,
+                error: *mut std::ffi::c_char,
+                error_len: usize,
+            ) -> std::ffi::c_int;)*
+        }
+        $(const $constant: $crate::kernels::Kernel<$params> = $crate::kernels::Kernel {
+            name: stringify!($name),
+            emulator: $entry,
+            on_gpu: kernels!(@on_gpu $($emulator_only)?),
+        };)*
+    };
+    (@on_gpu) => {
+        true
+    };
+    (@on_gpu emulator_only) => {
+        false
+    };
+}
+
 mod attention;
 mod cuda;
 mod device;

@@ -2,44 +2,16 @@
 //! tensor, and AdamW on the f32 master weights with gradient clipping folded in, each one launch for all
 //! tensors through a table of device pointers.
 
-use std::ffi::c_char;
 use std::ptr;
 
 use super::params::{AdamwParams, GradSumSquaresParams, OptimTensor};
-use super::{invalid, Buffer, Device, Kernel, LaunchConfig, Result};
+use super::{invalid, Buffer, Device, LaunchConfig, Result};
 use crate::optim::AdamWConfig;
 
-extern "C" {
-    fn longlora_emu_grad_sum_squares_kernel(
-        params: *const GradSumSquaresParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> i32;
-
-    fn longlora_emu_adamw_kernel(
-        params: *const AdamwParams,
-        grid: *const u32,
-        block: *const u32,
-        dynamic_shared_bytes: u32,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> i32;
+kernels! {
+    GRAD_SUM_SQUARES = grad_sum_squares_kernel / longlora_emu_grad_sum_squares_kernel(GradSumSquaresParams);
+    ADAMW = adamw_kernel / longlora_emu_adamw_kernel(AdamwParams);
 }
-
-const GRAD_SUM_SQUARES: Kernel<GradSumSquaresParams> = Kernel {
-    name: "grad_sum_squares_kernel",
-    emulator: longlora_emu_grad_sum_squares_kernel,
-    on_gpu: true,
-};
-
-const ADAMW: Kernel<AdamwParams> = Kernel {
-    name: "adamw_kernel",
-    emulator: longlora_emu_adamw_kernel,
-    on_gpu: true,
-};
 
 // SAFETY: plain C structs (params.h) of integers, floats and device pointers: the kernels take the
 // params by value and read the tensor table from device memory.

@@ -2,18 +2,15 @@
 //! lane's raw output registers, so that tests can hold the emulator and GPUs to the PTX ISA's
 //! definitions (and record a GPU's outputs as golden vectors).
 
-use super::emu::longlora_emu_probe_kernel;
 use super::params::ProbeParams;
-use super::{invalid, Device, Kernel, LaunchConfig, Result};
+use super::{invalid, Device, LaunchConfig, Result};
 
 /// Registers per lane that the probe's ldmatrix calls produce: x1, x2, x4, then the same transposed.
 pub const LDMATRIX_REGISTERS: usize = 14;
 
-const KERNEL: Kernel<ProbeParams> = Kernel {
-    name: "probe_kernel",
-    emulator: longlora_emu_probe_kernel,
-    on_gpu: true,
-};
+kernels! {
+    KERNEL = probe_kernel / longlora_emu_probe_kernel(ProbeParams);
+}
 
 /// The probe's inputs, lane-major: lane l's k registers of an `[u32; 32 * k]` are at `l * k..`.
 #[derive(Clone, Debug)]

@@ -1,15 +1,12 @@
 //! reduce_sum_kernel (cuda/reduce.cu): row sums through a shared-memory tree, and their total
 //! through atomics.
 
-use super::emu::longlora_emu_reduce_sum_kernel;
 use super::params::ReduceSumParams;
-use super::{check_len, invalid, Buffer, Device, Kernel, LaunchConfig, Result};
+use super::{check_len, invalid, Buffer, Device, LaunchConfig, Result};
 
-const KERNEL: Kernel<ReduceSumParams> = Kernel {
-    name: "reduce_sum_kernel",
-    emulator: longlora_emu_reduce_sum_kernel,
-    on_gpu: true,
-};
+kernels! {
+    KERNEL = reduce_sum_kernel / longlora_emu_reduce_sum_kernel(ReduceSumParams);
+}
 
 /// Sums each row of `input` (`rows x cols`, row-major) into `row_sums`, and adds the sum of all rows
 /// to `total` (one element), with one block of `block_threads` threads (1 to 1024) per row.
