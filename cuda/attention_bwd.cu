@@ -66,17 +66,6 @@ __device__ void backward_load_q_do(uint16_t* q_tile, uint16_t* do_tile, const At
     load_tile_async<D, kAttentionThreads>(do_tile, p.dout + offset, stride, kTileRows, doc.len - r0, thread);
 }
 
-// Starts loading the 64-row tiles of K and V at position k0 of `kv_head`.
-template <int D>
-__device__ void backward_load_k_v(uint16_t* k_tile, uint16_t* v_tile, const AttentionBackwardParams& p,
-                                  const Document& doc, int kv_head, int k0, int thread) {
-    const int heads = static_cast<int>(p.problem.n_kv_heads);
-    const size_t stride = static_cast<size_t>(heads) * D;
-    const size_t offset = token_offset(doc, k0, heads, kv_head, D);
-    load_tile_async<D, kAttentionThreads>(k_tile, p.k + offset, stride, kTileRows, doc.len - k0, thread);
-    load_tile_async<D, kAttentionThreads>(v_tile, p.v + offset, stride, kTileRows, doc.len - k0, thread);
-}
-
 // Starts loading the query tile at r0 for the K/V-parallel kernel: Q and dO asynchronously, and the
 // rows' lse (times log2 e) and delta with plain loads, which the next barrier publishes.
 template <int D>
@@ -162,7 +151,7 @@ __device__ void attention_backward_dkdv(const AttentionBackwardParams& p) {
     float* lse_log2 = reinterpret_cast<float*>(ds_tile + kTileRows * kTileRows);  // two buffers of 64
     float* delta = lse_log2 + 2 * kTileRows;                                       // two buffers of 64
 
-    backward_load_k_v<D>(k_tile, v_tile, p, doc, kv_head, c0, thread);
+    load_kv_tiles<D>(k_tile, v_tile, p, doc, kv_head, c0, thread);
     cp_async_commit();
 
     float dk[D / 8][4] = {}, dv[D / 8][4] = {};
@@ -258,7 +247,7 @@ __device__ void attention_backward_dq(const AttentionBackwardParams& p) {
 
     backward_load_q_do<D>(q_tile, do_tile, p, doc, head, q0, thread);
     cp_async_commit();
-    backward_load_k_v<D>(k_tiles, v_tiles, p, doc, kv_head, tiles.start(0), thread);
+    load_kv_tiles<D>(k_tiles, v_tiles, p, doc, kv_head, tiles.start(0), thread);
     cp_async_commit();
 
     float row_lse_log2[2], row_delta[2];  // rows g and g + 8 of the warp's 16
@@ -272,14 +261,7 @@ __device__ void attention_backward_dq(const AttentionBackwardParams& p) {
 
     float dq[D / 8][4] = {};
     for (int t = 0; t < tiles.size(); ++t) {
-        if (t + 1 < tiles.size()) {
-            const int next = (t + 1) % 2 * kTile;
-            backward_load_k_v<D>(k_tiles + next, v_tiles + next, p, doc, kv_head, tiles.start(t + 1), thread);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        prefetch_next_kv_wait_current<D>(k_tiles, v_tiles, p, doc, kv_head, tiles, t, thread);
         __syncthreads();
         const int k0 = tiles.start(t);
         const uint16_t* k_tile = k_tiles + t % 2 * kTile;

@@ -26,19 +26,6 @@ struct ForwardRows {
     float o[D / 8][4];  // unnormalised output, C fragments of 8 columns each
 };
 
-template <int D>
-__device__ void forward_load_kv(uint16_t* k_tile, uint16_t* v_tile, const AttentionForwardParams& p,
-                                const Document& doc, int kv_head, int k0, int thread) {
-    const AttentionProblem& problem = p.problem;
-    const int heads = static_cast<int>(problem.n_kv_heads);
-    const size_t stride = static_cast<size_t>(heads) * D;
-    const int valid = doc.len - k0;
-    load_tile_async<D, kAttentionThreads>(k_tile, p.k + token_offset(doc, k0, heads, kv_head, D), stride,
-                                          kTileRows, valid, thread);
-    load_tile_async<D, kAttentionThreads>(v_tile, p.v + token_offset(doc, k0, heads, kv_head, D), stride,
-                                          kTileRows, valid, thread);
-}
-
 // Folds a masked score slab into the running softmax: raises the row maxima, rescales what was
 // accumulated under the old maxima, and turns s into this tile's unnormalised probabilities
 // exp2((s - max) * scale_log2). Rows with nothing allowed yet keep max = -inf and get p = 0.
@@ -116,20 +103,13 @@ __device__ void attention_forward(const AttentionForwardParams& p) {
     load_tile_async<D, kAttentionThreads>(q_tile, p.q + token_offset(doc, q0, n_heads, head, D),
                                           static_cast<size_t>(n_heads) * D, kTileRows, doc.len - q0, thread);
     cp_async_commit();
-    forward_load_kv<D>(k_tiles, v_tiles, p, doc, kv_head, tiles.start(0), thread);
+    load_kv_tiles<D>(k_tiles, v_tiles, p, doc, kv_head, tiles.start(0), thread);
     cp_async_commit();
 
     ForwardRows<D> rows = {{kNegativeInfinity, kNegativeInfinity}, {0.0f, 0.0f}, {}};
     for (int t = 0; t < tiles.size(); ++t) {
         // Prefetch the next tile into the other buffer, then wait for this one (and Q).
-        if (t + 1 < tiles.size()) {
-            const int next = (t + 1) % 2 * kTile;
-            forward_load_kv<D>(k_tiles + next, v_tiles + next, p, doc, kv_head, tiles.start(t + 1), thread);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        prefetch_next_kv_wait_current<D>(k_tiles, v_tiles, p, doc, kv_head, tiles, t, thread);
         __syncthreads();
         const int k0 = tiles.start(t);
         const uint16_t* k_tile = k_tiles + t % 2 * kTile;

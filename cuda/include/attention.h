@@ -3,8 +3,10 @@
 #pragma once
 
 #include "kernel.h"
+#include "cp_async.h"
 #include "params.h"
 #include "s2_mask.h"
+#include "tile.h"
 #include "warp_gemm.h"
 
 constexpr int kAttentionWarps = 4;
@@ -54,5 +56,35 @@ __device__ __forceinline__ void mask_slab(float s[kSlab / 8][4], const HeadMask&
             const int query = kKeysInRows ? col : row, key = kKeysInRows ? row : col;
             if (query >= m.n || key >= m.n || !mask_allows(m, query, key)) s[nt][i] = kNegativeInfinity;
         }
+    }
+}
+
+// Starts the async loads of the 64-row K and V tiles at position k0 of `kv_head` (rows past the
+// document's end are zero-filled). Params is the forward's or the backward's struct: both carry k, v
+// and the problem.
+template <int D, class Params>
+__device__ void load_kv_tiles(uint16_t* k_tile, uint16_t* v_tile, const Params& p, const Document& doc,
+                              int kv_head, int k0, int thread) {
+    const int heads = static_cast<int>(p.problem.n_kv_heads);
+    const size_t stride = static_cast<size_t>(heads) * D;
+    const size_t offset = token_offset(doc, k0, heads, kv_head, D);
+    load_tile_async<D, kAttentionThreads>(k_tile, p.k + offset, stride, kTileRows, doc.len - k0, thread);
+    load_tile_async<D, kAttentionThreads>(v_tile, p.v + offset, stride, kTileRows, doc.len - k0, thread);
+}
+
+// One step of the double-buffered K/V stream over `tiles`: starts loading tile t + 1 into the other
+// buffer (when there is one), then waits until tile t and everything committed before it has landed.
+// The caller's __syncthreads() publishes it to the block.
+template <int D, class Params, class Tiles>
+__device__ void prefetch_next_kv_wait_current(uint16_t* k_tiles, uint16_t* v_tiles, const Params& p,
+                                              const Document& doc, int kv_head, const Tiles& tiles, int t,
+                                              int thread) {
+    if (t + 1 < tiles.size()) {
+        const int next = (t + 1) % 2 * kTileRows * D;
+        load_kv_tiles<D>(k_tiles + next, v_tiles + next, p, doc, kv_head, tiles.start(t + 1), thread);
+        cp_async_commit();
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
     }
 }
