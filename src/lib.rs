@@ -13,6 +13,7 @@ pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod passkey;
 pub mod rng;
 pub mod train;
 pub mod train_memory;

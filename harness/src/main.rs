@@ -5,6 +5,7 @@
 mod builtin;
 mod eval_cmd;
 mod finetune;
+mod passkey_cmd;
 mod progress;
 
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Perplexity over sliding windows, as LongLoRA's evaluation computes it; prints one JSON object.
     Eval(eval_cmd::EvalArgs),
+    /// Passkey retrieval (LongLoRA's test from Landmark Attention): a key hidden in filler text at
+    /// several prompt lengths; prints the accuracy per length as one JSON object.
+    Passkey(passkey_cmd::PasskeyArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Finetune(args) => finetune::run(args),
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Passkey(args) => passkey_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

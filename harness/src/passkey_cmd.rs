@@ -1,0 +1,89 @@
+//! `harness passkey`: LongLoRA's passkey retrieval accuracy per prompt length (and per depth).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use longlora::checkpoint::load_model;
+use longlora::data::{byte_tokens, BYTE_VOCAB};
+use longlora::model::Llama;
+use longlora::ops::attention::AttnMask;
+use longlora::passkey::{run_passkey, PasskeyPlan};
+use longlora::{Error, Result};
+use serde_json::json;
+
+use crate::progress::bar;
+
+#[derive(Args, Debug)]
+pub struct PasskeyArgs {
+    /// A Hugging Face Llama directory (config.json + safetensors; linear RoPE scaling in config.json
+    /// is honoured).
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompt lengths in tokens, comma-separated; each prompt (with its answer) fills its length as
+    /// closely as the tokenizer allows without exceeding it. Default: max_position_embeddings.
+    #[arg(long, value_delimiter = ',')]
+    lengths: Vec<usize>,
+    /// Trials (random pass keys) per length, and per depth when --depths is given.
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
+    /// Fixed depths of the key in the filler (0 = start, 1 = end), comma-separated, each reported
+    /// separately. Default: a uniformly random depth per trial, as LongLoRA's test draws it.
+    #[arg(long, value_delimiter = ',')]
+    depths: Vec<f64>,
+    /// Seed of the pass keys and depths.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Override the linear RoPE interpolation factor from config.json.
+    #[arg(long)]
+    rope_scale: Option<f64>,
+}
+
+/// Runs the trials and prints one JSON object on stdout.
+pub fn run(args: PasskeyArgs) -> Result<()> {
+    let (config, weights) = load_model(&args.model)?;
+    let mut model = Llama::new(config, weights)?;
+    if let Some(f) = args.rope_scale {
+        model.config.rope_scaling_factor = f;
+        model.config.validate()?;
+    }
+    let vocab = model.config.vocab_size;
+    if vocab != BYTE_VOCAB {
+        return Err(Error::option(
+            "model",
+            format!("passkey prompts are tokenized byte-level, but the model's vocabulary has {vocab} tokens, not {BYTE_VOCAB}"),
+        ));
+    }
+    let encode = |text: &str| Ok(byte_tokens(text.as_bytes()));
+    let plan = PasskeyPlan {
+        lengths: if args.lengths.is_empty() {
+            vec![model.config.max_position_embeddings]
+        } else {
+            args.lengths.clone()
+        },
+        trials: args.trials,
+        depths: args.depths.clone(),
+        seed: args.seed,
+    };
+    let pb = bar(0, "passkey");
+    let mask = AttnMask::dense();
+    let results = run_passkey(
+        &plan,
+        vocab,
+        &encode,
+        &mut |tokens| Ok(model.forward(tokens, 1, tokens.len(), &mask)?.logits),
+        &mut |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    )?;
+    pb.finish_and_clear();
+    let report = json!({
+        "model": args.model.display().to_string(),
+        "rope_scaling_factor": model.config.rope_scaling_factor,
+        "trials": args.trials,
+        "seed": args.seed,
+        "results": results,
+    });
+    println!("{}", serde_json::to_string(&report).expect("serialisable"));
+    Ok(())
+}
