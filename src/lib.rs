@@ -14,6 +14,9 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod rng;
+pub mod sft;
+pub mod token_file;
+pub mod tokenizer;
 pub mod train;
 pub mod train_memory;
 
