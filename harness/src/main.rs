@@ -5,7 +5,10 @@
 mod builtin;
 mod eval_cmd;
 mod finetune;
+mod pretrain;
 mod progress;
+mod tokenize;
+mod training_data;
 
 use std::process::ExitCode;
 
@@ -25,6 +28,12 @@ enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Perplexity over sliding windows, as LongLoRA's evaluation computes it; prints one JSON object.
     Eval(eval_cmd::EvalArgs),
+    /// Train a Llama from scratch (all parameters) and write a Hugging Face model directory with
+    /// its tokenizer: the base models to extend.
+    Pretrain(pretrain::PretrainArgs),
+    /// Tokenize text documents into a token file (u16 or u32 little-endian, documents joined by
+    /// EOS) with a JSON side file.
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +42,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Finetune(args) => finetune::run(args),
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Pretrain(args) => pretrain::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
