@@ -132,12 +132,15 @@ impl SftSampler {
             let padded = sampler.tokens.len() + seq_len - inputs;
             sampler.tokens.resize(padded, eos);
             // Target i is the token at i + 1: scored only where that token is part of the answer.
-            sampler.targets.extend(
-                seq[1..]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &t)| if i + 1 < prompt_len { IGNORE_INDEX } else { t as i32 }),
-            );
+            sampler
+                .targets
+                .extend(seq[1..].iter().enumerate().map(|(i, &t)| {
+                    if i + 1 < prompt_len {
+                        IGNORE_INDEX
+                    } else {
+                        t as i32
+                    }
+                }));
             sampler.targets.resize(padded, IGNORE_INDEX);
         }
         Ok(sampler)

@@ -112,7 +112,11 @@ impl Tokenizer {
                 });
             }
         }
-        if let Some(id) = [Some(eos), bos].into_iter().flatten().find(|&t| t as usize >= vocab) {
+        if let Some(id) = [Some(eos), bos]
+            .into_iter()
+            .flatten()
+            .find(|&t| t as usize >= vocab)
+        {
             return Err(Error::BadFile {
                 path: file,
                 message: format!("special token id {id} is outside the tokenizer's {vocab} tokens"),
@@ -158,10 +162,7 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match self {
             Tokenizer::Bytes => {
-                let bytes: Vec<u8> = ids
-                    .iter()
-                    .filter_map(|&t| u8::try_from(t).ok())
-                    .collect();
+                let bytes: Vec<u8> = ids.iter().filter_map(|&t| u8::try_from(t).ok()).collect();
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
             Tokenizer::HuggingFace { inner, dir, .. } => {

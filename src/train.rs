@@ -120,7 +120,11 @@ impl Trainer {
 
     /// One optimizer step over `grad_accum` micro-batches. A non-finite loss stops the run with
     /// an error naming the step, before the weights are touched.
-    pub fn step(&mut self, model: &mut Llama<f32>, sampler: &dyn BatchSource) -> Result<StepReport> {
+    pub fn step(
+        &mut self,
+        model: &mut Llama<f32>,
+        sampler: &dyn BatchSource,
+    ) -> Result<StepReport> {
         let started = *self.started.get_or_insert_with(Instant::now);
         let c = &self.config;
         if sampler.seq_len() != c.seq_len {

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::builtin;
 use crate::progress::{bar, peak_memory_mib};
-use crate::training_data::{load_train_data, load_tokens, TrainData};
+use crate::training_data::{load_tokens, load_train_data, TrainData};
 
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {

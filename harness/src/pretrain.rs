@@ -203,7 +203,12 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         data_tokens,
         args.data.display()
     );
-    let reports = train_steps(&mut trainer, &mut model, &sampler, &out.join("metrics.jsonl"))?;
+    let reports = train_steps(
+        &mut trainer,
+        &mut model,
+        &sampler,
+        &out.join("metrics.jsonl"),
+    )?;
 
     save_model(&out, &model.config, &model.weights)?;
     tokenizer.save(&out)?;

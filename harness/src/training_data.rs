@@ -16,7 +16,10 @@ pub enum TrainData {
     /// One token stream, documents separated by EOS.
     Tokens(Vec<u32>),
     /// Instruction records, one padded sequence each.
-    Sft { records: Vec<SftRecord>, path: PathBuf },
+    Sft {
+        records: Vec<SftRecord>,
+        path: PathBuf,
+    },
 }
 
 impl TrainData {
@@ -36,7 +39,8 @@ impl TrainData {
 }
 
 fn is_sft(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "json" || e == "jsonl")
+    path.extension()
+        .is_some_and(|e| e == "json" || e == "jsonl")
 }
 
 /// Reads `--data` for training: SFT records when the file is .json/.jsonl, else tokens.
