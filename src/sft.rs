@@ -23,20 +23,22 @@ pub struct SftRecord {
     pub output: String,
 }
 
-const PROMPT_INPUT: &str = "Below is an instruction that describes a task, paired with an input \
-    that provides further context. Write a response that appropriately completes the request.\n\n\
-    ### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:";
-const PROMPT_NO_INPUT: &str = "Below is an instruction that describes a task. Write a response \
-    that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:";
+/// The Alpaca preamble; LongAlpaca's records use the same template.
+const PREAMBLE_INPUT: &str = "Below is an instruction that describes a task, paired with an input \
+    that provides further context. Write a response that appropriately completes the request.";
+const PREAMBLE_NO_INPUT: &str =
+    "Below is an instruction that describes a task. Write a response that appropriately completes \
+     the request.";
 
 impl SftRecord {
     /// The Alpaca prompt: with the input section when `input` is present and not empty.
     pub fn prompt(&self) -> String {
+        let instruction = &self.instruction;
         match self.input.as_deref().filter(|i| !i.is_empty()) {
-            Some(input) => PROMPT_INPUT
-                .replace("{instruction}", &self.instruction)
-                .replace("{input}", input),
-            None => PROMPT_NO_INPUT.replace("{instruction}", &self.instruction),
+            Some(input) => format!(
+                "{PREAMBLE_INPUT}\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+            ),
+            None => format!("{PREAMBLE_NO_INPUT}\n\n### Instruction:\n{instruction}\n\n### Response:"),
         }
     }
 }
@@ -46,22 +48,18 @@ impl SftRecord {
 pub fn load_records(path: &Path) -> Result<Vec<SftRecord>> {
     let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let jsonl = path.extension().is_some_and(|e| e == "jsonl");
+    let json_error = |source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    };
+    // A JSON Lines file is a stream of JSON values, so serde's positions are lines of the file.
     let records: Vec<SftRecord> = if jsonl {
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| Error::BadFile {
-                    path: path.to_path_buf(),
-                    message: format!("line {}: invalid SFT record: {e}", i + 1),
-                })
-            })
-            .collect::<Result<_>>()?
+        serde_json::Deserializer::from_str(&text)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(json_error)?
     } else {
-        serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: path.to_path_buf(),
-            source,
-        })?
+        serde_json::from_str(&text).map_err(json_error)?
     };
     if records.is_empty() {
         return Err(Error::BadFile {

@@ -43,6 +43,11 @@ fn prompts_follow_the_alpaca_template_with_and_without_input() {
                     appropriately completes the request.\n\n### Instruction:\nAdd.\n\n### Response:";
     assert_eq!(record("Add.", None, "4").prompt(), no_input);
     assert_eq!(record("Add.", Some(""), "4").prompt(), no_input);
+    let literal = record("Fill {input} in.", Some("{instruction}"), "x").prompt();
+    assert!(
+        literal.contains("### Instruction:\nFill {input} in.\n\n### Input:\n{instruction}\n"),
+        "braces in a record are text, not template fields: {literal}"
+    );
 }
 
 #[test]
