@@ -139,6 +139,23 @@ impl TokenFile {
         self.meta.as_ref()
     }
 
+    /// Checks that the ids come from a tokenizer of `vocab_size` tokens (described by `source`),
+    /// as far as the side file tells: ids of another vocabulary would train on the wrong tokens
+    /// even when they are in range.
+    pub fn check_tokenizer(&self, vocab_size: usize, source: &str) -> Result<()> {
+        match &self.meta {
+            Some(m) if m.vocab_size != vocab_size => Err(Error::BadFile {
+                path: self.path.clone(),
+                message: format!(
+                    "tokenizer/vocabulary mismatch: tokenized with {} ({} tokens), but the \
+                     tokenizer in use is {source} ({vocab_size} tokens)",
+                    m.tokenizer, m.vocab_size
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Tokens `start..start + len`, each checked against the vocabulary size `vocab`.
     pub fn window(&self, start: usize, len: usize, vocab: usize) -> Result<Vec<u32>> {
         let w = self.dtype.bytes();

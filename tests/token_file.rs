@@ -125,3 +125,30 @@ fn the_writer_rejects_ids_outside_its_vocabulary() {
     let e = w.push_document(&[5, 258]).unwrap_err().to_string();
     assert!(e.contains("document 1") && e.contains("258"), "{e}");
 }
+
+#[test]
+fn ids_from_another_tokenizer_are_a_mismatch_even_when_in_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bytes.bin");
+    let mut w = TokenFileWriter::create(&path, 258).unwrap();
+    w.push_document(&[1, 2, 257]).unwrap();
+    w.finish("builtin byte-level").unwrap();
+    let f = TokenFile::open(&path).unwrap();
+    f.check_tokenizer(258, "builtin byte-level").unwrap();
+    let e = f
+        .check_tokenizer(32_000, "llama/tokenizer.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tokenizer/vocabulary mismatch")
+            && e.contains("builtin byte-level (258 tokens)")
+            && e.contains("llama/tokenizer.json (32000 tokens)"),
+        "{e}"
+    );
+    let bare = dir.path().join("bare.bin");
+    write_u16(&bare, &[1, 2]);
+    TokenFile::open(&bare)
+        .unwrap()
+        .check_tokenizer(32_000, "anything")
+        .expect("a bare file says nothing about its tokenizer");
+}

@@ -272,6 +272,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     } = load_base(&args, base_config.vocab_size)?;
     if args.model.is_none() {
         save_model(&out.join("base-model"), &model.config, &model.weights)?;
+        tokenizer.save(&out.join("base-model"))?;
     }
     let base_loss = match &heldout {
         Some(t) => Some(heldout_loss(
@@ -357,6 +358,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let mut merged_cfg = model.config.clone();
     merged_cfg.max_position_embeddings = context;
     save_model(&out.join("model"), &merged_cfg, &merged)?;
+    tokenizer.save(&out.join("model"))?;
 
     let last = reports.last().expect("at least one step");
     let summary = json!({

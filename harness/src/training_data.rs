@@ -59,18 +59,7 @@ pub fn load_train_data(path: &Path, tokenizer: &Tokenizer, vocab: usize) -> Resu
 pub fn load_tokens(path: &Path, tokenizer: &Tokenizer, vocab: usize) -> Result<Vec<u32>> {
     if path.extension().is_some_and(|e| e == "bin") {
         let file = TokenFile::open(path)?;
-        if let Some(meta) = file.meta() {
-            if meta.vocab_size > vocab {
-                return Err(Error::BadFile {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "tokenizer/vocabulary mismatch: tokenized for a vocabulary of {} ({}), \
-                         but the model has {vocab} tokens",
-                        meta.vocab_size, meta.tokenizer
-                    ),
-                });
-            }
-        }
+        file.check_tokenizer(tokenizer.vocab_size(), &tokenizer.source())?;
         return file.tokens(vocab);
     }
     if is_sft(path) {

@@ -157,6 +157,10 @@ fn pretrain_writes_a_model_directory_that_finetune_extends_with_text_bin_and_sft
             s(&out),
         ]);
         assert!(out.join("adapter_model.safetensors").is_file(), "{name}");
+        assert!(
+            out.join("model/tokenizer.json").is_file(),
+            "{name}: merged model's tokenizer"
+        );
         let warned = stderr(&o).contains("warning: 1 of 2 SFT records");
         assert_eq!(warned, name == "sft", "{name}: {}", stderr(&o));
     }
