@@ -27,8 +27,9 @@ fn write_config(dir: &Path, vocab_size: usize, eos: Option<u32>) {
     write_json(&dir.join("config.json"), &config_to_json(&cfg));
 }
 
-/// A Llama-2-style tokenizer.json: `<unk>`, `<s>`, `</s>`, the 256 byte tokens, then a few pieces
-/// and merges that spell "▁hello"; everything else falls back to bytes.
+/// A Llama-2-style tokenizer.json (its normalizer, decoder and BOS-adding post-processor):
+/// `<unk>`, `<s>`, `</s>`, the 256 byte tokens, then a few pieces and merges that spell "▁hello";
+/// everything else falls back to bytes.
 fn llama_style_bpe() -> Value {
     let mut vocab = serde_json::Map::new();
     for (i, t) in ["<unk>", "<s>", "</s>"].iter().enumerate() {
@@ -57,7 +58,16 @@ fn llama_style_bpe() -> Value {
             {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
         ]},
         "pre_tokenizer": null,
-        "post_processor": null,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "<s>", "type_id": 1}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}
+        },
         "decoder": {"type": "Sequence", "decoders": [
             {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
             {"type": "ByteFallback"},
@@ -127,7 +137,8 @@ fn bpe_with_byte_fallback_merges_known_words_and_spells_the_rest_in_bytes() {
         Some(1),
         "BOS found by name when config.json has none"
     );
-    // "hello é" normalizes to "▁hello▁é": one merged piece, "▁", then é's two UTF-8 bytes.
+    // "hello é" normalizes to "▁hello▁é": one merged piece, "▁", then é's two UTF-8 bytes; no
+    // BOS, though the post-processor would add one (callers place BOS and EOS themselves).
     let ids = t.encode("hello é").unwrap();
     assert_eq!(ids, vec![268, 259, 3 + 0xC3, 3 + 0xA9]);
     assert_eq!(t.decode(&ids).unwrap(), "hello é");

@@ -363,6 +363,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let last = reports.last().expect("at least one step");
     let summary = json!({
         "base_model": source,
+        "tokenizer": tokenizer.source(),
         "context": context,
         "original_context": original,
         "rope_factor": factor,
