@@ -102,6 +102,12 @@ impl SftSampler {
         if seq_len == 0 {
             return Err(Error::option("context", "must be at least 1"));
         }
+        if records.is_empty() {
+            return Err(Error::Data(format!(
+                "{} holds no SFT records",
+                source.display()
+            )));
+        }
         let n = records.len();
         let mut sampler = SftSampler {
             tokens: Vec::with_capacity(n * seq_len),

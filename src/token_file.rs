@@ -158,6 +158,16 @@ impl TokenFile {
 
     /// Tokens `start..start + len`, each checked against the vocabulary size `vocab`.
     pub fn window(&self, start: usize, len: usize, vocab: usize) -> Result<Vec<u32>> {
+        if start + len > self.len() {
+            return Err(Error::BadFile {
+                path: self.path.clone(),
+                message: format!(
+                    "tokens {start}..{} asked for, but the file holds {}",
+                    start + len,
+                    self.len()
+                ),
+            });
+        }
         let w = self.dtype.bytes();
         let bytes = &self.map[w * start..w * (start + len)];
         let out: Vec<u32> = match self.dtype {

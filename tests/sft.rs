@@ -216,3 +216,15 @@ fn jsonl_and_json_arrays_read_the_same_records() {
     assert_eq!(load_records(&jsonl).unwrap(), expected);
     assert_eq!(load_records(&json).unwrap(), expected);
 }
+
+#[test]
+fn a_sampler_needs_at_least_one_record() {
+    let e = SftSampler::new(&[], &Tokenizer::builtin(), 16, Path::new("none.json"))
+        .err()
+        .expect("nothing to sample")
+        .to_string();
+    assert!(
+        e.contains("none.json") && e.contains("no SFT records"),
+        "{e}"
+    );
+}

@@ -66,6 +66,8 @@ fn a_bare_bin_is_u16_and_out_of_range_ids_name_the_file_offset_and_id() {
     let f = TokenFile::open(&path).unwrap();
     assert_eq!(f.len(), 4);
     assert!(f.meta().is_none());
+    let e = f.window(2, 3, 1000).expect_err("past the end").to_string();
+    assert!(e.contains("tokens 2..5") && e.contains("holds 4"), "{e}");
     assert_eq!(f.window(0, 3, 1000).unwrap(), vec![3, 258, 1]);
     let e = f.window(1, 3, 500).unwrap_err().to_string();
     assert!(
