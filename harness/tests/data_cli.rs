@@ -116,6 +116,41 @@ fn pretrain_writes_a_model_directory_that_finetune_extends_with_text_bin_and_sft
     assert_eq!(run["train"]["trainable"], "full");
     assert_eq!(run["train"]["schedule"], "cosine");
 
+    let again = dir.path().join("again");
+    ok(&[
+        "pretrain",
+        "--tokenizer",
+        s(&base),
+        "--data",
+        s(&text),
+        "--context",
+        "64",
+        "--steps",
+        "1",
+        "--hidden-size",
+        "64",
+        "--layers",
+        "1",
+        "--output",
+        s(&again),
+    ]);
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        assert_eq!(
+            std::fs::read(again.join(f)).unwrap(),
+            std::fs::read(base.join(f)).unwrap(),
+            "{f} is copied from --tokenizer"
+        );
+    }
+    let cfg = load_model(&again).unwrap().0;
+    assert_eq!(
+        (
+            cfg.num_attention_heads,
+            cfg.intermediate_size,
+            cfg.vocab_size
+        ),
+        (1, 192, 258)
+    );
+
     let bin = dir.path().join("text.bin");
     ok(&[
         "tokenize",
