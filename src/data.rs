@@ -1,10 +1,8 @@
-//! Data: the byte-level tokenizer, text and token files, the built-in synthetic corpus with
-//! long-range structure, and random training windows.
+//! Data: the byte-level tokenizer, text files, the built-in synthetic corpus with long-range
+//! structure, and the batches training reads (random windows of a token stream).
 
 use std::fs;
 use std::path::{Path, PathBuf};
-
-use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -67,62 +65,6 @@ pub fn load_text_tokens(path: &Path) -> Result<Vec<u32>> {
         docs.push(fs::read(&f).map_err(|e| Error::io(&f, e))?);
     }
     Ok(join_documents(docs.iter().map(|d| d.as_slice())))
-}
-
-/// Token ids stored as little-endian u16 (LongLoRA's evaluation format), memory-mapped.
-pub struct U16TokenFile {
-    path: PathBuf,
-    map: Mmap,
-}
-
-impl U16TokenFile {
-    /// Maps the file; its length must be a whole number of u16 values.
-    pub fn open(path: &Path) -> Result<Self> {
-        let file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: the map is read-only and we never assume the file is unchanged beyond reading
-        // bytes (a concurrent writer could only change token values, not memory safety of u8 reads).
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        if map.len() % 2 != 0 {
-            return Err(Error::BadFile {
-                path: path.into(),
-                message: format!("{} bytes is not a whole number of u16 tokens", map.len()),
-            });
-        }
-        Ok(U16TokenFile {
-            path: path.into(),
-            map,
-        })
-    }
-
-    /// Number of tokens.
-    pub fn len(&self) -> usize {
-        self.map.len() / 2
-    }
-
-    /// Whether the file holds no tokens.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Tokens `start..start + len`, checked against the vocabulary size.
-    pub fn window(&self, start: usize, len: usize, vocab: usize) -> Result<Vec<u32>> {
-        let bytes = &self.map[2 * start..2 * (start + len)];
-        let out: Vec<u32> = bytes
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
-            .collect();
-        if let Some(i) = out.iter().position(|&t| t as usize >= vocab) {
-            return Err(Error::BadFile {
-                path: self.path.clone(),
-                message: format!(
-                    "token {} at index {} is outside the vocabulary of {vocab}",
-                    out[i],
-                    start + i
-                ),
-            });
-        }
-        Ok(out)
-    }
 }
 
 const ADJECTIVES: &[&str] = &[
@@ -192,6 +134,14 @@ pub fn synthetic_corpus(seed: u64, n_docs: usize, doc_len: usize) -> Vec<u32> {
     join_documents(docs.iter().map(|d| d.as_slice()))
 }
 
+/// Where a trainer's batches come from: windows of a token stream, or padded SFT records.
+pub trait BatchSource {
+    /// Tokens per sequence (the context).
+    fn seq_len(&self) -> usize;
+    /// `batch` sequences, drawn with `rng`.
+    fn sample(&self, batch: usize, rng: &mut Rng) -> Batch;
+}
+
 /// Random training windows of `seq_len + 1` tokens from one token stream.
 #[derive(Clone, Debug)]
 pub struct WindowSampler {
@@ -220,14 +170,15 @@ impl WindowSampler {
         }
         Ok(WindowSampler { tokens, seq_len })
     }
+}
 
-    /// Tokens per window input (the context).
-    pub fn seq_len(&self) -> usize {
+impl BatchSource for WindowSampler {
+    fn seq_len(&self) -> usize {
         self.seq_len
     }
 
     /// `batch` windows at uniformly random offsets.
-    pub fn sample(&self, batch: usize, rng: &mut Rng) -> Batch {
+    fn sample(&self, batch: usize, rng: &mut Rng) -> Batch {
         let n = self.seq_len;
         let mut out = Batch {
             tokens: Vec::with_capacity(batch * n),

@@ -15,6 +15,9 @@ pub mod ops;
 pub mod optim;
 pub mod passkey;
 pub mod rng;
+pub mod sft;
+pub mod token_file;
+pub mod tokenizer;
 pub mod train;
 pub mod train_memory;
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::data::WindowSampler;
+use crate::data::BatchSource;
 use crate::error::{Error, Result};
 use crate::model::trainable::trained_pairs;
 use crate::model::{Llama, LlamaWeights, TrainableSet};
@@ -120,7 +120,11 @@ impl Trainer {
 
     /// One optimizer step over `grad_accum` micro-batches. A non-finite loss stops the run with
     /// an error naming the step, before the weights are touched.
-    pub fn step(&mut self, model: &mut Llama<f32>, sampler: &WindowSampler) -> Result<StepReport> {
+    pub fn step(
+        &mut self,
+        model: &mut Llama<f32>,
+        sampler: &dyn BatchSource,
+    ) -> Result<StepReport> {
         let started = *self.started.get_or_insert_with(Instant::now);
         let c = &self.config;
         if sampler.seq_len() != c.seq_len {
@@ -179,7 +183,7 @@ impl Trainer {
 /// Runs `config.steps` steps, calling `on_step` after each.
 pub fn train(
     model: &mut Llama<f32>,
-    sampler: &WindowSampler,
+    sampler: &dyn BatchSource,
     config: TrainConfig,
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<Vec<StepReport>> {

@@ -215,32 +215,3 @@ fn data_shorter_than_one_window_is_an_error() {
     let err = WindowSampler::new(vec![1, 2, 3], 8).unwrap_err();
     assert!(err.to_string().contains("3 tokens"), "{err}");
 }
-
-#[test]
-fn u16_token_files_read_little_endian_and_reject_bad_input() {
-    use longlora::data::U16TokenFile;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.bin");
-    let ids: [u16; 4] = [3, 258, 1, 700];
-    std::fs::write(
-        &path,
-        ids.iter()
-            .flat_map(|t| t.to_le_bytes())
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let f = U16TokenFile::open(&path).unwrap();
-    assert_eq!(f.len(), 4);
-    assert_eq!(f.window(0, 3, 1000).unwrap(), vec![3, 258, 1]);
-    let e = f.window(1, 3, 500).unwrap_err().to_string();
-    assert!(
-        e.contains("700") && e.contains("index 3") && e.contains("tokens.bin"),
-        "{e}"
-    );
-    std::fs::write(&path, [1u8, 0, 2]).unwrap();
-    let e = U16TokenFile::open(&path)
-        .err()
-        .expect("odd length must fail")
-        .to_string();
-    assert!(e.contains("tokens.bin") && e.contains("3 bytes"), "{e}");
-}

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use longlora::checkpoint::load_model;
-use longlora::data::{load_text_tokens, U16TokenFile, BYTE_VOCAB};
+use longlora::data::{load_text_tokens, BYTE_VOCAB};
 use longlora::eval::perplexity;
 use longlora::model::{Llama, LlamaWeights};
 use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::rng::Rng;
+use longlora::token_file::TokenFile;
 use longlora::{Error, Result};
 
 use crate::builtin;
@@ -20,7 +21,8 @@ pub struct EvalArgs {
     /// is honoured). Default: the built-in tiny architecture with random weights (a smoke test).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Token ids as little-endian u16 (LongLoRA's eval format), memory-mapped.
+    /// Token ids as little-endian u16 (LongLoRA's eval format), or as the side file FILE.json
+    /// written by `harness tokenize` says (u16 or u32), memory-mapped.
     #[arg(long, conflicts_with = "data")]
     tokens: Option<PathBuf>,
     /// Text: a .txt file or a directory of .txt files, byte-level tokens (byte-vocabulary models only).
@@ -71,7 +73,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mask = AttnMask::from_ratio(args.attn, args.group_ratio, context)?;
     let vocab = model.config.vocab_size;
     let (file, text) = match (&args.tokens, &args.data) {
-        (Some(p), _) => (Some(U16TokenFile::open(p)?), Vec::new()),
+        (Some(p), _) => (Some(TokenFile::open(p)?), Vec::new()),
         (None, Some(p)) if vocab == BYTE_VOCAB => (None, load_text_tokens(p)?),
         (None, Some(_)) => {
             return Err(Error::option(

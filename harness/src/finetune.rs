@@ -7,19 +7,20 @@ use std::time::Instant;
 
 use clap::Args;
 use longlora::checkpoint::{load_config, load_model, save_model};
-use longlora::data::{load_text_tokens, WindowSampler, BYTE_VOCAB};
 use longlora::eval::perplexity;
 use longlora::lora::{merge_lora, save_adapter, save_trainable_params};
 use longlora::model::{Llama, LlamaConfig, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
+use longlora::tokenizer::Tokenizer;
 use longlora::train::{StepReport, TrainConfig, Trainer};
 use longlora::{Error, Result};
 use serde_json::json;
 
 use crate::builtin;
 use crate::progress::{bar, peak_memory_mib};
+use crate::training_data::{load_tokens, load_train_data, TrainData};
 
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
@@ -27,8 +28,10 @@ pub struct FinetuneArgs {
     /// the built-in tiny byte-level model first (see --pretrain-steps).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Training text: a .txt file or a directory of .txt files, byte-level tokens (needs a model with
-    /// the byte vocabulary of 258). Default: the built-in synthetic long-range corpus.
+    /// Training data: text (a .txt file or a directory of .txt files, tokenized with the model's
+    /// tokenizer.json, or byte level for a byte-vocabulary model), a .bin token file from `harness
+    /// tokenize`, or SFT records (.json array or .jsonl of {instruction, input?, output}, one padded
+    /// sequence each, only the answer scored). Default: the built-in synthetic long-range corpus.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Target context length in tokens. Default: 4x the base model's max_position_embeddings.
@@ -83,8 +86,8 @@ pub struct FinetuneArgs {
     /// Steps of pre-training for the built-in model (ignored with --model).
     #[arg(long, default_value_t = 200)]
     pretrain_steps: usize,
-    /// Held-out text for the before/after loss (default: built-in held-out documents when the
-    /// built-in corpus is used, otherwise none).
+    /// Held-out text or .bin token file for the before/after loss (default: built-in held-out
+    /// documents when the built-in corpus is used, otherwise none).
     #[arg(long)]
     eval_data: Option<PathBuf>,
     /// Number of held-out windows at the target context for the before/after loss.
@@ -98,7 +101,8 @@ pub struct FinetuneArgs {
     overwrite: bool,
 }
 
-fn utc_stamp() -> String {
+/// UTC date-time for default run directory names.
+pub fn utc_stamp() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -181,30 +185,28 @@ fn plan(args: &FinetuneArgs, base: &LlamaConfig) -> Result<Plan> {
 
 struct Base {
     model: Llama<f32>,
-    train_tokens: Vec<u32>,
+    tokenizer: Tokenizer,
+    train: TrainData,
     heldout: Option<Vec<u32>>,
     source: String,
 }
 
-fn text_tokens(p: &Path, vocab: usize) -> Result<Vec<u32>> {
-    if vocab != BYTE_VOCAB {
-        return Err(Error::option(
-            "data",
-            format!("text is tokenized byte-level, but the model's vocabulary has {vocab} tokens, not {BYTE_VOCAB}"),
-        ));
-    }
-    load_text_tokens(p)
-}
-
 /// Loads the data, then the base model (pre-training the built-in one, the slow part, last).
 fn load_base(args: &FinetuneArgs, vocab: usize) -> Result<Base> {
-    let (train_tokens, heldout) = match (&args.data, &args.model) {
+    let tokenizer = match &args.model {
+        Some(dir) => Tokenizer::from_model_dir(dir)?,
+        None => Tokenizer::builtin(),
+    };
+    let (train, heldout) = match (&args.data, &args.model) {
         (Some(p), _) => (
-            text_tokens(p, vocab)?,
-            args.eval_data.as_deref().map(|p| text_tokens(p, vocab)).transpose()?,
+            load_train_data(p, &tokenizer, vocab)?,
+            args.eval_data
+                .as_deref()
+                .map(|p| load_tokens(p, &tokenizer, vocab))
+                .transpose()?,
         ),
         (None, None) => (
-            builtin::train_corpus(args.seed),
+            TrainData::Tokens(builtin::train_corpus(args.seed)),
             Some(builtin::heldout_corpus(args.seed)),
         ),
         (None, Some(_)) => {
@@ -228,13 +230,15 @@ fn load_base(args: &FinetuneArgs, vocab: usize) -> Result<Base> {
     };
     Ok(Base {
         model,
-        train_tokens,
+        tokenizer,
+        train,
         heldout,
         source,
     })
 }
 
-fn report(pb: &indicatif::ProgressBar, r: &StepReport) {
+/// Shows a step's loss, learning rate, gradient norm and throughput on the bar.
+pub fn report(pb: &indicatif::ProgressBar, r: &StepReport) {
     pb.set_position(r.step as u64);
     pb.set_message(format!(
         "loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
@@ -261,12 +265,14 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     prepare_output(&out, args.overwrite)?;
     let Base {
         mut model,
-        train_tokens,
+        tokenizer,
+        train,
         heldout,
         source,
     } = load_base(&args, base_config.vocab_size)?;
     if args.model.is_none() {
         save_model(&out.join("base-model"), &model.config, &model.weights)?;
+        tokenizer.save(&out.join("base-model"))?;
     }
     let base_loss = match &heldout {
         Some(t) => Some(heldout_loss(
@@ -306,7 +312,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         trainable: args.trainable,
         seed: args.seed,
     };
-    let sampler = WindowSampler::new(train_tokens, context)?;
+    let sampler = train.sampler(&tokenizer, context)?;
     let mut trainer = Trainer::new(&model, config.clone())?;
     eprintln!(
         "extending {source} from context {original} to {context}: rope factor {factor}, attention {}, \
@@ -325,7 +331,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let pb = bar(args.steps, "finetune");
     let mut reports = Vec::with_capacity(args.steps);
     for _ in 0..args.steps {
-        let r = trainer.step(&mut model, &sampler)?;
+        let r = trainer.step(&mut model, sampler.as_ref())?;
         report(&pb, &r);
         writeln!(
             metrics,
@@ -352,10 +358,12 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let mut merged_cfg = model.config.clone();
     merged_cfg.max_position_embeddings = context;
     save_model(&out.join("model"), &merged_cfg, &merged)?;
+    tokenizer.save(&out.join("model"))?;
 
     let last = reports.last().expect("at least one step");
     let summary = json!({
         "base_model": source,
+        "tokenizer": tokenizer.source(),
         "context": context,
         "original_context": original,
         "rope_factor": factor,

@@ -6,7 +6,10 @@ mod builtin;
 mod eval_cmd;
 mod finetune;
 mod passkey_cmd;
+mod pretrain;
 mod progress;
+mod tokenize;
+mod training_data;
 
 use std::process::ExitCode;
 
@@ -29,6 +32,12 @@ enum Command {
     /// Passkey retrieval (LongLoRA's test from Landmark Attention): a key hidden in filler text at
     /// several prompt lengths; prints the accuracy per length as one JSON object.
     Passkey(passkey_cmd::PasskeyArgs),
+    /// Train a Llama from scratch (all parameters) and write a Hugging Face model directory with
+    /// its tokenizer: the base models to extend.
+    Pretrain(pretrain::PretrainArgs),
+    /// Tokenize text documents into a token file (u16 or u32 little-endian, documents joined by
+    /// EOS) with a JSON side file.
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +47,8 @@ fn main() -> ExitCode {
         Command::Finetune(args) => finetune::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Passkey(args) => passkey_cmd::run(args),
+        Command::Pretrain(args) => pretrain::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

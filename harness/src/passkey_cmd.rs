@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 use longlora::checkpoint::load_model;
-use longlora::data::{byte_tokens, BYTE_VOCAB};
 use longlora::model::Llama;
 use longlora::ops::attention::AttnMask;
 use longlora::passkey::{run_passkey, PasskeyPlan};
-use longlora::{Error, Result};
+use longlora::tokenizer::Tokenizer;
+use longlora::Result;
 use serde_json::json;
 
 use crate::progress::bar;
@@ -36,6 +36,10 @@ pub struct PasskeyArgs {
     /// Override the linear RoPE interpolation factor from config.json.
     #[arg(long)]
     rope_scale: Option<f64>,
+    /// Do not start prompts with the tokenizer's BOS token (Llama tokenizers add it; models trained
+    /// on EOS-joined documents without BOS may do better without it).
+    #[arg(long)]
+    no_bos: bool,
 }
 
 /// Runs the trials and prints one JSON object on stdout.
@@ -47,13 +51,13 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
         model.config.validate()?;
     }
     let vocab = model.config.vocab_size;
-    if vocab != BYTE_VOCAB {
-        return Err(Error::option(
-            "model",
-            format!("passkey prompts are tokenized byte-level, but the model's vocabulary has {vocab} tokens, not {BYTE_VOCAB}"),
-        ));
-    }
-    let encode = |text: &str| Ok(byte_tokens(text.as_bytes()));
+    let tokenizer = Tokenizer::from_model_dir(&args.model)?;
+    let bos = tokenizer.bos_id().filter(|_| !args.no_bos);
+    let encode = |text: &str| {
+        let mut tokens: Vec<u32> = bos.into_iter().collect();
+        tokens.extend(tokenizer.encode(text)?);
+        Ok(tokens)
+    };
     let plan = PasskeyPlan {
         lengths: if args.lengths.is_empty() {
             vec![model.config.max_position_embeddings]
@@ -79,6 +83,8 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
     pb.finish_and_clear();
     let report = json!({
         "model": args.model.display().to_string(),
+        "tokenizer": tokenizer.source(),
+        "bos": bos,
         "rope_scaling_factor": model.config.rope_scaling_factor,
         "trials": args.trials,
         "seed": args.seed,

@@ -1,0 +1,247 @@
+//! `harness pretrain`: a Llama trained from scratch (all parameters, dense attention), written as a
+//! Hugging Face model directory: the base models that LongLoRA then extends.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use longlora::checkpoint::save_model;
+use longlora::data::{BatchSource, WindowSampler};
+use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
+use longlora::ops::attention::AttnMode;
+use longlora::optim::{AdamWConfig, Schedule};
+use longlora::rng::Rng;
+use longlora::tokenizer::Tokenizer;
+use longlora::train::{StepReport, TrainConfig, Trainer};
+use longlora::{Error, Result};
+use serde_json::json;
+
+use crate::finetune::{prepare_output, report, utc_stamp};
+use crate::progress::{bar, peak_memory_mib};
+use crate::training_data::{load_tokens, TokenizerSource};
+
+/// Width of every attention head: the GPU attention kernels are built for 64.
+const HEAD_DIM: usize = 64;
+
+/// Named model sizes (with the byte vocabulary: tiny ~1.1 M, small ~10.8 M parameters).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Preset {
+    /// hidden 128, 5 layers, 2 heads.
+    Tiny,
+    /// hidden 384, 6 layers, 6 heads.
+    Small,
+}
+
+impl Preset {
+    /// Hidden size and number of layers.
+    fn dims(self) -> (usize, usize) {
+        match self {
+            Preset::Tiny => (128, 5),
+            Preset::Small => (384, 6),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    /// Training data: a .txt file or a directory of .txt files (tokenized with --tokenizer, each
+    /// file one document followed by EOS), or a .bin token file from `harness tokenize`.
+    #[arg(long)]
+    data: PathBuf,
+    /// Model size. The dimension options below override single fields of it.
+    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    preset: Preset,
+    /// Hidden size (d_model). Default: the preset's.
+    #[arg(long)]
+    hidden_size: Option<usize>,
+    /// Decoder layers. Default: the preset's.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Attention heads. Default: hidden size / 64, so heads are 64 wide as the GPU kernels need.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Key/value heads (grouped-query attention when fewer than --heads). Default: --heads.
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// SwiGLU MLP width. Default: 8/3 of the hidden size rounded up to a multiple of 32 (Llama's).
+    #[arg(long)]
+    intermediate_size: Option<usize>,
+    /// Training context in tokens; config.json's max_position_embeddings.
+    #[arg(long, default_value_t = 256)]
+    context: usize,
+    /// Tokenizer: a directory with tokenizer.json (copied into the output) or `builtin` (byte
+    /// level, 258 tokens). It sets the vocabulary size.
+    #[arg(long, default_value = "builtin")]
+    tokenizer: TokenizerSource,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 1000)]
+    steps: usize,
+    /// Sequences per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Linear warmup steps. Default: a tenth of --steps.
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    /// Learning-rate schedule after warmup: cosine (to zero at the last step) or constant.
+    #[arg(long, default_value = "cosine")]
+    schedule: Schedule,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f64,
+    /// Clip gradients to this global L2 norm.
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Random seed: initial weights and data order.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output model directory. Default: runs/pretrain-<UTC date-time>.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Allow writing into a non-empty output directory.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+/// The architecture the options describe, for a vocabulary from `tokenizer`.
+fn model_config(args: &PretrainArgs, tokenizer: &Tokenizer) -> Result<LlamaConfig> {
+    let (preset_hidden, preset_layers) = args.preset.dims();
+    let hidden = args.hidden_size.unwrap_or(preset_hidden);
+    let heads = args.heads.unwrap_or((hidden / HEAD_DIM).max(1));
+    let cfg = LlamaConfig {
+        vocab_size: tokenizer.vocab_size(),
+        hidden_size: hidden,
+        intermediate_size: args
+            .intermediate_size
+            .unwrap_or((8 * hidden).div_ceil(3).next_multiple_of(32)),
+        num_hidden_layers: args.layers.unwrap_or(preset_layers),
+        num_attention_heads: heads,
+        num_key_value_heads: args.kv_heads.unwrap_or(heads),
+        rope_theta: 10000.0,
+        rms_norm_eps: 1e-5,
+        max_position_embeddings: args.context,
+        rope_scaling_factor: 1.0,
+        bos_token_id: tokenizer.bos_id(),
+        eos_token_id: Some(tokenizer.eos_id()),
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Runs `steps` optimizer steps, one metrics.jsonl line each.
+fn train_steps(
+    trainer: &mut Trainer,
+    model: &mut Llama<f32>,
+    sampler: &dyn BatchSource,
+    metrics_path: &Path,
+) -> Result<Vec<StepReport>> {
+    let steps = trainer.config.steps;
+    let mut metrics = File::create(metrics_path).map_err(|e| Error::io(metrics_path, e))?;
+    let pb = bar(steps, "pretrain");
+    let mut reports = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let r = trainer.step(model, sampler)?;
+        report(&pb, &r);
+        let line = serde_json::to_string(&r).expect("a plain struct serialises");
+        writeln!(metrics, "{line}").map_err(|e| Error::io(metrics_path, e))?;
+        reports.push(r);
+    }
+    pb.finish();
+    Ok(reports)
+}
+
+/// Trains and writes config.json, model.safetensors, the tokenizer, metrics.jsonl and run.json.
+pub fn run(args: PretrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/pretrain-{}", utc_stamp())));
+    let tokenizer = args.tokenizer.load()?;
+    let cfg = model_config(&args, &tokenizer)?;
+    let weights = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(args.seed, 1));
+    let mut model = Llama::new(cfg.clone(), weights)?;
+    let config = TrainConfig {
+        steps: args.steps,
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
+        seq_len: args.context,
+        lr: args.lr,
+        warmup_steps: args.warmup_steps.unwrap_or(args.steps / 10),
+        schedule: args.schedule,
+        adamw: AdamWConfig {
+            weight_decay: args.weight_decay,
+            ..AdamWConfig::default()
+        },
+        max_grad_norm: args.max_grad_norm,
+        attn: AttnMode::Dense,
+        group_ratio: 1.0,
+        trainable: TrainableSet::Full,
+        seed: args.seed,
+    };
+    let mut trainer = Trainer::new(&model, config.clone())?;
+    let tokens = load_tokens(&args.data, &tokenizer, cfg.vocab_size)?;
+    let data_tokens = tokens.len();
+    let sampler = WindowSampler::new(tokens, args.context)?;
+    prepare_output(&out, args.overwrite)?;
+    eprintln!(
+        "pre-training a {} M-parameter Llama (d {}, {} layers, {} heads, vocabulary {}) at context \
+         {} on {} tokens of {}",
+        (cfg.num_params() as f64 / 1e6 * 100.0).round() / 100.0,
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.vocab_size,
+        args.context,
+        data_tokens,
+        args.data.display()
+    );
+    let reports = train_steps(
+        &mut trainer,
+        &mut model,
+        &sampler,
+        &out.join("metrics.jsonl"),
+    )?;
+
+    save_model(&out, &model.config, &model.weights)?;
+    tokenizer.save(&out)?;
+    let (first, last) = (&reports[0], reports.last().expect("at least one step"));
+    let summary = json!({
+        "command": "pretrain",
+        "preset": format!("{:?}", args.preset).to_lowercase(),
+        "parameters": cfg.num_params(),
+        "model": longlora::checkpoint::config_to_json(&cfg),
+        "train": config,
+        "data": args.data.display().to_string(),
+        "data_tokens": data_tokens,
+        "tokenizer": tokenizer.source(),
+        "first_step_loss": first.loss,
+        "last_step_loss": last.loss,
+        "tokens_per_s": last.tokens_per_s,
+        "total_time_s": started.elapsed().as_secs_f64(),
+        "peak_memory_mib": peak_memory_mib(),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let run_json = out.join("run.json");
+    let text = serde_json::to_string_pretty(&summary).expect("a JSON value serialises");
+    fs::write(&run_json, text).map_err(|e| Error::io(&run_json, e))?;
+    println!(
+        "pre-training finished in {:.1} s: loss {:.4} first step -> {:.4} last step, {:.0} tokens/s",
+        started.elapsed().as_secs_f64(),
+        first.loss,
+        last.loss,
+        last.tokens_per_s
+    );
+    println!(
+        "  wrote {}: config.json, model.safetensors, tokenizer.json, metrics.jsonl, run.json",
+        out.display()
+    );
+    Ok(())
+}
