@@ -1,12 +1,15 @@
 //! `harness finetune`: LongLoRA context extension of a base model.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use longlora::checkpoint::{load_config, load_model, save_model};
+use longlora::adapter::TRAINABLE_PARAMS_FILE;
+use longlora::checkpoint::{
+    find_checkpoint, load_config, load_model, load_run_checkpoint, save_model, RunCheckpoint,
+    RunOptions,
+};
 use longlora::data::{load_text_tokens, WindowSampler, BYTE_VOCAB};
 use longlora::eval::perplexity;
 use longlora::lora::{merge_lora, save_adapter, save_trainable_params};
@@ -14,12 +17,13 @@ use longlora::model::{Llama, LlamaConfig, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
-use longlora::train::{StepReport, TrainConfig, Trainer};
+use longlora::train::{TrainConfig, Trainer};
 use longlora::{Error, Result};
 use serde_json::json;
 
 use crate::builtin;
 use crate::progress::{bar, peak_memory_mib};
+use crate::training_loop::{run_steps, show_step, Checkpointing};
 
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
@@ -96,6 +100,15 @@ pub struct FinetuneArgs {
     /// Allow writing into a non-empty output directory.
     #[arg(long)]
     overwrite: bool,
+    /// Save a checkpoint every K steps (trained weights, optimizer state, step, RNG state) into
+    /// OUTPUT/checkpoint-NNNNNN, keeping only the newest. Ctrl-C saves one whether or not this is set.
+    #[arg(long)]
+    save_every: Option<usize>,
+    /// Continue an interrupted run from its output directory (its newest checkpoint) or from one
+    /// checkpoint directory. Give the options the run was started with; it writes into its own
+    /// output directory and continues metrics.jsonl.
+    #[arg(long, conflicts_with_all = ["output", "overwrite"])]
+    resume: Option<PathBuf>,
 }
 
 fn utc_stamp() -> String {
@@ -196,8 +209,9 @@ fn text_tokens(p: &Path, vocab: usize) -> Result<Vec<u32>> {
     load_text_tokens(p)
 }
 
-/// Loads the data, then the base model (pre-training the built-in one, the slow part, last).
-fn load_base(args: &FinetuneArgs, vocab: usize) -> Result<Base> {
+/// Loads the data, then the base model (pre-training the built-in one, the slow part, last, unless
+/// a resumed run saved it in `saved_builtin`).
+fn load_base(args: &FinetuneArgs, vocab: usize, saved_builtin: Option<&Path>) -> Result<Base> {
     let (train_tokens, heldout) = match (&args.data, &args.model) {
         (Some(p), _) => (
             text_tokens(p, vocab)?,
@@ -219,9 +233,17 @@ fn load_base(args: &FinetuneArgs, vocab: usize) -> Result<Base> {
             let (cfg, weights) = load_model(dir)?;
             (Llama::new(cfg, weights)?, dir.display().to_string())
         }
+        None if saved_builtin.is_some() => {
+            let dir = saved_builtin.expect("checked");
+            let (cfg, weights) = load_model(dir)?;
+            (
+                Llama::new(cfg, weights)?,
+                "built-in (pre-trained in this run)".to_string(),
+            )
+        }
         None => {
             let pb = bar(args.pretrain_steps, "pretrain");
-            let model = builtin::pretrain(args.seed, args.pretrain_steps, |r| report(&pb, r))?;
+            let model = builtin::pretrain(args.seed, args.pretrain_steps, |r| show_step(&pb, r))?;
             pb.finish();
             (model, "built-in (pre-trained in this run)".to_string())
         }
@@ -234,48 +256,107 @@ fn load_base(args: &FinetuneArgs, vocab: usize) -> Result<Base> {
     })
 }
 
-fn report(pb: &indicatif::ProgressBar, r: &StepReport) {
-    pb.set_position(r.step as u64);
-    pb.set_message(format!(
-        "loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
-        r.loss, r.lr, r.grad_norm, r.tokens_per_s
-    ));
+/// The options that define the run: a resume must repeat them.
+fn run_options(
+    args: &FinetuneArgs,
+    plan: &Plan,
+    config: &TrainConfig,
+    data_tokens: usize,
+) -> RunOptions {
+    vec![
+        ("model", json!(args.model)),
+        ("data", json!({"path": args.data, "tokens": data_tokens})),
+        (
+            "pretrain-steps",
+            json!(args.model.is_none().then_some(args.pretrain_steps)),
+        ),
+        ("context", json!(plan.context)),
+        ("rope-factor", json!(plan.factor)),
+        ("attn", json!(config.attn.to_string())),
+        ("group-ratio", json!(config.group_ratio)),
+        ("trainable", json!(config.trainable.to_string())),
+        ("lora-rank", json!(args.lora_rank)),
+        ("lora-alpha", json!(args.lora_alpha)),
+        ("steps", json!(config.steps)),
+        ("batch-size", json!(config.batch_size)),
+        ("grad-accum", json!(config.grad_accum)),
+        ("lr", json!(config.lr)),
+        ("warmup-steps", json!(config.warmup_steps)),
+        ("schedule", json!(config.schedule.to_string())),
+        ("weight-decay", json!(config.adamw.weight_decay)),
+        ("max-grad-norm", json!(config.max_grad_norm)),
+        ("seed", json!(config.seed)),
+    ]
+}
+
+/// The checkpoint `--resume` names, read.
+fn resume_checkpoint(args: &FinetuneArgs) -> Result<Option<RunCheckpoint>> {
+    if args.save_every == Some(0) {
+        return Err(Error::option("save-every", "must be at least 1"));
+    }
+    let Some(dir) = &args.resume else {
+        return Ok(None);
+    };
+    let checkpoint = load_run_checkpoint(&find_checkpoint(dir)?)?;
+    eprintln!(
+        "resuming {} at step {}",
+        checkpoint.dir.display(),
+        checkpoint.progress.step
+    );
+    Ok(Some(checkpoint))
 }
 
 /// Runs the whole fine-tune and writes its outputs.
 pub fn run(args: FinetuneArgs) -> Result<()> {
     let started = Instant::now();
-    let out = args
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/finetune-{}", utc_stamp())));
+    let resume = resume_checkpoint(&args)?;
+    let out = match &resume {
+        Some(ck) => ck
+            .dir
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        None => args
+            .output
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("runs/finetune-{}", utc_stamp()))),
+    };
     let base_config = match &args.model {
         Some(dir) => load_config(dir)?,
         None => builtin::config(),
     };
+    let plan = plan(&args, &base_config)?;
     let Plan {
         original,
         context,
         factor,
-    } = plan(&args, &base_config)?;
-    prepare_output(&out, args.overwrite)?;
+    } = plan;
+    if resume.is_none() {
+        prepare_output(&out, args.overwrite)?;
+    }
+    let saved_builtin = out.join("base-model");
     let Base {
         mut model,
         train_tokens,
         heldout,
         source,
-    } = load_base(&args, base_config.vocab_size)?;
-    if args.model.is_none() {
-        save_model(&out.join("base-model"), &model.config, &model.weights)?;
+    } = load_base(
+        &args,
+        base_config.vocab_size,
+        resume.as_ref().map(|_| saved_builtin.as_path()),
+    )?;
+    if args.model.is_none() && resume.is_none() {
+        save_model(&saved_builtin, &model.config, &model.weights)?;
     }
-    let base_loss = match &heldout {
-        Some(t) => Some(heldout_loss(
+    let saved_loss = |key: &str| resume.as_ref().and_then(|ck| ck.notes[key].as_f64());
+    let base_loss = match (&heldout, &resume) {
+        (Some(_), Some(_)) => saved_loss("heldout_loss_base_at_original_context"),
+        (Some(t), None) => Some(heldout_loss(
             &model,
             t,
             original,
             args.eval_windows * context / original,
         )?),
-        None => None,
+        (None, _) => None,
     };
     model.config.rope_scaling_factor = factor;
     if args.trainable.uses_lora() {
@@ -306,8 +387,21 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         trainable: args.trainable,
         seed: args.seed,
     };
+    let options = run_options(&args, &plan, &config, train_tokens.len());
     let sampler = WindowSampler::new(train_tokens, context)?;
-    let mut trainer = Trainer::new(&model, config.clone())?;
+    let mut trainer = match resume {
+        Some(ref ck) => {
+            ck.check_options(&options)?;
+            ck.restore_weights(&mut model.weights)?;
+            Trainer::resume(
+                &model,
+                config.clone(),
+                ck.progress.clone(),
+                ck.optimizer.clone(),
+            )?
+        }
+        None => Trainer::new(&model, config.clone())?,
+    };
     eprintln!(
         "extending {source} from context {original} to {context}: rope factor {factor}, attention {}, \
          group ratio {}, trainable {} ({} parameters)",
@@ -317,25 +411,29 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         trainer.trained_params()
     );
 
-    let loss_before = match &heldout {
-        Some(t) => Some(heldout_loss(&model, t, context, args.eval_windows)?),
-        None => None,
+    let loss_before = match (&heldout, &resume) {
+        (Some(_), Some(_)) => saved_loss("heldout_loss_before"),
+        (Some(t), None) => Some(heldout_loss(&model, t, context, args.eval_windows)?),
+        (None, _) => None,
     };
-    let mut metrics = File::create(out.join("metrics.jsonl")).map_err(|e| Error::io(&out, e))?;
-    let pb = bar(args.steps, "finetune");
-    let mut reports = Vec::with_capacity(args.steps);
-    for _ in 0..args.steps {
-        let r = trainer.step(&mut model, &sampler)?;
-        report(&pb, &r);
-        writeln!(
-            metrics,
-            "{}",
-            serde_json::to_string(&r).expect("serialisable")
-        )
-        .map_err(|e| Error::io(out.join("metrics.jsonl"), e))?;
-        reports.push(r);
-    }
-    pb.finish();
+    let notes = json!({
+        "heldout_loss_base_at_original_context": base_loss,
+        "heldout_loss_before": loss_before,
+    });
+    let checkpointing = Checkpointing {
+        run_dir: &out,
+        save_every: args.save_every,
+        resumed_from: resume.map(|ck| ck.dir),
+        options: &options,
+        notes: &notes,
+    };
+    let reports = run_steps(
+        &mut trainer,
+        &mut model,
+        &sampler,
+        &checkpointing,
+        "finetune",
+    )?;
     let loss_after = match &heldout {
         Some(t) => Some(heldout_loss(&model, t, context, args.eval_windows)?),
         None => None,
@@ -343,7 +441,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
 
     save_adapter(&out, &model.weights, &source)?;
     save_trainable_params(
-        &out.join("trainable_params.safetensors"),
+        &out.join(TRAINABLE_PARAMS_FILE),
         &model.weights,
         args.trainable,
     )?;
@@ -369,6 +467,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         "finetune_tokens_per_s": last.tokens_per_s,
         "total_time_s": started.elapsed().as_secs_f64(),
         "peak_memory_mib": peak_memory_mib(),
+        "resumed_from": checkpointing.resumed_from,
         "version": env!("CARGO_PKG_VERSION"),
     });
     let run_json = serde_json::to_string_pretty(&summary).expect("serialisable");

@@ -6,6 +6,7 @@ mod builtin;
 mod eval_cmd;
 mod finetune;
 mod progress;
+mod training_loop;
 
 use std::process::ExitCode;
 
