@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use longlora::adapter::load_with_adapter;
 use longlora::checkpoint::load_model;
 use longlora::data::{load_text_tokens, U16TokenFile, BYTE_VOCAB};
 use longlora::eval::perplexity;
@@ -20,6 +21,10 @@ pub struct EvalArgs {
     /// is honoured). Default: the built-in tiny architecture with random weights (a smoke test).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// A fine-tune's output directory to evaluate on top of --model without merging: its LoRA
+    /// adapter, trained embeddings and norms, and the RoPE factor recorded in its run.json.
+    #[arg(long, requires = "model")]
+    adapter: Option<PathBuf>,
     /// Token ids as little-endian u16 (LongLoRA's eval format), memory-mapped.
     #[arg(long, conflicts_with = "data")]
     tokens: Option<PathBuf>,
@@ -39,7 +44,8 @@ pub struct EvalArgs {
     /// S²-Attn group size as a fraction of the context (with --attn s2 or s2-roll).
     #[arg(long, default_value_t = 0.25)]
     group_ratio: f64,
-    /// Override the linear RoPE interpolation factor from config.json.
+    /// Override the linear RoPE interpolation factor from config.json (and from the run of
+    /// --adapter).
     #[arg(long)]
     rope_scale: Option<f64>,
     /// Evaluate only the first N windows.
@@ -52,12 +58,13 @@ pub struct EvalArgs {
 
 /// Loads the model, evaluates, and prints one JSON object on stdout.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let mut model = match &args.model {
-        Some(dir) => {
+    let mut model = match (&args.model, &args.adapter) {
+        (Some(dir), Some(adapter)) => load_with_adapter(dir, adapter)?.0,
+        (Some(dir), None) => {
             let (cfg, w) = load_model(dir)?;
             Llama::new(cfg, w)?
         }
-        None => {
+        (None, _) => {
             let cfg = builtin::config();
             let w = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(args.seed, 1));
             Llama::new(cfg, w)?

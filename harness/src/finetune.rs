@@ -134,14 +134,14 @@ fn utc_stamp() -> String {
     )
 }
 
-/// Creates the output directory, refusing to mix with a previous run's files.
-pub fn prepare_output(dir: &Path, overwrite: bool) -> Result<()> {
+/// Creates the output directory given by `option`, refusing to mix with a previous run's files.
+pub fn prepare_output(dir: &Path, overwrite: bool, option: &'static str) -> Result<()> {
     let non_empty = fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
     if non_empty && !overwrite {
         return Err(Error::option(
-            "output",
+            option,
             format!(
-                "{} exists and is not empty; choose another --output or pass --overwrite",
+                "{} exists and is not empty; choose another --{option} or pass --overwrite",
                 dir.display()
             ),
         ));
@@ -331,7 +331,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         factor,
     } = plan;
     if resume.is_none() {
-        prepare_output(&out, args.overwrite)?;
+        prepare_output(&out, args.overwrite, "output")?;
     }
     let saved_builtin = out.join("base-model");
     let Base {

@@ -5,6 +5,7 @@
 mod builtin;
 mod eval_cmd;
 mod finetune;
+mod merge;
 mod progress;
 mod training_loop;
 
@@ -26,6 +27,9 @@ enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Perplexity over sliding windows, as LongLoRA's evaluation computes it; prints one JSON object.
     Eval(eval_cmd::EvalArgs),
+    /// Fold a fine-tune's LoRA adapter, trained embeddings and norms into the base model and write
+    /// a Hugging Face directory with the extended context in config.json.
+    Merge(merge::MergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Finetune(args) => finetune::run(args),
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Merge(args) => merge::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
