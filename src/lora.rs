@@ -62,6 +62,12 @@ pub fn save_adapter(dir: &Path, weights: &LlamaWeights<f32>, base_model: &str) -
         .map(|p| (format!("{PEFT_PREFIX}{}", p.name), p))
         .collect();
     save_tensors_renamed(&dir.join(ADAPTER_WEIGHTS), &tensors, None)?;
+    // PEFT declares `lora_alpha` an int and writes e.g. `16`; an integral alpha is written the same.
+    let alpha = if alpha.fract() == 0.0 && alpha.abs() < 1e15 {
+        json!(alpha as i64)
+    } else {
+        json!(alpha)
+    };
     let config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
