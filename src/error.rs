@@ -60,8 +60,8 @@ pub enum Error {
     },
 
     #[error(
-        "interrupted after step {step}; checkpoint saved in {}; continue with the same command \
-         plus --resume {}",
+        "interrupted after step {step}; checkpoint saved in {}; to continue, run the same command \
+         with --resume {} in place of --output",
         .checkpoint.display(),
         .run_dir.display()
     )]

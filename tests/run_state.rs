@@ -103,15 +103,9 @@ fn interrupted_and_resumed_training_matches_uninterrupted_bit_for_bit() {
     let ck = load_run_checkpoint(&find_checkpoint(dir.path()).unwrap()).unwrap();
     assert_eq!(ck.progress.step, 3);
     assert_eq!(ck.notes, notes);
-    ck.check_options(&options(1e-2)).unwrap();
-    ck.restore_weights(&mut resumed.weights).unwrap();
-    let mut trainer = Trainer::resume(
-        &resumed,
-        train_config(),
-        ck.progress.clone(),
-        ck.optimizer.clone(),
-    )
-    .unwrap();
+    let mut trainer = ck
+        .resume(&mut resumed, train_config(), &options(1e-2))
+        .unwrap();
     got.extend((3..STEPS).map(|_| trainer.step(&mut resumed, &data).unwrap()));
 
     assert_eq!(bits(&got), bits(&want), "loss curves differ");

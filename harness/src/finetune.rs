@@ -389,17 +389,10 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     };
     let options = run_options(&args, &plan, &config, train_tokens.len());
     let sampler = WindowSampler::new(train_tokens, context)?;
+    let resumed_from = resume.as_ref().map(|ck| ck.dir.clone());
+    let saved_loss_before = saved_loss("heldout_loss_before");
     let mut trainer = match resume {
-        Some(ref ck) => {
-            ck.check_options(&options)?;
-            ck.restore_weights(&mut model.weights)?;
-            Trainer::resume(
-                &model,
-                config.clone(),
-                ck.progress.clone(),
-                ck.optimizer.clone(),
-            )?
-        }
+        Some(ck) => ck.resume(&mut model, config.clone(), &options)?,
         None => Trainer::new(&model, config.clone())?,
     };
     eprintln!(
@@ -411,8 +404,8 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         trainer.trained_params()
     );
 
-    let loss_before = match (&heldout, &resume) {
-        (Some(_), Some(_)) => saved_loss("heldout_loss_before"),
+    let loss_before = match (&heldout, &resumed_from) {
+        (Some(_), Some(_)) => saved_loss_before,
         (Some(t), None) => Some(heldout_loss(&model, t, context, args.eval_windows)?),
         (None, _) => None,
     };
@@ -423,7 +416,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let checkpointing = Checkpointing {
         run_dir: &out,
         save_every: args.save_every,
-        resumed_from: resume.map(|ck| ck.dir),
+        resumed_from,
         options: &options,
         notes: &notes,
     };

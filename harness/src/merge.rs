@@ -132,3 +132,19 @@ pub fn run(args: MergeArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn shard_sizes_use_decimal_units_and_refuse_nonsense() {
+        assert_eq!(parse_size("5GB"), Ok(5_000_000_000));
+        assert_eq!(parse_size("500mb"), Ok(500_000_000));
+        assert_eq!(parse_size("1.5KB"), Ok(1_500));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["5XB", "GB", "0", "-3MB", "lots"] {
+            assert!(parse_size(bad).is_err(), "`{bad}` was accepted");
+        }
+    }
+}

@@ -16,8 +16,9 @@ use super::assign::assign_tensors;
 use super::{load_tensors, save_tensors, write_atomic};
 use crate::error::{Error, Result};
 use crate::model::weights::{LlamaWeights, Param};
+use crate::model::Llama;
 use crate::optim::{AdamW, AdamWConfig};
-use crate::train::{Trainer, TrainerProgress};
+use crate::train::{TrainConfig, Trainer, TrainerProgress};
 
 /// Directory names of checkpoints start with this, followed by the zero-padded step.
 pub const CHECKPOINT_PREFIX: &str = "checkpoint-";
@@ -225,6 +226,19 @@ pub fn load_run_checkpoint(dir: &Path) -> Result<RunCheckpoint> {
 }
 
 impl RunCheckpoint {
+    /// Continues the run: checks `options` against the checkpoint's, puts its trained tensors into
+    /// `model` (built as the run built it, adapters attached) and returns the trainer at its step.
+    pub fn resume(
+        self,
+        model: &mut Llama<f32>,
+        config: TrainConfig,
+        options: &RunOptions,
+    ) -> Result<Trainer> {
+        self.check_options(options)?;
+        self.restore_weights(&mut model.weights)?;
+        Trainer::resume(model, config, self.progress, self.optimizer)
+    }
+
     /// Fails, naming the first option that differs, unless `options` are the ones the run was
     /// started with.
     pub fn check_options(&self, options: &RunOptions) -> Result<()> {
