@@ -265,6 +265,8 @@ fn run_options(
 ) -> RunOptions {
     vec![
         ("model", json!(args.model)),
+        // Before data: the built-in corpus is generated from the seed.
+        ("seed", json!(config.seed)),
         ("data", json!({"path": args.data, "tokens": data_tokens})),
         (
             "pretrain-steps",
@@ -285,7 +287,6 @@ fn run_options(
         ("schedule", json!(config.schedule.to_string())),
         ("weight-decay", json!(config.adamw.weight_decay)),
         ("max-grad-norm", json!(config.max_grad_norm)),
-        ("seed", json!(config.seed)),
     ]
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use indicatif::ProgressBar;
-use longlora::checkpoint::{save_run_checkpoint, write_atomic, RunOptions};
+use longlora::checkpoint::{remove_checkpoints, save_run_checkpoint, write_atomic, RunOptions};
 use longlora::data::WindowSampler;
 use longlora::model::Llama;
 use longlora::train::{StepReport, Trainer};
@@ -74,6 +74,9 @@ pub fn run_steps(
     let ck = checkpointing;
     let metrics_path = ck.run_dir.join(METRICS_FILE);
     let mut reports = earlier_reports(&metrics_path, trainer.progress().step)?;
+    if ck.resumed_from.is_none() {
+        remove_checkpoints(ck.run_dir)?;
+    }
     let mut metrics = OpenOptions::new()
         .append(true)
         .open(&metrics_path)

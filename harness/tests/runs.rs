@@ -333,3 +333,26 @@ fn out_of_range_token_ids_in_a_token_file_are_a_clear_error() {
     ]);
     fails_with(&o, &["9000", "index 40", s(&tokens)]);
 }
+
+#[test]
+fn overwriting_a_run_directory_drops_the_previous_runs_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let first = ["--seed", "1", "--save-every", "2", "--output", s(&run)];
+    assert!(run_finetune(2, &first).status.success());
+    let second = [
+        "--seed",
+        "2",
+        "--save-every",
+        "2",
+        "--overwrite",
+        "--output",
+        s(&run),
+    ];
+    let o = run_finetune(2, &second);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_finetune(2, &["--seed", "1", "--resume", s(&run)]);
+    fails_with(&o, &["seed"]);
+    let o = run_finetune(2, &["--seed", "2", "--resume", s(&run)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -17,7 +17,7 @@ pub use atomic::write_atomic;
 pub use config_json::{config_to_json, load_config};
 pub use model::{load_model, save_model, save_model_sharded};
 pub use run_state::{
-    find_checkpoint, load_run_checkpoint, save_run_checkpoint, RunCheckpoint, RunOptions,
-    CHECKPOINT_PREFIX,
+    find_checkpoint, load_run_checkpoint, remove_checkpoints, save_run_checkpoint, RunCheckpoint,
+    RunOptions, CHECKPOINT_PREFIX,
 };
 pub use safetensors_file::{load_tensors, save_tensors, save_tensors_renamed};

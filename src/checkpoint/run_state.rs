@@ -106,7 +106,8 @@ pub fn save_run_checkpoint(
     write_atomic(&tmp.join(STATE_FILE), text.as_bytes())?;
 
     // A checkpoint of this very step already exists only when nothing ran since it was written
-    // (a resume interrupted at once); determinism makes the two identical, so keep the old one.
+    // (a resume interrupted at once, see remove_checkpoints); determinism makes the two
+    // identical, so the old one stays.
     if dir.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     } else {
@@ -121,6 +122,15 @@ pub fn save_run_checkpoint(
         }
     }
     Ok(dir)
+}
+
+/// Deletes every checkpoint in `run_dir`: a new run writing into an overwritten directory must
+/// not leave a previous run's checkpoints for a later `--resume` to pick up.
+pub fn remove_checkpoints(run_dir: &Path) -> Result<()> {
+    for old in checkpoints(run_dir)? {
+        fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
 }
 
 /// PyTorch's names for the moments: `exp_avg.NAME` and `exp_avg_sq.NAME`, flat.
