@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::checkpoint::{assign_tensors, load_model, load_tensors};
 use crate::error::{Error, Result};
-use crate::lora::load_adapter;
+use crate::lora::{load_adapter, ADAPTER_CONFIG};
 use crate::model::Llama;
 
 /// LongLoRA's `trainable_params.bin`, as safetensors under Hugging Face names.
@@ -53,14 +53,26 @@ pub fn read_extension(adapter_dir: &Path) -> Result<Option<Extension>> {
 
 /// Loads the base model in `model_dir` and applies the run in `adapter_dir`: its LoRA adapter,
 /// its trained embeddings and norms when the run saved them, and its RoPE interpolation factor
-/// when it recorded one. Returns the model (adapters attached, unmerged) and the extension.
+/// when it recorded one. Returns the model (adapters attached, unmerged) and the extension. A full
+/// fine-tune's output has no adapter, only trainable params.
 pub fn load_with_adapter(
     model_dir: &Path,
     adapter_dir: &Path,
 ) -> Result<(Llama<f32>, Option<Extension>)> {
     let (mut config, mut weights) = load_model(model_dir)?;
-    load_adapter(adapter_dir, &mut weights)?;
     let trainable = adapter_dir.join(TRAINABLE_PARAMS_FILE);
+    let has_adapter = adapter_dir.join(ADAPTER_CONFIG).exists();
+    if !has_adapter && !trainable.exists() {
+        return Err(Error::BadFile {
+            path: adapter_dir.into(),
+            message: format!(
+                "neither {ADAPTER_CONFIG} nor {TRAINABLE_PARAMS_FILE}: not a fine-tune's output"
+            ),
+        });
+    }
+    if has_adapter {
+        load_adapter(adapter_dir, &mut weights)?;
+    }
     if trainable.exists() {
         assign_tensors(&mut weights, load_tensors(&trainable)?, &trainable)?;
     }

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use longlora::adapter::TRAINABLE_PARAMS_FILE;
+use longlora::adapter::{RUN_FILE, TRAINABLE_PARAMS_FILE};
 use longlora::checkpoint::{
-    find_checkpoint, load_config, load_model, load_run_checkpoint, save_model, RunCheckpoint,
-    RunOptions,
+    find_checkpoint, load_config, load_model, load_run_checkpoint, save_model, write_atomic,
+    RunCheckpoint, RunOptions,
 };
 use longlora::data::{load_text_tokens, WindowSampler, BYTE_VOCAB};
 use longlora::eval::perplexity;
@@ -433,7 +433,10 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         None => None,
     };
 
-    save_adapter(&out, &model.weights, &source)?;
+    // A full fine-tune has no adapter; its trained tensors are all in trainable_params.
+    if args.trainable.uses_lora() {
+        save_adapter(&out, &model.weights, &source)?;
+    }
     save_trainable_params(
         &out.join(TRAINABLE_PARAMS_FILE),
         &model.weights,
@@ -465,7 +468,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         "version": env!("CARGO_PKG_VERSION"),
     });
     let run_json = serde_json::to_string_pretty(&summary).expect("serialisable");
-    fs::write(out.join("run.json"), &run_json).map_err(|e| Error::io(out.join("run.json"), e))?;
+    write_atomic(&out.join(RUN_FILE), run_json.as_bytes())?;
 
     println!(
         "LongLoRA fine-tune finished in {:.1} s",
@@ -487,8 +490,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         println!("  peak memory: {mib:.0} MiB");
     }
     println!(
-        "  wrote {}: adapter_model.safetensors, adapter_config.json, trainable_params.safetensors, model/ (merged){}",
+        "  wrote {}: {}trainable_params.safetensors, model/ (merged){}",
         out.display(),
+        if args.trainable.uses_lora() {
+            "adapter_model.safetensors, adapter_config.json, "
+        } else {
+            ""
+        },
         if builtin_model { ", base-model/" } else { "" }
     );
     Ok(())

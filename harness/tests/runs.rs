@@ -356,3 +356,33 @@ fn overwriting_a_run_directory_drops_the_previous_runs_checkpoints() {
     let o = run_finetune(2, &["--seed", "2", "--resume", s(&run)]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn a_full_fine_tune_saves_no_adapter_and_evaluates_through_its_trainable_params() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let o = run_finetune(2, &["--trainable", "full", "--output", s(&run)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!run.join("adapter_config.json").exists());
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, "There and back again. ".repeat(60)).unwrap();
+    let common = ["--data", s(&text), "--context", "512", "--stride", "512"];
+    let base = run.join("base-model");
+    let with_run = eval_loss(
+        &[
+            &["eval", "--model", s(&base), "--adapter", s(&run)][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let merged = eval_loss(&[&["eval", "--model", s(&run.join("model"))][..], &common].concat());
+    assert_eq!(with_run.to_bits(), merged.to_bits());
+    let o = harness(
+        &[
+            &["eval", "--model", s(&base), "--adapter", s(dir.path())][..],
+            &common,
+        ]
+        .concat(),
+    );
+    fails_with(&o, &["adapter_config.json", "trainable_params.safetensors"]);
+}
