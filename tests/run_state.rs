@@ -176,7 +176,13 @@ fn only_the_newest_complete_checkpoint_is_kept_and_found() {
     let none = find_checkpoint(dir.path()).unwrap_err();
     assert!(none.to_string().contains("--save-every"), "{none}");
     // What a crash in the middle of a save leaves: a hidden temporary directory.
-    std::fs::create_dir(dir.path().join(".checkpoint-000009.tmp-1")).unwrap();
+    let abandoned = dir.path().join(".checkpoint-000009.tmp-1");
+    std::fs::create_dir(&abandoned).unwrap();
+    std::fs::write(abandoned.join("state.json"), "{").unwrap();
+    assert!(
+        find_checkpoint(dir.path()).is_err(),
+        "an unfinished save was found"
+    );
     for _ in 0..2 {
         trainer.step(&mut m, &data).unwrap();
         save_run_checkpoint(
@@ -194,6 +200,10 @@ fn only_the_newest_complete_checkpoint_is_kept_and_found() {
         .filter(|n| n.starts_with(CHECKPOINT_PREFIX))
         .collect();
     assert_eq!(names, ["checkpoint-000002"]);
+    assert!(
+        !abandoned.exists(),
+        "the abandoned temporary directory was left"
+    );
     let found = find_checkpoint(dir.path()).unwrap();
     assert_eq!(found, dir.path().join("checkpoint-000002"));
     assert_eq!(find_checkpoint(&found).unwrap(), found);

@@ -116,12 +116,28 @@ pub fn save_run_checkpoint(
             .and_then(|d| d.sync_all())
             .map_err(|e| Error::io(run_dir, e))?;
     }
-    for old in checkpoints(run_dir)? {
+    for old in checkpoints(run_dir)?
+        .into_iter()
+        .chain(abandoned_saves(run_dir)?)
+    {
         if old != dir {
             fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
         }
     }
     Ok(dir)
+}
+
+/// Temporary directories of saves that never finished (a kill in the middle of one).
+fn abandoned_saves(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(run_dir).map_err(|e| Error::io(run_dir, e))? {
+        let path = entry.map_err(|e| Error::io(run_dir, e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with(&format!(".{CHECKPOINT_PREFIX}")) && name.contains(".tmp-") {
+            found.push(path);
+        }
+    }
+    Ok(found)
 }
 
 /// Deletes every checkpoint in `run_dir`: a new run writing into an overwritten directory must
