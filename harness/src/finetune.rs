@@ -228,24 +228,21 @@ fn load_base(args: &FinetuneArgs, vocab: usize, saved_builtin: Option<&Path>) ->
             ))
         }
     };
-    let (model, source) = match &args.model {
-        Some(dir) => {
+    let builtin_source = "built-in (pre-trained in this run)".to_string();
+    let (model, source) = match (&args.model, saved_builtin) {
+        (Some(dir), _) => {
             let (cfg, weights) = load_model(dir)?;
             (Llama::new(cfg, weights)?, dir.display().to_string())
         }
-        None if saved_builtin.is_some() => {
-            let dir = saved_builtin.expect("checked");
+        (None, Some(dir)) => {
             let (cfg, weights) = load_model(dir)?;
-            (
-                Llama::new(cfg, weights)?,
-                "built-in (pre-trained in this run)".to_string(),
-            )
+            (Llama::new(cfg, weights)?, builtin_source)
         }
-        None => {
+        (None, None) => {
             let pb = bar(args.pretrain_steps, "pretrain");
             let model = builtin::pretrain(args.seed, args.pretrain_steps, |r| show_step(&pb, r))?;
             pb.finish();
-            (model, "built-in (pre-trained in this run)".to_string())
+            (model, builtin_source)
         }
     };
     Ok(Base {
