@@ -51,11 +51,35 @@ pub enum Error {
     #[error("data: {0}")]
     Data(String),
 
-    #[error("training diverged at step {step}: loss is {loss}")]
-    Diverged { step: usize, loss: f64 },
+    #[error("training diverged at step {step}: loss is {loss}; {}", last_good(.checkpoint))]
+    Diverged {
+        step: usize,
+        loss: f64,
+        /// The last checkpoint written before the divergence, kept as it was.
+        checkpoint: Option<PathBuf>,
+    },
+
+    #[error(
+        "interrupted after step {step}; checkpoint saved in {}; to continue, run the same command \
+         with --resume {} in place of --output",
+        .checkpoint.display(),
+        .run_dir.display()
+    )]
+    Interrupted {
+        step: usize,
+        checkpoint: PathBuf,
+        run_dir: PathBuf,
+    },
 
     #[error(transparent)]
     Kernel(#[from] crate::kernels::KernelError),
+}
+
+fn last_good(checkpoint: &Option<PathBuf>) -> String {
+    match checkpoint {
+        Some(dir) => format!("the last good checkpoint is {}", dir.display()),
+        None => "no checkpoint was saved (see --save-every)".into(),
+    }
 }
 
 /// The library's result type.

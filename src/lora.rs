@@ -62,6 +62,12 @@ pub fn save_adapter(dir: &Path, weights: &LlamaWeights<f32>, base_model: &str) -
         .map(|p| (format!("{PEFT_PREFIX}{}", p.name), p))
         .collect();
     save_tensors_renamed(&dir.join(ADAPTER_WEIGHTS), &tensors, None)?;
+    // PEFT declares `lora_alpha` an int and writes e.g. `16`; an integral alpha is written the same.
+    let alpha = if alpha.fract() == 0.0 && alpha.abs() < 1e15 {
+        json!(alpha as i64)
+    } else {
+        json!(alpha)
+    };
     let config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -103,6 +109,34 @@ pub fn load_adapter(dir: &Path, weights: &mut LlamaWeights<f32>) -> Result<()> {
             })
     };
     let (rank, alpha) = (field("r")? as usize, field("lora_alpha")?);
+    if rank == 0 {
+        return Err(Error::BadFile {
+            path: cfg_path,
+            message: "`r` must be at least 1".into(),
+        });
+    }
+    // Variants that change the update's formula or vary r per layer would load without error
+    // and compute something else, so they are refused by name.
+    for flag in ["use_rslora", "use_dora"] {
+        if cfg.get(flag).and_then(serde_json::Value::as_bool) == Some(true) {
+            return Err(Error::BadFile {
+                path: cfg_path,
+                message: format!("`{flag}` adapters are not supported"),
+            });
+        }
+    }
+    for pattern in ["rank_pattern", "alpha_pattern"] {
+        if cfg
+            .get(pattern)
+            .and_then(serde_json::Value::as_object)
+            .is_some_and(|m| !m.is_empty())
+        {
+            return Err(Error::BadFile {
+                path: cfg_path,
+                message: format!("a non-empty `{pattern}` is not supported"),
+            });
+        }
+    }
     let path = dir.join(ADAPTER_WEIGHTS);
     let mut tensors: HashMap<String, Param<f32>> = load_tensors(&path)?
         .into_iter()
@@ -128,7 +162,17 @@ pub fn load_adapter(dir: &Path, weights: &mut LlamaWeights<f32>) -> Result<()> {
         }
         p.data = t.data;
     }
-    Ok(())
+    match tensors.into_keys().min() {
+        Some(extra) => Err(Error::BadTensor {
+            path,
+            tensor: extra,
+            message: format!(
+                "not an adapter of {}: only those projections are adapted here",
+                TARGET_MODULES.join(", ")
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Writes the trained non-LoRA tensors (embedding and norms for `lora+embed+norm`) under their

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::BatchSource;
 use crate::error::{Error, Result};
@@ -39,7 +39,7 @@ fn as_display<S: serde::Serializer, D: std::fmt::Display>(v: &D, s: S) -> Result
 }
 
 /// What one optimizer step did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepReport {
     /// 1-based step number.
     pub step: usize,
@@ -54,6 +54,19 @@ pub struct StepReport {
     pub tokens_per_s: f64,
 }
 
+/// Where a run stands between two steps. With the optimizer state and the trained weights this
+/// is everything a resumed run needs to continue exactly as if it had never stopped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainerProgress {
+    /// Optimizer steps completed.
+    pub step: usize,
+    pub tokens: usize,
+    /// Training time before this process, so elapsed time and tokens/s continue across a resume.
+    pub elapsed_s: f64,
+    /// The sampling stream. Every batch is drawn from it, so its state is the data position.
+    pub rng: Rng,
+}
+
 /// Optimizer state, gradient buffers and the sampling stream of one run.
 pub struct Trainer {
     pub config: TrainConfig,
@@ -63,6 +76,7 @@ pub struct Trainer {
     rng: Rng,
     step: usize,
     tokens: usize,
+    elapsed_before_s: f64,
     /// Set when the first step starts, so set-up and evaluation do not count against tokens/s.
     started: Option<Instant>,
 }
@@ -108,9 +122,80 @@ impl Trainer {
             mask,
             step: 0,
             tokens: 0,
+            elapsed_before_s: 0.0,
             started: None,
             config,
         })
+    }
+
+    /// Continues a run from a checkpoint's progress and optimizer state; `model` must already hold
+    /// the checkpoint's trained weights. Fails when the optimizer state does not fit the trained set.
+    pub fn resume(
+        model: &Llama<f32>,
+        config: TrainConfig,
+        progress: TrainerProgress,
+        optimizer: AdamW,
+    ) -> Result<Self> {
+        let mut trainer = Trainer::new(model, config)?;
+        let sizes = |o: &AdamW| -> (Vec<usize>, Vec<usize>) {
+            (
+                o.m.iter().map(Vec::len).collect(),
+                o.v.iter().map(Vec::len).collect(),
+            )
+        };
+        if sizes(&optimizer) != sizes(&trainer.optimizer) {
+            return Err(Error::option(
+                "trainable",
+                "the checkpoint's optimizer state does not match the tensors this run trains",
+            ));
+        }
+        if optimizer.config != trainer.optimizer.config {
+            return Err(Error::option(
+                "weight-decay",
+                "the checkpoint's AdamW settings differ from this run's",
+            ));
+        }
+        if progress.step > trainer.config.steps {
+            return Err(Error::option(
+                "steps",
+                format!(
+                    "the checkpoint is at step {}, past the run's {} steps",
+                    progress.step, trainer.config.steps
+                ),
+            ));
+        }
+        trainer.optimizer = optimizer;
+        trainer.rng = progress.rng;
+        trainer.step = progress.step;
+        trainer.tokens = progress.tokens;
+        trainer.elapsed_before_s = progress.elapsed_s;
+        Ok(trainer)
+    }
+
+    /// Where the run stands now (see [`TrainerProgress`]).
+    pub fn progress(&self) -> TrainerProgress {
+        TrainerProgress {
+            step: self.step,
+            tokens: self.tokens,
+            elapsed_s: self.elapsed_before_s
+                + self.started.map_or(0.0, |s| s.elapsed().as_secs_f64()),
+            rng: self.rng.clone(),
+        }
+    }
+
+    /// The AdamW moments, one entry per name of [`Trainer::trained_names`].
+    pub fn optimizer(&self) -> &AdamW {
+        &self.optimizer
+    }
+
+    /// Names of the trained tensors, in the optimizer's order.
+    pub fn trained_names(&self) -> Vec<&str> {
+        self.grads
+            .params()
+            .into_iter()
+            .filter(|g| !g.data.is_empty())
+            .map(|g| g.name.as_str())
+            .collect()
     }
 
     /// Number of trained parameters.
@@ -154,6 +239,7 @@ impl Trainer {
             return Err(Error::Diverged {
                 step: self.step + 1,
                 loss,
+                checkpoint: None,
             });
         }
         let mut grads: Vec<_> = self
@@ -167,7 +253,7 @@ impl Trainer {
         self.optimizer
             .update(&mut trained_pairs(&mut model.weights, &self.grads), lr);
         self.step += 1;
-        let elapsed_s = started.elapsed().as_secs_f64();
+        let elapsed_s = self.elapsed_before_s + started.elapsed().as_secs_f64();
         Ok(StepReport {
             step: self.step,
             loss,

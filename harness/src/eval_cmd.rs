@@ -3,17 +3,19 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use longlora::adapter::load_with_adapter;
 use longlora::checkpoint::load_model;
-use longlora::data::{load_text_tokens, BYTE_VOCAB};
 use longlora::eval::perplexity;
 use longlora::model::{Llama, LlamaWeights};
 use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::rng::Rng;
 use longlora::token_file::TokenFile;
+use longlora::tokenizer::Tokenizer;
 use longlora::{Error, Result};
 
 use crate::builtin;
 use crate::progress::bar;
+use crate::training_data::load_tokens;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -21,11 +23,16 @@ pub struct EvalArgs {
     /// is honoured). Default: the built-in tiny architecture with random weights (a smoke test).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// A fine-tune's output directory to evaluate on top of --model without merging: its LoRA
+    /// adapter, trained embeddings and norms, and the RoPE factor recorded in its run.json.
+    #[arg(long, requires = "model")]
+    adapter: Option<PathBuf>,
     /// Token ids as little-endian u16 (LongLoRA's eval format), or as the side file FILE.json
     /// written by `harness tokenize` says (u16 or u32), memory-mapped.
     #[arg(long, conflicts_with = "data")]
     tokens: Option<PathBuf>,
-    /// Text: a .txt file or a directory of .txt files, byte-level tokens (byte-vocabulary models only).
+    /// Text (a .txt file or a directory of .txt files, tokenized with the model's tokenizer.json, or
+    /// byte level for a byte-vocabulary model) or a .bin token file.
     #[arg(long, required_unless_present = "tokens")]
     data: Option<PathBuf>,
     /// Tokens the model reads per window; each window has context + 1 tokens. Required: configs
@@ -41,7 +48,8 @@ pub struct EvalArgs {
     /// S²-Attn group size as a fraction of the context (with --attn s2 or s2-roll).
     #[arg(long, default_value_t = 0.25)]
     group_ratio: f64,
-    /// Override the linear RoPE interpolation factor from config.json.
+    /// Override the linear RoPE interpolation factor from config.json (and from the run of
+    /// --adapter).
     #[arg(long)]
     rope_scale: Option<f64>,
     /// Evaluate only the first N windows.
@@ -54,12 +62,13 @@ pub struct EvalArgs {
 
 /// Loads the model, evaluates, and prints one JSON object on stdout.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let mut model = match &args.model {
-        Some(dir) => {
+    let mut model = match (&args.model, &args.adapter) {
+        (Some(dir), Some(adapter)) => load_with_adapter(dir, adapter)?.0,
+        (Some(dir), None) => {
             let (cfg, w) = load_model(dir)?;
             Llama::new(cfg, w)?
         }
-        None => {
+        (None, _) => {
             let cfg = builtin::config();
             let w = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(args.seed, 1));
             Llama::new(cfg, w)?
@@ -74,12 +83,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let vocab = model.config.vocab_size;
     let (file, text) = match (&args.tokens, &args.data) {
         (Some(p), _) => (Some(TokenFile::open(p)?), Vec::new()),
-        (None, Some(p)) if vocab == BYTE_VOCAB => (None, load_text_tokens(p)?),
-        (None, Some(_)) => {
-            return Err(Error::option(
-                "data",
-                format!("text is tokenized byte-level, but the model's vocabulary has {vocab} tokens; pass --tokens"),
-            ))
+        (None, Some(p)) => {
+            let tokenizer = match &args.model {
+                Some(dir) => Tokenizer::from_model_dir(dir)?,
+                None => Tokenizer::builtin(),
+            };
+            (None, load_tokens(p, &tokenizer, vocab)?)
         }
         (None, None) => return Err(Error::option("tokens", "give --tokens FILE or --data PATH")),
     };

@@ -1,12 +1,15 @@
 //! `harness finetune`: LongLoRA context extension of a base model.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use longlora::checkpoint::{load_config, load_model, save_model};
+use longlora::adapter::{RUN_FILE, TRAINABLE_PARAMS_FILE};
+use longlora::checkpoint::{
+    find_checkpoint, load_config, load_model, load_run_checkpoint, save_model, write_atomic,
+    RunCheckpoint, RunOptions,
+};
 use longlora::eval::perplexity;
 use longlora::lora::{merge_lora, save_adapter, save_trainable_params};
 use longlora::model::{Llama, LlamaConfig, TrainableSet};
@@ -14,13 +17,14 @@ use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
 use longlora::tokenizer::Tokenizer;
-use longlora::train::{StepReport, TrainConfig, Trainer};
+use longlora::train::{TrainConfig, Trainer};
 use longlora::{Error, Result};
 use serde_json::json;
 
 use crate::builtin;
 use crate::progress::{bar, peak_memory_mib};
 use crate::training_data::{load_tokens, load_train_data, TrainData};
+use crate::training_loop::{run_steps, show_step, Checkpointing};
 
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
@@ -99,6 +103,15 @@ pub struct FinetuneArgs {
     /// Allow writing into a non-empty output directory.
     #[arg(long)]
     overwrite: bool,
+    /// Save a checkpoint every K steps (trained weights, optimizer state, step, RNG state) into
+    /// OUTPUT/checkpoint-NNNNNN, keeping only the newest. Ctrl-C saves one whether or not this is set.
+    #[arg(long)]
+    save_every: Option<usize>,
+    /// Continue an interrupted run from its output directory (its newest checkpoint) or from one
+    /// checkpoint directory. Give the options the run was started with; it writes into its own
+    /// output directory and continues metrics.jsonl.
+    #[arg(long, conflicts_with_all = ["output", "overwrite"])]
+    resume: Option<PathBuf>,
 }
 
 /// UTC date-time for default run directory names.
@@ -125,14 +138,14 @@ pub fn utc_stamp() -> String {
     )
 }
 
-/// Creates the output directory, refusing to mix with a previous run's files.
-pub fn prepare_output(dir: &Path, overwrite: bool) -> Result<()> {
+/// Creates the output directory given by `option`, refusing to mix with a previous run's files.
+pub fn prepare_output(dir: &Path, overwrite: bool, option: &'static str) -> Result<()> {
     let non_empty = fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
     if non_empty && !overwrite {
         return Err(Error::option(
-            "output",
+            option,
             format!(
-                "{} exists and is not empty; choose another --output or pass --overwrite",
+                "{} exists and is not empty; choose another --{option} or pass --overwrite",
                 dir.display()
             ),
         ));
@@ -191,8 +204,9 @@ struct Base {
     source: String,
 }
 
-/// Loads the data, then the base model (pre-training the built-in one, the slow part, last).
-fn load_base(args: &FinetuneArgs, vocab: usize) -> Result<Base> {
+/// Loads the data, then the base model (pre-training the built-in one, the slow part, last, unless
+/// a resumed run saved it in `saved_builtin`).
+fn load_base(args: &FinetuneArgs, vocab: usize, saved_builtin: Option<&Path>) -> Result<Base> {
     let tokenizer = match &args.model {
         Some(dir) => Tokenizer::from_model_dir(dir)?,
         None => Tokenizer::builtin(),
@@ -216,16 +230,21 @@ fn load_base(args: &FinetuneArgs, vocab: usize) -> Result<Base> {
             ))
         }
     };
-    let (model, source) = match &args.model {
-        Some(dir) => {
+    let builtin_source = "built-in (pre-trained in this run)".to_string();
+    let (model, source) = match (&args.model, saved_builtin) {
+        (Some(dir), _) => {
             let (cfg, weights) = load_model(dir)?;
             (Llama::new(cfg, weights)?, dir.display().to_string())
         }
-        None => {
+        (None, Some(dir)) => {
+            let (cfg, weights) = load_model(dir)?;
+            (Llama::new(cfg, weights)?, builtin_source)
+        }
+        (None, None) => {
             let pb = bar(args.pretrain_steps, "pretrain");
-            let model = builtin::pretrain(args.seed, args.pretrain_steps, |r| report(&pb, r))?;
+            let model = builtin::pretrain(args.seed, args.pretrain_steps, |r| show_step(&pb, r))?;
             pb.finish();
-            (model, "built-in (pre-trained in this run)".to_string())
+            (model, builtin_source)
         }
     };
     Ok(Base {
@@ -237,51 +256,110 @@ fn load_base(args: &FinetuneArgs, vocab: usize) -> Result<Base> {
     })
 }
 
-/// Shows a step's loss, learning rate, gradient norm and throughput on the bar.
-pub fn report(pb: &indicatif::ProgressBar, r: &StepReport) {
-    pb.set_position(r.step as u64);
-    pb.set_message(format!(
-        "loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
-        r.loss, r.lr, r.grad_norm, r.tokens_per_s
-    ));
+/// The options that define the run: a resume must repeat them.
+fn run_options(
+    args: &FinetuneArgs,
+    plan: &Plan,
+    config: &TrainConfig,
+    data_size: usize,
+) -> RunOptions {
+    vec![
+        ("model", json!(args.model)),
+        // Before data: the built-in corpus is generated from the seed.
+        ("seed", json!(config.seed)),
+        ("data", json!({"path": args.data, "size": data_size})),
+        (
+            "pretrain-steps",
+            json!(args.model.is_none().then_some(args.pretrain_steps)),
+        ),
+        ("context", json!(plan.context)),
+        ("rope-factor", json!(plan.factor)),
+        ("attn", json!(config.attn.to_string())),
+        ("group-ratio", json!(config.group_ratio)),
+        ("trainable", json!(config.trainable.to_string())),
+        ("lora-rank", json!(args.lora_rank)),
+        ("lora-alpha", json!(args.lora_alpha)),
+        ("steps", json!(config.steps)),
+        ("batch-size", json!(config.batch_size)),
+        ("grad-accum", json!(config.grad_accum)),
+        ("lr", json!(config.lr)),
+        ("warmup-steps", json!(config.warmup_steps)),
+        ("schedule", json!(config.schedule.to_string())),
+        ("weight-decay", json!(config.adamw.weight_decay)),
+        ("max-grad-norm", json!(config.max_grad_norm)),
+    ]
+}
+
+/// The checkpoint `--resume` names, read.
+fn resume_checkpoint(args: &FinetuneArgs) -> Result<Option<RunCheckpoint>> {
+    if args.save_every == Some(0) {
+        return Err(Error::option("save-every", "must be at least 1"));
+    }
+    let Some(dir) = &args.resume else {
+        return Ok(None);
+    };
+    let checkpoint = load_run_checkpoint(&find_checkpoint(dir)?)?;
+    eprintln!(
+        "resuming {} at step {}",
+        checkpoint.dir.display(),
+        checkpoint.progress.step
+    );
+    Ok(Some(checkpoint))
 }
 
 /// Runs the whole fine-tune and writes its outputs.
 pub fn run(args: FinetuneArgs) -> Result<()> {
     let started = Instant::now();
-    let out = args
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/finetune-{}", utc_stamp())));
+    let resume = resume_checkpoint(&args)?;
+    let out = match &resume {
+        Some(ck) => ck
+            .dir
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        None => args
+            .output
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("runs/finetune-{}", utc_stamp()))),
+    };
     let base_config = match &args.model {
         Some(dir) => load_config(dir)?,
         None => builtin::config(),
     };
+    let plan = plan(&args, &base_config)?;
     let Plan {
         original,
         context,
         factor,
-    } = plan(&args, &base_config)?;
-    prepare_output(&out, args.overwrite)?;
+    } = plan;
+    if resume.is_none() {
+        prepare_output(&out, args.overwrite, "output")?;
+    }
+    let saved_builtin = out.join("base-model");
     let Base {
         mut model,
         tokenizer,
         train,
         heldout,
         source,
-    } = load_base(&args, base_config.vocab_size)?;
-    if args.model.is_none() {
-        save_model(&out.join("base-model"), &model.config, &model.weights)?;
-        tokenizer.save(&out.join("base-model"))?;
+    } = load_base(
+        &args,
+        base_config.vocab_size,
+        resume.as_ref().map(|_| saved_builtin.as_path()),
+    )?;
+    if args.model.is_none() && resume.is_none() {
+        save_model(&saved_builtin, &model.config, &model.weights)?;
+        tokenizer.save(&saved_builtin)?;
     }
-    let base_loss = match &heldout {
-        Some(t) => Some(heldout_loss(
+    let saved_loss = |key: &str| resume.as_ref().and_then(|ck| ck.notes[key].as_f64());
+    let base_loss = match (&heldout, &resume) {
+        (Some(_), Some(_)) => saved_loss("heldout_loss_base_at_original_context"),
+        (Some(t), None) => Some(heldout_loss(
             &model,
             t,
             original,
             args.eval_windows * context / original,
         )?),
-        None => None,
+        (None, _) => None,
     };
     model.config.rope_scaling_factor = factor;
     if args.trainable.uses_lora() {
@@ -312,8 +390,14 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         trainable: args.trainable,
         seed: args.seed,
     };
+    let options = run_options(&args, &plan, &config, train.fingerprint());
     let sampler = train.sampler(&tokenizer, context)?;
-    let mut trainer = Trainer::new(&model, config.clone())?;
+    let resumed_from = resume.as_ref().map(|ck| ck.dir.clone());
+    let saved_loss_before = saved_loss("heldout_loss_before");
+    let mut trainer = match resume {
+        Some(ck) => ck.resume(&mut model, config.clone(), &options)?,
+        None => Trainer::new(&model, config.clone())?,
+    };
     eprintln!(
         "extending {source} from context {original} to {context}: rope factor {factor}, attention {}, \
          group ratio {}, trainable {} ({} parameters)",
@@ -323,33 +407,40 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         trainer.trained_params()
     );
 
-    let loss_before = match &heldout {
-        Some(t) => Some(heldout_loss(&model, t, context, args.eval_windows)?),
-        None => None,
+    let loss_before = match (&heldout, &resumed_from) {
+        (Some(_), Some(_)) => saved_loss_before,
+        (Some(t), None) => Some(heldout_loss(&model, t, context, args.eval_windows)?),
+        (None, _) => None,
     };
-    let mut metrics = File::create(out.join("metrics.jsonl")).map_err(|e| Error::io(&out, e))?;
-    let pb = bar(args.steps, "finetune");
-    let mut reports = Vec::with_capacity(args.steps);
-    for _ in 0..args.steps {
-        let r = trainer.step(&mut model, sampler.as_ref())?;
-        report(&pb, &r);
-        writeln!(
-            metrics,
-            "{}",
-            serde_json::to_string(&r).expect("serialisable")
-        )
-        .map_err(|e| Error::io(out.join("metrics.jsonl"), e))?;
-        reports.push(r);
-    }
-    pb.finish();
+    let notes = json!({
+        "heldout_loss_base_at_original_context": base_loss,
+        "heldout_loss_before": loss_before,
+    });
+    let checkpointing = Checkpointing {
+        run_dir: &out,
+        save_every: args.save_every,
+        resumed_from,
+        options: &options,
+        notes: &notes,
+    };
+    let reports = run_steps(
+        &mut trainer,
+        &mut model,
+        sampler.as_ref(),
+        &checkpointing,
+        "finetune",
+    )?;
     let loss_after = match &heldout {
         Some(t) => Some(heldout_loss(&model, t, context, args.eval_windows)?),
         None => None,
     };
 
-    save_adapter(&out, &model.weights, &source)?;
+    // A full fine-tune has no adapter; its trained tensors are all in trainable_params.
+    if args.trainable.uses_lora() {
+        save_adapter(&out, &model.weights, &source)?;
+    }
     save_trainable_params(
-        &out.join("trainable_params.safetensors"),
+        &out.join(TRAINABLE_PARAMS_FILE),
         &model.weights,
         args.trainable,
     )?;
@@ -377,10 +468,11 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         "finetune_tokens_per_s": last.tokens_per_s,
         "total_time_s": started.elapsed().as_secs_f64(),
         "peak_memory_mib": peak_memory_mib(),
+        "resumed_from": checkpointing.resumed_from,
         "version": env!("CARGO_PKG_VERSION"),
     });
     let run_json = serde_json::to_string_pretty(&summary).expect("serialisable");
-    fs::write(out.join("run.json"), &run_json).map_err(|e| Error::io(out.join("run.json"), e))?;
+    write_atomic(&out.join(RUN_FILE), run_json.as_bytes())?;
 
     println!(
         "LongLoRA fine-tune finished in {:.1} s",
@@ -402,8 +494,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         println!("  peak memory: {mib:.0} MiB");
     }
     println!(
-        "  wrote {}: adapter_model.safetensors, adapter_config.json, trainable_params.safetensors, model/ (merged){}",
+        "  wrote {}: {}trainable_params.safetensors, model/ (merged){}",
         out.display(),
+        if args.trainable.uses_lora() {
+            "adapter_model.safetensors, adapter_config.json, "
+        } else {
+            ""
+        },
         if builtin_model { ", base-model/" } else { "" }
     );
     Ok(())

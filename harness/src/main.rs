@@ -5,11 +5,13 @@
 mod builtin;
 mod eval_cmd;
 mod finetune;
+mod merge;
 mod passkey_cmd;
 mod pretrain;
 mod progress;
 mod tokenize;
 mod training_data;
+mod training_loop;
 
 use std::process::ExitCode;
 
@@ -38,6 +40,9 @@ enum Command {
     /// Tokenize text documents into a token file (u16 or u32 little-endian, documents joined by
     /// EOS) with a JSON side file.
     Tokenize(tokenize::TokenizeArgs),
+    /// Fold a fine-tune's LoRA adapter, trained embeddings and norms into the base model and write
+    /// a Hugging Face directory with the extended context in config.json.
+    Merge(merge::MergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         Command::Passkey(args) => passkey_cmd::run(args),
         Command::Pretrain(args) => pretrain::run(args),
         Command::Tokenize(args) => tokenize::run(args),
+        Command::Merge(args) => merge::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use longlora::adapter::load_with_adapter;
 use longlora::checkpoint::load_model;
 use longlora::model::Llama;
 use longlora::ops::attention::AttnMask;
@@ -19,6 +20,10 @@ pub struct PasskeyArgs {
     /// is honoured).
     #[arg(long)]
     model: PathBuf,
+    /// A fine-tune's output directory to test on top of --model without merging: its LoRA adapter,
+    /// trained embeddings and norms, and the RoPE factor recorded in its run.json.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Prompt lengths in tokens, comma-separated; each prompt (with its answer) fills its length as
     /// closely as the tokenizer allows without exceeding it. Default: max_position_embeddings.
     #[arg(long, value_delimiter = ',')]
@@ -44,8 +49,13 @@ pub struct PasskeyArgs {
 
 /// Runs the trials and prints one JSON object on stdout.
 pub fn run(args: PasskeyArgs) -> Result<()> {
-    let (config, weights) = load_model(&args.model)?;
-    let mut model = Llama::new(config, weights)?;
+    let mut model = match &args.adapter {
+        Some(adapter) => load_with_adapter(&args.model, adapter)?.0,
+        None => {
+            let (config, weights) = load_model(&args.model)?;
+            Llama::new(config, weights)?
+        }
+    };
     if let Some(f) = args.rope_scale {
         model.config.rope_scaling_factor = f;
         model.config.validate()?;
@@ -83,6 +93,7 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
     pb.finish_and_clear();
     let report = json!({
         "model": args.model.display().to_string(),
+        "adapter": args.adapter.as_ref().map(|a| a.display().to_string()),
         "tokenizer": tokenizer.source(),
         "bos": bos,
         "rope_scaling_factor": model.config.rope_scaling_factor,

@@ -1,26 +1,27 @@
 //! `harness pretrain`: a Llama trained from scratch (all parameters, dense attention), written as a
 //! Hugging Face model directory: the base models that LongLoRA then extends.
 
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use longlora::checkpoint::save_model;
-use longlora::data::{BatchSource, WindowSampler};
+use longlora::checkpoint::{
+    find_checkpoint, load_run_checkpoint, save_model, write_atomic, RunCheckpoint, RunOptions,
+};
+use longlora::data::WindowSampler;
 use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
 use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
 use longlora::tokenizer::Tokenizer;
-use longlora::train::{StepReport, TrainConfig, Trainer};
+use longlora::train::{TrainConfig, Trainer};
 use longlora::{Error, Result};
 use serde_json::json;
 
-use crate::finetune::{prepare_output, report, utc_stamp};
-use crate::progress::{bar, peak_memory_mib};
+use crate::finetune::{prepare_output, utc_stamp};
+use crate::progress::peak_memory_mib;
 use crate::training_data::{load_tokens, TokenizerSource};
+use crate::training_loop::{run_steps, Checkpointing};
 
 /// Width of every attention head: the GPU attention kernels are built for 64.
 const HEAD_DIM: usize = 64;
@@ -108,6 +109,14 @@ pub struct PretrainArgs {
     /// Allow writing into a non-empty output directory.
     #[arg(long)]
     overwrite: bool,
+    /// Save a checkpoint every K steps (weights, optimizer state, step, RNG state) into
+    /// OUTPUT/checkpoint-NNNNNN, keeping only the newest. Ctrl-C saves one whether or not this is set.
+    #[arg(long)]
+    save_every: Option<usize>,
+    /// Continue an interrupted run from its output directory (its newest checkpoint) or from one
+    /// checkpoint directory. Give the options the run was started with.
+    #[arg(long, conflicts_with_all = ["output", "overwrite"])]
+    resume: Option<PathBuf>,
 }
 
 /// The architecture the options describe, for a vocabulary from `tokenizer`.
@@ -135,35 +144,54 @@ fn model_config(args: &PretrainArgs, tokenizer: &Tokenizer) -> Result<LlamaConfi
     Ok(cfg)
 }
 
-/// Runs `steps` optimizer steps, one metrics.jsonl line each.
-fn train_steps(
-    trainer: &mut Trainer,
-    model: &mut Llama<f32>,
-    sampler: &dyn BatchSource,
-    metrics_path: &Path,
-) -> Result<Vec<StepReport>> {
-    let steps = trainer.config.steps;
-    let mut metrics = File::create(metrics_path).map_err(|e| Error::io(metrics_path, e))?;
-    let pb = bar(steps, "pretrain");
-    let mut reports = Vec::with_capacity(steps);
-    for _ in 0..steps {
-        let r = trainer.step(model, sampler)?;
-        report(&pb, &r);
-        let line = serde_json::to_string(&r).expect("a plain struct serialises");
-        writeln!(metrics, "{line}").map_err(|e| Error::io(metrics_path, e))?;
-        reports.push(r);
+/// The options that define the run: a resume must repeat them.
+fn run_options(
+    args: &PretrainArgs,
+    cfg: &LlamaConfig,
+    config: &TrainConfig,
+    data_tokens: usize,
+) -> RunOptions {
+    vec![
+        ("model", longlora::checkpoint::config_to_json(cfg)),
+        ("data", json!({"path": args.data, "tokens": data_tokens})),
+        ("seed", json!(config.seed)),
+        ("context", json!(config.seq_len)),
+        ("steps", json!(config.steps)),
+        ("batch-size", json!(config.batch_size)),
+        ("grad-accum", json!(config.grad_accum)),
+        ("lr", json!(config.lr)),
+        ("warmup-steps", json!(config.warmup_steps)),
+        ("schedule", json!(config.schedule.to_string())),
+        ("weight-decay", json!(config.adamw.weight_decay)),
+        ("max-grad-norm", json!(config.max_grad_norm)),
+    ]
+}
+
+/// The checkpoint `--resume` names, read.
+fn resume_checkpoint(args: &PretrainArgs) -> Result<Option<RunCheckpoint>> {
+    if args.save_every == Some(0) {
+        return Err(Error::option("save-every", "must be at least 1"));
     }
-    pb.finish();
-    Ok(reports)
+    args.resume
+        .as_deref()
+        .map(|dir| load_run_checkpoint(&find_checkpoint(dir)?))
+        .transpose()
 }
 
 /// Trains and writes config.json, model.safetensors, the tokenizer, metrics.jsonl and run.json.
 pub fn run(args: PretrainArgs) -> Result<()> {
     let started = Instant::now();
-    let out = args
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/pretrain-{}", utc_stamp())));
+    let resume = resume_checkpoint(&args)?;
+    let out = match &resume {
+        Some(ck) => ck
+            .dir
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        None => args
+            .output
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("runs/pretrain-{}", utc_stamp()))),
+    };
     let tokenizer = args.tokenizer.load()?;
     let cfg = model_config(&args, &tokenizer)?;
     let weights = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(args.seed, 1));
@@ -186,11 +214,18 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         trainable: TrainableSet::Full,
         seed: args.seed,
     };
-    let mut trainer = Trainer::new(&model, config.clone())?;
     let tokens = load_tokens(&args.data, &tokenizer, cfg.vocab_size)?;
     let data_tokens = tokens.len();
     let sampler = WindowSampler::new(tokens, args.context)?;
-    prepare_output(&out, args.overwrite)?;
+    let options = run_options(&args, &cfg, &config, data_tokens);
+    let resumed_from = resume.as_ref().map(|ck| ck.dir.clone());
+    let mut trainer = match resume {
+        Some(ck) => ck.resume(&mut model, config.clone(), &options)?,
+        None => {
+            prepare_output(&out, args.overwrite, "output")?;
+            Trainer::new(&model, config.clone())?
+        }
+    };
     eprintln!(
         "pre-training a {} M-parameter Llama (d {}, {} layers, {} heads, vocabulary {}) at context \
          {} on {} tokens of {}",
@@ -203,11 +238,19 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         data_tokens,
         args.data.display()
     );
-    let reports = train_steps(
+    let checkpointing = Checkpointing {
+        run_dir: &out,
+        save_every: args.save_every,
+        resumed_from,
+        options: &options,
+        notes: &json!({}),
+    };
+    let reports = run_steps(
         &mut trainer,
         &mut model,
         &sampler,
-        &out.join("metrics.jsonl"),
+        &checkpointing,
+        "pretrain",
     )?;
 
     save_model(&out, &model.config, &model.weights)?;
@@ -227,11 +270,12 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         "tokens_per_s": last.tokens_per_s,
         "total_time_s": started.elapsed().as_secs_f64(),
         "peak_memory_mib": peak_memory_mib(),
+        "resumed_from": checkpointing.resumed_from,
         "version": env!("CARGO_PKG_VERSION"),
     });
     let run_json = out.join("run.json");
     let text = serde_json::to_string_pretty(&summary).expect("a JSON value serialises");
-    fs::write(&run_json, text).map_err(|e| Error::io(&run_json, e))?;
+    write_atomic(&run_json, text.as_bytes())?;
     println!(
         "pre-training finished in {:.1} s: loss {:.4} first step -> {:.4} last step, {:.0} tokens/s",
         started.elapsed().as_secs_f64(),

@@ -23,6 +23,14 @@ pub enum TrainData {
 }
 
 impl TrainData {
+    /// Its size, recorded in checkpoints so a resume on other data is refused: tokens, or records.
+    pub fn fingerprint(&self) -> usize {
+        match self {
+            TrainData::Tokens(tokens) => tokens.len(),
+            TrainData::Sft { records, .. } => records.len(),
+        }
+    }
+
     /// The sampler for training at `context`. SFT truncation is reported on stderr.
     pub fn sampler(self, tokenizer: &Tokenizer, context: usize) -> Result<Box<dyn BatchSource>> {
         match self {

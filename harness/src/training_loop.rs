@@ -1,0 +1,146 @@
+//! The step loop every training command shares: one metrics line per step, a progress bar,
+//! checkpoints every K steps, Ctrl-C (finish the step, save, exit), and a clear stop on a
+//! non-finite loss. A resumed run continues the same metrics file.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+
+use indicatif::ProgressBar;
+use longlora::checkpoint::{remove_checkpoints, save_run_checkpoint, write_atomic, RunOptions};
+use longlora::data::BatchSource;
+use longlora::model::Llama;
+use longlora::train::{StepReport, Trainer};
+use longlora::{Error, Result};
+use serde_json::Value;
+
+use crate::progress::bar;
+
+/// One JSON object per optimizer step.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Makes the first Ctrl-C a request to stop after the current step; a second one exits at once,
+/// for a user who does not want to wait.
+fn watch_ctrl_c() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let installed = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!("\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again to quit now)");
+        });
+        if let Err(e) = installed {
+            eprintln!("warning: Ctrl-C cannot save a checkpoint: {e}");
+        }
+    });
+}
+
+/// Where and when a run saves checkpoints, and what they record about it.
+pub struct Checkpointing<'a> {
+    pub run_dir: &'a Path,
+    /// Save after every this many steps; `None` saves only on Ctrl-C.
+    pub save_every: Option<usize>,
+    /// The checkpoint this run resumed from, if any: the last good one until a newer is saved.
+    pub resumed_from: Option<PathBuf>,
+    pub options: &'a RunOptions,
+    pub notes: &'a Value,
+}
+
+/// Shows one step on the progress bar.
+pub fn show_step(pb: &ProgressBar, r: &StepReport) {
+    pb.set_position(r.step as u64);
+    pb.set_message(format!(
+        "loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
+        r.loss, r.lr, r.grad_norm, r.tokens_per_s
+    ));
+}
+
+/// Runs `trainer` to its last step and returns the report of every step of the run, those before
+/// a resume read back from the metrics file (whose lines past the resumed step are dropped: they
+/// are about to be recomputed).
+pub fn run_steps(
+    trainer: &mut Trainer,
+    model: &mut Llama<f32>,
+    sampler: &dyn BatchSource,
+    checkpointing: &Checkpointing,
+    label: &str,
+) -> Result<Vec<StepReport>> {
+    let ck = checkpointing;
+    let metrics_path = ck.run_dir.join(METRICS_FILE);
+    let mut reports = earlier_reports(&metrics_path, trainer.progress().step)?;
+    if ck.resumed_from.is_none() {
+        remove_checkpoints(ck.run_dir)?;
+    }
+    let mut metrics = OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::io(&metrics_path, e))?;
+    let mut last_checkpoint = ck.resumed_from.clone();
+    let save = |trainer: &Trainer, model: &Llama<f32>| {
+        save_run_checkpoint(ck.run_dir, trainer, &model.weights, ck.options, ck.notes)
+    };
+    watch_ctrl_c();
+    let steps = trainer.config.steps;
+    let pb = bar(steps, label);
+    pb.set_position(trainer.progress().step as u64);
+    while trainer.progress().step < steps {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            pb.abandon();
+            return Err(Error::Interrupted {
+                step: trainer.progress().step,
+                checkpoint: save(trainer, model)?,
+                run_dir: ck.run_dir.to_path_buf(),
+            });
+        }
+        let r = match trainer.step(model, sampler) {
+            Ok(r) => r,
+            Err(Error::Diverged { step, loss, .. }) => {
+                pb.abandon();
+                return Err(Error::Diverged {
+                    step,
+                    loss,
+                    checkpoint: last_checkpoint,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        show_step(&pb, &r);
+        let line = serde_json::to_string(&r).expect("a step report serialises");
+        writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
+        if ck.save_every.is_some_and(|k| r.step % k == 0) {
+            last_checkpoint = Some(save(trainer, model)?);
+        }
+        reports.push(r);
+    }
+    pb.finish();
+    Ok(reports)
+}
+
+/// The reports of steps up to `step` in `path`, rewriting the file to hold just those.
+fn earlier_reports(path: &Path, step: usize) -> Result<Vec<StepReport>> {
+    let mut reports = Vec::new();
+    if step > 0 {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        for (i, line) in text.lines().enumerate() {
+            let r: StepReport = serde_json::from_str(line).map_err(|e| Error::BadFile {
+                path: path.into(),
+                message: format!("line {}: {e}", i + 1),
+            })?;
+            if r.step <= step {
+                reports.push(r);
+            }
+        }
+    }
+    let kept: String = reports
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("a step report serialises") + "\n")
+        .collect();
+    write_atomic(path, kept.as_bytes())?;
+    Ok(reports)
+}
