@@ -1,6 +1,7 @@
 //! longlora: LongLoRA fine-tuning (shifted sparse attention, LoRA, RoPE position interpolation)
 //! with plain CPU reference ops and explicit backward passes.
 
+pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
