@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::backend::Engine;
 use crate::data::WindowSampler;
 use crate::error::{Error, Result};
 use crate::model::trainable::trained_pairs;
@@ -59,6 +60,8 @@ pub struct Trainer {
     pub config: TrainConfig,
     optimizer: AdamW,
     grads: LlamaWeights<f32>,
+    /// The backend the forward and backward passes run on.
+    engine: Engine,
     mask: AttnMask,
     rng: Rng,
     step: usize,
@@ -68,8 +71,14 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Prepares a run; the model must already carry LoRA adapters when the set trains them.
+    /// Prepares a run on the CPU reference ops; the model must already carry LoRA adapters when
+    /// the set trains them.
     pub fn new(model: &Llama<f32>, config: TrainConfig) -> Result<Self> {
+        Self::with_engine(model, config, Engine::cpu())
+    }
+
+    /// Prepares a run on `engine`, opened on `model` for `config.trainable`.
+    pub fn with_engine(model: &Llama<f32>, config: TrainConfig, engine: Engine) -> Result<Self> {
         if config.steps == 0 || config.batch_size == 0 || config.grad_accum == 0 {
             return Err(Error::option(
                 "steps/batch-size/grad-accum",
@@ -105,12 +114,18 @@ impl Trainer {
             optimizer: AdamW::new(config.adamw, &sizes),
             rng: Rng::derive(config.seed, 0x7261_696e),
             grads,
+            engine,
             mask,
             step: 0,
             tokens: 0,
             started: None,
             config,
         })
+    }
+
+    /// The backend the run's passes run on (also for evaluating the model being trained).
+    pub fn engine(&mut self) -> &mut Engine {
+        &mut self.engine
     }
 
     /// Number of trained parameters.
@@ -139,13 +154,15 @@ impl Trainer {
         let mut loss = 0.0;
         for _ in 0..c.grad_accum {
             let batch = sampler.sample(c.batch_size, &mut self.rng);
-            let acts = model.forward(&batch.tokens, batch.batch, batch.seq_len, &self.mask)?;
+            let engine = &mut self.engine;
+            engine.forward(model, &batch.tokens, batch.batch, batch.seq_len, &self.mask)?;
             let count = crate::ops::cross_entropy::scored_count(&batch.targets).max(1);
             let dloss = 1.0 / (count * c.grad_accum) as f32;
-            let sum = model.backward(&acts, &batch.targets, dloss, &mut self.grads)?;
-            loss += sum as f64 / count as f64 / c.grad_accum as f64;
+            let sum = engine.backward(model, &batch.targets, dloss, &mut self.grads)?;
+            loss += sum / count as f64 / c.grad_accum as f64;
             self.tokens += batch.tokens.len();
         }
+        self.engine.take_grads(&mut self.grads)?;
         if !loss.is_finite() {
             return Err(Error::Diverged {
                 step: self.step + 1,
@@ -162,6 +179,7 @@ impl Trainer {
         let lr = c.schedule.lr(c.lr, self.step, c.warmup_steps, c.steps);
         self.optimizer
             .update(&mut trained_pairs(&mut model.weights, &self.grads), lr);
+        self.engine.weights_updated(model)?;
         self.step += 1;
         let elapsed_s = started.elapsed().as_secs_f64();
         Ok(StepReport {

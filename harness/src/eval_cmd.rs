@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use longlora::backend::Engine;
 use longlora::checkpoint::load_model;
 use longlora::data::{load_text_tokens, U16TokenFile, BYTE_VOCAB};
 use longlora::eval::perplexity;
@@ -12,6 +13,7 @@ use longlora::rng::Rng;
 use longlora::{Error, Result};
 
 use crate::builtin;
+use crate::device_arg::{self, DeviceArg};
 use crate::progress::bar;
 
 #[derive(Args, Debug)]
@@ -48,6 +50,10 @@ pub struct EvalArgs {
     /// Seed of the built-in model's random weights (without --model).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Where the model runs: auto (a CUDA GPU if present, else the CPU), cpu, cuda or emu (the CUDA
+    /// kernels in the CPU emulator).
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
 }
 
 /// Loads the model, evaluates, and prints one JSON object on stdout.
@@ -86,9 +92,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(n) => len.min(n.saturating_sub(1) * args.stride + context + 1),
         None => len,
     };
+    let mut engine = Engine::new(device_arg::open(args.device)?, &model, None, false)?;
     let pb = bar(0, "eval");
     let result = perplexity(
         &model,
+        &mut engine,
         len,
         |s, n| match &file {
             Some(f) => f.window(s, n, vocab),

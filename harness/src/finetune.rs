@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
+use longlora::backend::Engine;
 use longlora::checkpoint::{load_config, load_model, save_model};
 use longlora::data::{load_text_tokens, WindowSampler, BYTE_VOCAB};
 use longlora::eval::perplexity;
@@ -19,6 +20,7 @@ use longlora::{Error, Result};
 use serde_json::json;
 
 use crate::builtin;
+use crate::device_arg::{self, DeviceArg};
 use crate::progress::{bar, peak_memory_mib};
 
 #[derive(Args, Debug)]
@@ -96,6 +98,14 @@ pub struct FinetuneArgs {
     /// Allow writing into a non-empty output directory.
     #[arg(long)]
     overwrite: bool,
+    /// Where the model runs: auto (a CUDA GPU if present, else the CPU), cpu, cuda or emu (the CUDA
+    /// kernels in the CPU emulator). The built-in model's pre-training always runs on the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Keep only each layer's input in the forward pass and recompute the layer inside its backward
+    /// (less activation memory, one more forward).
+    #[arg(long)]
+    recompute: bool,
 }
 
 fn utc_stamp() -> String {
@@ -137,10 +147,17 @@ pub fn prepare_output(dir: &Path, overwrite: bool) -> Result<()> {
 }
 
 /// Mean loss over the first `windows` held-out windows of `context + 1` tokens (full attention).
-fn heldout_loss(model: &Llama<f32>, tokens: &[u32], context: usize, windows: usize) -> Result<f64> {
+fn heldout_loss(
+    model: &Llama<f32>,
+    engine: &mut Engine,
+    tokens: &[u32],
+    context: usize,
+    windows: usize,
+) -> Result<f64> {
     let usable = tokens.len().min(windows * context + 1);
     let ppl = perplexity(
         model,
+        engine,
         usable,
         |s, n| Ok(tokens[s..s + n].to_vec()),
         context,
@@ -268,9 +285,11 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     if args.model.is_none() {
         save_model(&out.join("base-model"), &model.config, &model.weights)?;
     }
+    let mut base_engine = Engine::new(device_arg::open(args.device)?, &model, None, false)?;
     let base_loss = match &heldout {
         Some(t) => Some(heldout_loss(
             &model,
+            &mut base_engine,
             t,
             original,
             args.eval_windows * context / original,
@@ -307,7 +326,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         seed: args.seed,
     };
     let sampler = WindowSampler::new(train_tokens, context)?;
-    let mut trainer = Trainer::new(&model, config.clone())?;
+    let engine = Engine::new(
+        base_engine.into_compute(),
+        &model,
+        Some(args.trainable),
+        args.recompute,
+    )?;
+    let mut trainer = Trainer::with_engine(&model, config.clone(), engine)?;
     eprintln!(
         "extending {source} from context {original} to {context}: rope factor {factor}, attention {}, \
          group ratio {}, trainable {} ({} parameters)",
@@ -318,7 +343,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     );
 
     let loss_before = match &heldout {
-        Some(t) => Some(heldout_loss(&model, t, context, args.eval_windows)?),
+        Some(t) => Some(heldout_loss(
+            &model,
+            trainer.engine(),
+            t,
+            context,
+            args.eval_windows,
+        )?),
         None => None,
     };
     let mut metrics = File::create(out.join("metrics.jsonl")).map_err(|e| Error::io(&out, e))?;
@@ -337,7 +368,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     }
     pb.finish();
     let loss_after = match &heldout {
-        Some(t) => Some(heldout_loss(&model, t, context, args.eval_windows)?),
+        Some(t) => Some(heldout_loss(
+            &model,
+            trainer.engine(),
+            t,
+            context,
+            args.eval_windows,
+        )?),
         None => None,
     };
 

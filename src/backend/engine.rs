@@ -68,6 +68,14 @@ impl Engine {
         }
     }
 
+    /// Gives back where this engine runs, to open another model there.
+    pub fn into_compute(self) -> Compute {
+        match self {
+            Engine::Cpu { .. } => Compute::Cpu,
+            Engine::Kernels(k) => Compute::Kernels(k.into_device()),
+        }
+    }
+
     /// Runs the decoder on `batch` sequences of `seq_len` tokens, keeping what backward needs.
     pub fn forward(
         &mut self,

@@ -760,6 +760,11 @@ impl KernelModel {
         })
     }
 
+    /// The device, dropping the model's buffers.
+    pub fn into_device(self) -> Device {
+        self.kernels.device
+    }
+
     pub fn kernels(&self) -> &Kernels {
         &self.kernels
     }
