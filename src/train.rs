@@ -128,6 +128,11 @@ impl Trainer {
         &mut self.engine
     }
 
+    /// The last step's gradients (after clipping), shaped like the weights, empty where frozen.
+    pub fn grads(&self) -> &LlamaWeights<f32> {
+        &self.grads
+    }
+
     /// Number of trained parameters.
     pub fn trained_params(&self) -> usize {
         self.grads.params().iter().map(|g| g.data.len()).sum()

@@ -164,11 +164,14 @@ impl Kernels {
                 ),
             ));
         }
-        let rank = model.weights.layers[0]
-            .q_proj
-            .lora
-            .as_ref()
-            .map_or(0, |l| l.rank);
+        let rank = model
+            .weights
+            .layers
+            .iter()
+            .flat_map(|l| [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj])
+            .filter_map(|lin| lin.lora.as_ref().map(|l| l.rank))
+            .max()
+            .unwrap_or(0);
         if rank > MAX_LORA_RANK {
             return Err(Error::option(
                 "lora-rank",
