@@ -108,7 +108,10 @@ fn assert_tensors_close(what: &str, got: &LlamaWeights<f32>, want: &LlamaWeights
     assert_eq!(got.len(), want.len(), "{what}: different trained sets");
     for ((name, g), (_, w)) in got.iter().zip(&want) {
         let err = rel_error(g, w);
-        assert!(err <= tol, "{what} {name}: relative error {err:.3e} > {tol:.0e}");
+        assert!(
+            err <= tol,
+            "{what} {name}: relative error {err:.3e} > {tol:.0e}"
+        );
     }
 }
 
@@ -212,7 +215,9 @@ fn recomputing_layers_changes_memory_not_results() {
             "{name}: gradients changed under recomputation"
         );
         assert!(
-            values(&grads).iter().any(|(_, g)| g.iter().any(|&v| v != 0.0)),
+            values(&grads)
+                .iter()
+                .any(|(_, g)| g.iter().any(|&v| v != 0.0)),
             "{name}: all gradients are zero"
         );
         // Recomputation drops every layer's cache but one (inputs are kept either way).
@@ -236,7 +241,10 @@ fn the_kernels_refuse_what_they_do_not_cover_by_name() {
         Some(TrainableSet::Full),
         false,
     );
-    let message = full.err().expect("full fine-tuning on the kernels").to_string();
+    let message = full
+        .err()
+        .expect("full fine-tuning on the kernels")
+        .to_string();
     assert!(
         message.contains("--device") && message.contains("trainable"),
         "{message}"
@@ -255,4 +263,3 @@ fn the_kernels_refuse_what_they_do_not_cover_by_name() {
         "{message}"
     );
 }
-

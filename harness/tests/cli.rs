@@ -155,7 +155,11 @@ fn eval_runs_on_the_emulated_kernels_and_cuda_without_a_gpu_is_a_clear_error() {
         ])
     };
     let emu = eval("emu");
-    assert!(emu.status.success(), "eval on the emulator: {}", stderr(&emu));
+    assert!(
+        emu.status.success(),
+        "eval on the emulator: {}",
+        stderr(&emu)
+    );
     assert!(stderr(&emu).contains("emulator"), "{}", stderr(&emu));
     let on_cpu: serde_json::Value = serde_json::from_slice(&eval("cpu").stdout).unwrap();
     let on_emu: serde_json::Value = serde_json::from_slice(&emu.stdout).unwrap();

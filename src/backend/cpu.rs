@@ -284,7 +284,16 @@ impl<T: Float> Backend for Cpu<'_, T> {
                     let g = &mut grads.lm_head.data;
                     matmul_tn(g, dy, x, vocab, rows, d, T::one(), true);
                 }
-                matmul_nn(dx, dy, &weights.lm_head.data, rows, vocab, d, T::one(), true);
+                matmul_nn(
+                    dx,
+                    dy,
+                    &weights.lm_head.data,
+                    rows,
+                    vocab,
+                    d,
+                    T::one(),
+                    true,
+                );
             }
         }
         Ok(())

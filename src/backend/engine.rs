@@ -34,7 +34,7 @@ impl Compute {
 pub enum Engine {
     Cpu {
         recompute: bool,
-        acts: Option<Activations<Host<f32>>>,
+        acts: Option<Box<Activations<Host<f32>>>>,
     },
     Kernels(Box<KernelModel>),
 }
@@ -91,7 +91,9 @@ impl Engine {
                 let mut cpu = Cpu::new(&model.config, &model.weights);
                 let fresh = match acts.take() {
                     Some(a) if a.fits(batch, seq_len, mask, *recompute) => a,
-                    _ => Activations::new(&mut cpu, batch, seq_len, mask, *recompute)?,
+                    _ => Box::new(Activations::new(
+                        &mut cpu, batch, seq_len, mask, *recompute,
+                    )?),
                 };
                 decoder_forward(&mut cpu, acts.insert(fresh), tokens)
             }
@@ -160,7 +162,7 @@ impl Engine {
     /// Elements the last forward kept for backward.
     pub fn saved_elements(&self) -> usize {
         match self {
-            Engine::Cpu { acts, .. } => acts.as_ref().map_or(0, Activations::saved_elements),
+            Engine::Cpu { acts, .. } => acts.as_ref().map_or(0, |a| a.saved_elements()),
             Engine::Kernels(k) => k.saved_elements(),
         }
     }

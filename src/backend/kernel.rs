@@ -128,10 +128,11 @@ fn scratch<'a>(
     slot: &'a mut Option<Buffer<f32>>,
     len: usize,
 ) -> Result<&'a mut Buffer<f32>> {
-    if slot.as_ref().is_none_or(|b| b.len() != len) {
-        *slot = Some(device.zeros(len)?);
-    }
-    slot.as_mut().ok_or_else(|| Error::Data("scratch buffer missing".into()))
+    let buffer = match slot.take() {
+        Some(b) if b.len() == len => b,
+        _ => device.zeros(len)?,
+    };
+    Ok(slot.insert(buffer))
 }
 
 impl Kernels {
@@ -209,11 +210,7 @@ impl Kernels {
             })
             .collect::<Result<_>>()?;
         Ok(Kernels {
-            embed_tokens: DeviceParam::new(
-                &device,
-                &w.embed_tokens,
-                trains(&w.embed_tokens.name),
-            )?,
+            embed_tokens: DeviceParam::new(&device, &w.embed_tokens, trains(&w.embed_tokens.name))?,
             layers,
             norm: DeviceParam::new(&device, &w.norm, trains(&w.norm.name))?,
             lm_head: DeviceParam::new(&device, &w.lm_head, trains(&w.lm_head.name))?,

@@ -124,7 +124,11 @@ impl Gpu {
             .map_err(cuda_error("zeroing GPU memory"))
     }
 
-    pub(crate) fn copy<T: Element>(&self, src: &CudaSlice<T>, dst: &mut CudaSlice<T>) -> Result<()> {
+    pub(crate) fn copy<T: Element>(
+        &self,
+        src: &CudaSlice<T>,
+        dst: &mut CudaSlice<T>,
+    ) -> Result<()> {
         self.stream
             .memcpy_dtod(src, dst)
             .map_err(cuda_error("copying within the GPU"))

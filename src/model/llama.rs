@@ -87,7 +87,10 @@ impl<M: Memory> Activations<M> {
 
     /// Whether these buffers fit a pass over `batch` sequences of `seq_len` under `mask`.
     pub fn fits(&self, batch: usize, seq_len: usize, mask: &AttnMask, recompute: bool) -> bool {
-        self.batch == batch && self.seq_len == seq_len && self.mask == *mask && self.recompute == recompute
+        self.batch == batch
+            && self.seq_len == seq_len
+            && self.mask == *mask
+            && self.recompute == recompute
     }
 
     /// Elements of the tensors kept for backward (layer inputs and caches, final norm, logits).
@@ -191,7 +194,11 @@ impl<M: Memory> LayerCache<M> {
                 .iter()
                 .map(|s| M::stats_len(s))
                 .sum::<usize>()
-            + adapters.iter().flat_map(|s| s.as_ref()).map(M::stats_len).sum::<usize>()
+            + adapters
+                .iter()
+                .flat_map(|s| s.as_ref())
+                .map(M::stats_len)
+                .sum::<usize>()
     }
 }
 
@@ -209,7 +216,10 @@ impl<M: Memory> BackwardBuffers<M> {
         let cfg = b.config().clone();
         let rows = acts.rows();
         let recomputed = if acts.recompute {
-            Some((LayerCache::new(b, &cfg, 0, rows)?, b.tensor(rows * cfg.hidden_size)?))
+            Some((
+                LayerCache::new(b, &cfg, 0, rows)?,
+                b.tensor(rows * cfg.hidden_size)?,
+            ))
         } else {
             None
         };
@@ -466,16 +476,7 @@ fn layer_backward<B: Backend>(
     b.zero(&mut s.dk)?;
     b.zero(&mut s.dv)?;
     b.attention_backward(
-        &mut s.dq,
-        &mut s.dk,
-        &mut s.dv,
-        &s.dattn,
-        &c.q,
-        &c.k,
-        &c.v,
-        &c.attn,
-        &c.lse,
-        acts.batch,
+        &mut s.dq, &mut s.dk, &mut s.dv, &s.dattn, &c.q, &c.k, &c.v, &c.attn, &c.lse, acts.batch,
         &acts.mask,
     )?;
     b.rope_backward(&mut s.dq, &acts.rope, &acts.positions, heads)?;
@@ -571,4 +572,3 @@ impl<T: Float> Llama<T> {
         Ok(cst(sum))
     }
 }
-
