@@ -221,10 +221,6 @@ impl Kernels {
         })
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     /// The device, and the device tensors in the order of [`LlamaWeights::params`].
     fn params_mut(&mut self) -> (&Device, Vec<&mut DeviceParam>) {
         let mut out = vec![&mut self.embed_tokens];
@@ -763,10 +759,6 @@ impl KernelModel {
     /// The device, dropping the model's buffers.
     pub fn into_device(self) -> Device {
         self.kernels.device
-    }
-
-    pub fn kernels(&self) -> &Kernels {
-        &self.kernels
     }
 
     pub fn kernels_mut(&mut self) -> &mut Kernels {
