@@ -3,7 +3,7 @@
 use crate::backend::{Cpu, Host, KernelModel};
 use crate::error::Result;
 use crate::kernels::Device;
-use crate::model::llama::{
+use crate::model::decoder::{
     check_targets, check_tokens, decoder_backward, decoder_forward, Activations, BackwardBuffers,
 };
 use crate::model::{Llama, LlamaWeights, TrainableSet};

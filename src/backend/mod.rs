@@ -5,10 +5,12 @@
 mod cpu;
 mod engine;
 mod kernel;
+mod kernel_model;
 
 pub use cpu::{Cpu, Host};
 pub use engine::{Compute, Engine};
-pub use kernel::{DeviceMemory, KernelModel, Kernels};
+pub use kernel::{DeviceMemory, Kernels};
+pub use kernel_model::KernelModel;
 
 use crate::error::Result;
 use crate::model::config::LlamaConfig;
