@@ -102,6 +102,7 @@ impl Trainer {
                 ),
             ));
         }
+        engine.check_trains(config.trainable)?;
         let mask = AttnMask::from_ratio(config.attn, config.group_ratio, config.seq_len)?;
         let grads = config.trainable.grads_for(&model.weights);
         let sizes: Vec<usize> = grads

@@ -250,6 +250,17 @@ fn the_kernels_refuse_what_they_do_not_cover_by_name() {
         "{message}"
     );
 
+    let eval_only = Engine::new(Compute::Kernels(Device::emulator()), &model(), None, false);
+    let trainer = Trainer::with_engine(&model(), run_config(1), eval_only.expect("engine"));
+    let message = trainer
+        .err()
+        .expect("training on an evaluation engine")
+        .to_string();
+    assert!(
+        message.contains("trainable") && message.contains("evaluation only"),
+        "{message}"
+    );
+
     let cfg = LlamaConfig {
         num_attention_heads: 4,
         num_key_value_heads: 4,

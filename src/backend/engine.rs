@@ -68,6 +68,22 @@ impl Engine {
         }
     }
 
+    /// Checks that the engine can train `set`: the kernel backend holds gradient buffers only for
+    /// the set it was opened with.
+    pub fn check_trains(&self, set: TrainableSet) -> Result<()> {
+        match self {
+            Engine::Kernels(k) if k.trainable() != Some(set) => Err(crate::Error::option(
+                "trainable",
+                format!(
+                    "the run trains `{set}` but the device was opened for {}",
+                    k.trainable()
+                        .map_or("evaluation only".to_string(), |t| format!("`{t}`"))
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Gives back where this engine runs, to open another model there.
     pub fn into_compute(self) -> Compute {
         match self {

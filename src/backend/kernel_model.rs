@@ -16,6 +16,8 @@ use crate::ops::cross_entropy::scored_count;
 /// (batch, seq_len) and reused across steps.
 pub struct KernelModel {
     kernels: Kernels,
+    /// The set the device holds gradient buffers for (none: evaluation only).
+    trainable: Option<TrainableSet>,
     recompute: bool,
     acts: Option<Activations<DeviceMemory>>,
     scratch: Option<BackwardBuffers<DeviceMemory>>,
@@ -32,6 +34,7 @@ impl KernelModel {
     ) -> Result<Self> {
         Ok(KernelModel {
             kernels: Kernels::new(device, model, trainable)?,
+            trainable,
             recompute,
             acts: None,
             scratch: None,
@@ -41,6 +44,11 @@ impl KernelModel {
     /// The device, dropping the model's buffers.
     pub fn into_device(self) -> Device {
         self.kernels.into_device()
+    }
+
+    /// The set the device holds gradient buffers for (none: evaluation only).
+    pub fn trainable(&self) -> Option<TrainableSet> {
+        self.trainable
     }
 
     /// The weights and gradients on the device.
