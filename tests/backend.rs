@@ -274,3 +274,26 @@ fn the_kernels_refuse_what_they_do_not_cover_by_name() {
         "{message}"
     );
 }
+
+#[test]
+fn recomputation_refuses_layers_with_different_ranks() {
+    let cfg = config();
+    let mut rng = Rng::new(9);
+    let mut weights = LlamaWeights::random(&cfg, 0.08, &mut rng);
+    let mut narrow = weights.clone();
+    weights.add_lora(8, 16.0, &mut rng);
+    narrow.add_lora(4, 8.0, &mut rng);
+    weights.layers[1] = narrow.layers[1].clone();
+    let model = Llama::new(cfg, weights).expect("model");
+    let batch = sampler().sample(1, &mut Rng::new(5));
+    let mask = AttnMask::dense();
+    let mut engine = Engine::new(Compute::Cpu, &model, None, true).expect("engine");
+    let err = engine
+        .forward(&model, &batch.tokens, 1, SEQ, &mask)
+        .expect_err("mixed ranks under recomputation");
+    let message = err.to_string();
+    assert!(
+        message.contains("recompute") && message.contains("rank 8") && message.contains('4'),
+        "{message}"
+    );
+}

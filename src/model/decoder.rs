@@ -104,6 +104,9 @@ impl<M: Memory> Activations<M> {
         let rows = batch * seq_len;
         let d = cfg.hidden_size;
         let positions: Vec<u32> = (0..rows).map(|r| (r % seq_len) as u32).collect();
+        if recompute {
+            check_uniform_ranks(b)?;
+        }
         let cached = if recompute { 1 } else { cfg.num_hidden_layers };
         let layers = (0..cached)
             .map(|l| LayerCache::new(b, &cfg, l, rows))
@@ -125,6 +128,30 @@ impl<M: Memory> Activations<M> {
             logits: b.tensor(rows * cfg.vocab_size)?,
         })
     }
+}
+
+/// Recomputation reuses one layer's buffers for every layer, so every layer's adapters must have
+/// layer 0's ranks.
+fn check_uniform_ranks<B: Backend>(b: &B) -> Result<()> {
+    let projs = [Proj::Q, Proj::K, Proj::V, Proj::O];
+    for layer in 1..b.config().num_hidden_layers {
+        for proj in projs {
+            let (first, this) = (
+                b.lora_rank(LinearId::Layer(0, proj)),
+                b.lora_rank(LinearId::Layer(layer, proj)),
+            );
+            if first != this {
+                return Err(Error::option(
+                    "recompute",
+                    format!(
+                        "needs the same LoRA rank in every layer; {proj:?} has rank {first} in \
+                         layer 0 and {this} in layer {layer}"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl<M: Memory> LayerCache<M> {
