@@ -275,6 +275,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         context,
         factor,
     } = plan(&args, &base_config)?;
+    let compute = device_arg::open(args.device)?;
+    let lora_rank = if args.trainable.uses_lora() {
+        args.lora_rank
+    } else {
+        0
+    };
+    compute.check_model(&base_config, Some(args.trainable), lora_rank)?;
     prepare_output(&out, args.overwrite)?;
     let Base {
         mut model,
@@ -285,7 +292,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     if args.model.is_none() {
         save_model(&out.join("base-model"), &model.config, &model.weights)?;
     }
-    let mut base_engine = Engine::new(device_arg::open(args.device)?, &model, None, false)?;
+    let mut base_engine = Engine::new(compute, &model, None, false)?;
     let base_loss = match &heldout {
         Some(t) => Some(heldout_loss(
             &model,

@@ -183,3 +183,28 @@ fn eval_runs_on_the_emulated_kernels_and_cuda_without_a_gpu_is_a_clear_error() {
     assert!(e.contains("error: invalid option device: cuda"), "{e}");
     assert!(!e.contains("panicked"), "{e}");
 }
+
+#[test]
+fn full_fine_tuning_on_the_kernels_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = harness(&[
+        "finetune",
+        "--device",
+        "emu",
+        "--trainable",
+        "full",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("error: invalid option trainable") && e.contains("--device cpu"),
+        "{e}"
+    );
+    assert!(
+        !out.exists(),
+        "the refused run created its output directory"
+    );
+}

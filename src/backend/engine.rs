@@ -1,12 +1,13 @@
 //! The model on the backend a run chose: what the trainer and the evaluator call.
 
+use crate::backend::kernel::check_supported;
 use crate::backend::{Cpu, Host, KernelModel};
 use crate::error::Result;
 use crate::kernels::Device;
 use crate::model::decoder::{
     check_targets, check_tokens, decoder_backward, decoder_forward, Activations, BackwardBuffers,
 };
-use crate::model::{Llama, LlamaWeights, TrainableSet};
+use crate::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use crate::ops::attention::AttnMask;
 
 /// Where the model runs: the CPU reference ops, or the kernels on a device (a CUDA GPU or the CPU
@@ -17,6 +18,20 @@ pub enum Compute {
 }
 
 impl Compute {
+    /// Checks, before any expensive work, that a model of `config` with adapters of `lora_rank` (0:
+    /// none) can train `trainable` (none: evaluate) here.
+    pub fn check_model(
+        &self,
+        config: &LlamaConfig,
+        trainable: Option<TrainableSet>,
+        lora_rank: usize,
+    ) -> Result<()> {
+        match self {
+            Compute::Cpu => Ok(()),
+            Compute::Kernels(_) => check_supported(config, trainable, lora_rank),
+        }
+    }
+
     /// What a run prints about where it runs.
     pub fn describe(&self) -> String {
         match self {

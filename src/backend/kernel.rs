@@ -130,36 +130,53 @@ fn scratch<'a>(
     Ok(slot.insert(buffer))
 }
 
+/// Fails, naming the option, for what the kernels do not cover: full fine-tuning (no weight-gradient
+/// GEMM), head dims other than 64 and 128, LoRA ranks above 64.
+pub fn check_supported(
+    cfg: &LlamaConfig,
+    trainable: Option<TrainableSet>,
+    lora_rank: usize,
+) -> Result<()> {
+    if trainable == Some(TrainableSet::Full) {
+        return Err(Error::option(
+            "trainable",
+            "full fine-tuning needs weight gradients of the base matrices, which the kernels \
+             (--device cuda|emu) do not compute: use --device cpu or --trainable lora|lora+embed+norm",
+        ));
+    }
+    if !matches!(cfg.head_dim(), 64 | 128) {
+        return Err(Error::option(
+            "device",
+            format!(
+                "the attention kernels (--device cuda|emu) need a head dim of 64 or 128; this \
+                 model's is {} (hidden {} / {} heads): use --device cpu",
+                cfg.head_dim(),
+                cfg.hidden_size,
+                cfg.num_attention_heads
+            ),
+        ));
+    }
+    if lora_rank > MAX_LORA_RANK {
+        return Err(Error::option(
+            "lora-rank",
+            format!(
+                "the LoRA kernels (--device cuda|emu) hold ranks up to {MAX_LORA_RANK}, got \
+                 {lora_rank}: use a smaller rank or --device cpu"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Kernels {
     /// Uploads `model`'s weights to `device`, with gradient buffers for the tensors `trainable`
-    /// trains (none for evaluation). Fails, naming the option, for what the kernels do not cover:
-    /// full fine-tuning (no weight-gradient GEMM), head dims other than 64 and 128, LoRA ranks above
-    /// 64.
+    /// trains (none for evaluation). Fails as [`check_supported`] does.
     pub fn new(
         device: Device,
         model: &Llama<f32>,
         trainable: Option<TrainableSet>,
     ) -> Result<Self> {
         let cfg = &model.config;
-        if trainable == Some(TrainableSet::Full) {
-            return Err(Error::option(
-                "trainable",
-                "full fine-tuning needs weight gradients of the base matrices, which the kernels \
-                 (--device cuda|emu) do not compute: use --device cpu or --trainable lora|lora+embed+norm",
-            ));
-        }
-        if !matches!(cfg.head_dim(), 64 | 128) {
-            return Err(Error::option(
-                "device",
-                format!(
-                    "the attention kernels (--device cuda|emu) need a head dim of 64 or 128; this \
-                     model's is {} (hidden {} / {} heads): use --device cpu",
-                    cfg.head_dim(),
-                    cfg.hidden_size,
-                    cfg.num_attention_heads
-                ),
-            ));
-        }
         let rank = model
             .weights
             .layers
@@ -168,15 +185,7 @@ impl Kernels {
             .filter_map(|lin| lin.lora.as_ref().map(|l| l.rank))
             .max()
             .unwrap_or(0);
-        if rank > MAX_LORA_RANK {
-            return Err(Error::option(
-                "lora-rank",
-                format!(
-                    "the LoRA kernels (--device cuda|emu) hold ranks up to {MAX_LORA_RANK}, got \
-                     {rank}: use a smaller rank or --device cpu"
-                ),
-            ));
-        }
+        check_supported(cfg, trainable, rank)?;
         let trains = |name: &str| trainable.is_some_and(|t| t.trains(name));
         let w = &model.weights;
         let layers = w
