@@ -170,7 +170,8 @@ pub fn check_supported(
 
 impl Kernels {
     /// Uploads `model`'s weights to `device`, with gradient buffers for the tensors `trainable`
-    /// trains (none for evaluation). Fails as [`check_supported`] does.
+    /// trains (none for evaluation). Fails, naming the option, for what the kernels do not cover
+    /// (as [`Compute::check_model`](crate::backend::Compute::check_model) does).
     pub fn new(
         device: Device,
         model: &Llama<f32>,

@@ -264,12 +264,7 @@ impl<M: Memory> BackwardBuffers<M> {
 }
 
 /// Checks a token batch against its shape and the vocabulary.
-pub(crate) fn check_tokens(
-    cfg: &LlamaConfig,
-    tokens: &[u32],
-    batch: usize,
-    seq_len: usize,
-) -> Result<()> {
+pub fn check_tokens(cfg: &LlamaConfig, tokens: &[u32], batch: usize, seq_len: usize) -> Result<()> {
     if tokens.len() != batch * seq_len || tokens.is_empty() {
         return Err(Error::Shape {
             what: "token batch".into(),
@@ -287,7 +282,7 @@ pub(crate) fn check_tokens(
 }
 
 /// Checks labels against the number of rows and the vocabulary (−100 = not scored).
-pub(crate) fn check_targets(cfg: &LlamaConfig, rows: usize, targets: &[i32]) -> Result<()> {
+pub fn check_targets(cfg: &LlamaConfig, rows: usize, targets: &[i32]) -> Result<()> {
     if targets.len() != rows {
         return Err(Error::Shape {
             what: "targets".into(),
