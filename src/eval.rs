@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::backend::Engine;
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::ops::attention::AttnMask;
@@ -25,10 +26,12 @@ pub fn window_starts(len: usize, context: usize, stride: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Evaluates `model` on the windows of a token source; `window(start, len)` returns those tokens.
-/// `on_window(done, total)` reports progress.
+/// Evaluates `model` on `engine` over the windows of a token source; `window(start, len)` returns
+/// those tokens. `on_window(done, total)` reports progress.
+#[allow(clippy::too_many_arguments)]
 pub fn perplexity(
     model: &Llama<f32>,
+    engine: &mut Engine,
     len: usize,
     mut window: impl FnMut(usize, usize) -> Result<Vec<u32>>,
     context: usize,
@@ -51,9 +54,9 @@ pub fn perplexity(
     let mut sum = 0.0;
     for (i, &s) in starts.iter().enumerate() {
         let w = window(s, context + 1)?;
-        let acts = model.forward(&w[..context], 1, context, mask)?;
+        engine.forward(model, &w[..context], 1, context, mask)?;
         let targets: Vec<i32> = w[1..].iter().map(|&t| t as i32).collect();
-        sum += model.loss(&acts, &targets)?.0 as f64;
+        sum += engine.loss(model, &targets)?.0;
         on_window(i + 1, starts.len());
     }
     let mean_loss = sum / starts.len() as f64;

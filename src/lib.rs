@@ -2,6 +2,7 @@
 //! with plain CPU reference ops and explicit backward passes.
 
 pub mod adapter;
+pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

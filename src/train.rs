@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Engine;
 use crate::data::BatchSource;
 use crate::error::{Error, Result};
 use crate::model::trainable::trained_pairs;
@@ -72,6 +73,8 @@ pub struct Trainer {
     pub config: TrainConfig,
     optimizer: AdamW,
     grads: LlamaWeights<f32>,
+    /// The backend the forward and backward passes run on.
+    engine: Engine,
     mask: AttnMask,
     rng: Rng,
     step: usize,
@@ -82,8 +85,14 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Prepares a run; the model must already carry LoRA adapters when the set trains them.
+    /// Prepares a run on the CPU reference ops; the model must already carry LoRA adapters when
+    /// the set trains them.
     pub fn new(model: &Llama<f32>, config: TrainConfig) -> Result<Self> {
+        Self::with_engine(model, config, Engine::cpu())
+    }
+
+    /// Prepares a run on `engine`, opened on `model` for `config.trainable`.
+    pub fn with_engine(model: &Llama<f32>, config: TrainConfig, engine: Engine) -> Result<Self> {
         if config.steps == 0 || config.batch_size == 0 || config.grad_accum == 0 {
             return Err(Error::option(
                 "steps/batch-size/grad-accum",
@@ -107,6 +116,7 @@ impl Trainer {
                 ),
             ));
         }
+        engine.check_trains(config.trainable)?;
         let mask = AttnMask::from_ratio(config.attn, config.group_ratio, config.seq_len)?;
         let grads = config.trainable.grads_for(&model.weights);
         let sizes: Vec<usize> = grads
@@ -119,6 +129,7 @@ impl Trainer {
             optimizer: AdamW::new(config.adamw, &sizes),
             rng: Rng::derive(config.seed, 0x7261_696e),
             grads,
+            engine,
             mask,
             step: 0,
             tokens: 0,
@@ -128,15 +139,18 @@ impl Trainer {
         })
     }
 
-    /// Continues a run from a checkpoint's progress and optimizer state; `model` must already hold
-    /// the checkpoint's trained weights. Fails when the optimizer state does not fit the trained set.
+    /// Continues a run on `engine` from a checkpoint's progress and optimizer state; `model` must
+    /// already hold the checkpoint's trained weights. Fails when the optimizer state does not fit the trained set.
     pub fn resume(
         model: &Llama<f32>,
         config: TrainConfig,
         progress: TrainerProgress,
         optimizer: AdamW,
+        engine: Engine,
     ) -> Result<Self> {
-        let mut trainer = Trainer::new(model, config)?;
+        let mut trainer = Trainer::with_engine(model, config, engine)?;
+        // The engine may hold device copies of the weights from before the checkpoint's were loaded.
+        trainer.engine.weights_updated(model)?;
         let sizes = |o: &AdamW| -> (Vec<usize>, Vec<usize>) {
             (
                 o.m.iter().map(Vec::len).collect(),
@@ -198,6 +212,16 @@ impl Trainer {
             .collect()
     }
 
+    /// The backend the run's passes run on (also for evaluating the model being trained).
+    pub fn engine(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// The last step's gradients (after clipping), shaped like the weights, empty where frozen.
+    pub fn grads(&self) -> &LlamaWeights<f32> {
+        &self.grads
+    }
+
     /// Number of trained parameters.
     pub fn trained_params(&self) -> usize {
         self.grads.params().iter().map(|g| g.data.len()).sum()
@@ -228,13 +252,15 @@ impl Trainer {
         let mut loss = 0.0;
         for _ in 0..c.grad_accum {
             let batch = sampler.sample(c.batch_size, &mut self.rng);
-            let acts = model.forward(&batch.tokens, batch.batch, batch.seq_len, &self.mask)?;
+            let engine = &mut self.engine;
+            engine.forward(model, &batch.tokens, batch.batch, batch.seq_len, &self.mask)?;
             let count = crate::ops::cross_entropy::scored_count(&batch.targets).max(1);
             let dloss = 1.0 / (count * c.grad_accum) as f32;
-            let sum = model.backward(&acts, &batch.targets, dloss, &mut self.grads)?;
-            loss += sum as f64 / count as f64 / c.grad_accum as f64;
+            let sum = engine.backward(model, &batch.targets, dloss, &mut self.grads)?;
+            loss += sum / count as f64 / c.grad_accum as f64;
             self.tokens += batch.tokens.len();
         }
+        self.engine.take_grads(&mut self.grads)?;
         if !loss.is_finite() {
             return Err(Error::Diverged {
                 step: self.step + 1,
@@ -252,6 +278,7 @@ impl Trainer {
         let lr = c.schedule.lr(c.lr, self.step, c.warmup_steps, c.steps);
         self.optimizer
             .update(&mut trained_pairs(&mut model.weights, &self.grads), lr);
+        self.engine.weights_updated(model)?;
         self.step += 1;
         let elapsed_s = self.elapsed_before_s + started.elapsed().as_secs_f64();
         Ok(StepReport {

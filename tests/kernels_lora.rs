@@ -10,8 +10,8 @@ use common::device::{
 };
 use common::{assert_close, random_vec};
 use longlora::kernels::{
-    lora_linear_backward, lora_linear_forward, lora_linear_forward_x_tile_loads, Buffer, Device,
-    LinearShape, LoraAdapter, LoraBackward,
+    lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
+    lora_linear_forward_x_tile_loads, Buffer, Device, LinearShape, LoraAdapter, LoraBackward,
 };
 use longlora::model::{Linear, Lora, Param};
 use longlora::ops::linear::{linear_backward, linear_forward};
@@ -132,6 +132,59 @@ fn lora_linear_forward_matches_reference_for_ranks_0_1_8_64() {
                 }
             }
         }
+    }
+}
+
+/// The residual form `y = r + x·Wᵀ + s·(x·Aᵀ)·Bᵀ`: the kernel adds to what `y` holds.
+#[test]
+fn lora_linear_forward_accumulate_adds_to_the_output() {
+    for device in devices() {
+        for rank in [0, 8] {
+            let shape = SHAPES[0];
+            let mut rng = Rng::new(300 + rank as u64);
+            let layer = random_layer(&mut rng, shape, rank);
+            let x = random_bf16(&mut rng, shape.rows * shape.in_features, 1.0);
+            let residual = random_bf16(&mut rng, shape.rows * shape.out_features, 1.0);
+            let mut y_ref = vec![0.0; residual.len()];
+            let mut xa_ref = vec![0.0; shape.rows * rank];
+            linear_forward(&mut y_ref, &mut xa_ref, &x, &layer, shape.rows);
+            y_ref.iter_mut().zip(&residual).for_each(|(y, r)| *y += r);
+
+            let on = DeviceLayer::new(&device, &layer);
+            let x_dev = device.upload(&to_bits(&x)).unwrap();
+            let mut y = device.upload(&to_bits(&residual)).unwrap();
+            let mut xa = device.upload(&vec![f32::NAN; xa_ref.len()]).unwrap();
+            let lora = on.adapter().map(|adapter| (adapter, &mut xa));
+            lora_linear_forward_accumulate(&device, shape, &x_dev, &on.weight, lora, &mut y)
+                .unwrap();
+            let y_got = from_bits(&device.download(&y).unwrap());
+            let what = format!("y = r + linear, {} rank {rank}", device.name());
+            assert_close(&what, &y_got, &y_ref, BF16_BAND);
+        }
+    }
+}
+
+/// The device-side buffer operations the model's workspace relies on.
+#[test]
+fn device_buffers_write_copy_and_zero_in_place() {
+    for device in devices() {
+        let mut a = device.upload(&[1.0f32, 2.0, 3.0]).unwrap();
+        let mut b = device.zeros::<f32>(3).unwrap();
+        device.write(&mut a, &[4.0, 5.0, 6.0]).unwrap();
+        device.copy(&a, &mut b).unwrap();
+        device.fill_zeros(&mut a).unwrap();
+        assert_eq!(device.download(&a).unwrap(), [0.0; 3], "{}", device.name());
+        assert_eq!(
+            device.download(&b).unwrap(),
+            [4.0, 5.0, 6.0],
+            "{}",
+            device.name()
+        );
+        let short = device.zeros::<f32>(2).unwrap();
+        let err = device.copy(&short, &mut b).unwrap_err().to_string();
+        assert!(err.contains("destination") && err.contains('2'), "{err}");
+        let err = device.write(&mut b, &[1.0]).unwrap_err().to_string();
+        assert!(err.contains("write") && err.contains("3 elements"), "{err}");
     }
 }
 

@@ -4,6 +4,7 @@
 mod common;
 
 use common::tiny_config;
+use longlora::backend::Engine;
 use longlora::checkpoint::{
     find_checkpoint, load_run_checkpoint, save_run_checkpoint, RunOptions, CHECKPOINT_PREFIX,
 };
@@ -104,7 +105,7 @@ fn interrupted_and_resumed_training_matches_uninterrupted_bit_for_bit() {
     assert_eq!(ck.progress.step, 3);
     assert_eq!(ck.notes, notes);
     let mut trainer = ck
-        .resume(&mut resumed, train_config(), &options(1e-2))
+        .resume(&mut resumed, train_config(), &options(1e-2), Engine::cpu())
         .unwrap();
     got.extend((3..STEPS).map(|_| trainer.step(&mut resumed, &data).unwrap()));
 
@@ -161,9 +162,15 @@ fn a_resume_with_another_trained_set_is_refused() {
         trainable: TrainableSet::Lora,
         ..train_config()
     };
-    let err = Trainer::resume(&m, lora_only, ck.progress.clone(), ck.optimizer.clone())
-        .err()
-        .expect("a mismatched optimizer state is refused");
+    let err = Trainer::resume(
+        &m,
+        lora_only,
+        ck.progress.clone(),
+        ck.optimizer.clone(),
+        Engine::cpu(),
+    )
+    .err()
+    .expect("a mismatched optimizer state is refused");
     assert!(err.to_string().contains("trainable"), "{err}");
 }
 

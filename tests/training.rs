@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_close, tiny_config};
+use longlora::backend::Engine;
 use longlora::data::{synthetic_corpus, WindowSampler};
 use longlora::eval::{perplexity, window_starts};
 use longlora::model::{Llama, LlamaWeights, Param, TrainableSet};
@@ -103,6 +104,7 @@ fn perplexity_is_exp_of_the_mean_window_loss() {
     let (context, stride) = (8, 5);
     let got = perplexity(
         &model,
+        &mut Engine::cpu(),
         toks.len(),
         |s, n| Ok(toks[s..s + n].to_vec()),
         context,

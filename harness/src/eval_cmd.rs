@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use longlora::adapter::load_with_adapter;
+use longlora::backend::Engine;
 use longlora::checkpoint::load_model;
 use longlora::eval::perplexity;
 use longlora::model::{Llama, LlamaWeights};
@@ -14,6 +15,7 @@ use longlora::tokenizer::Tokenizer;
 use longlora::{Error, Result};
 
 use crate::builtin;
+use crate::device_arg::{self, DeviceArg};
 use crate::progress::bar;
 use crate::training_data::load_tokens;
 
@@ -58,6 +60,10 @@ pub struct EvalArgs {
     /// Seed of the built-in model's random weights (without --model).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Where the model runs: auto (a CUDA GPU if present, else the CPU), cpu, cuda or emu (the CUDA
+    /// kernels in the CPU emulator).
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
 }
 
 /// Loads the model, evaluates, and prints one JSON object on stdout.
@@ -97,9 +103,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(n) => len.min(n.saturating_sub(1) * args.stride + context + 1),
         None => len,
     };
+    let mut engine = Engine::new(device_arg::open(args.device)?, &model, None, false)?;
     let pb = bar(0, "eval");
     let result = perplexity(
         &model,
+        &mut engine,
         len,
         |s, n| match &file {
             Some(f) => f.window(s, n, vocab),

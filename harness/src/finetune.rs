@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 use longlora::adapter::{RUN_FILE, TRAINABLE_PARAMS_FILE};
+use longlora::backend::Engine;
 use longlora::checkpoint::{
     find_checkpoint, load_config, load_model, load_run_checkpoint, save_model, write_atomic,
     RunCheckpoint, RunOptions,
@@ -22,6 +23,7 @@ use longlora::{Error, Result};
 use serde_json::json;
 
 use crate::builtin;
+use crate::device_arg::{self, DeviceArg};
 use crate::progress::{bar, peak_memory_mib};
 use crate::training_data::{load_tokens, load_train_data, TrainData};
 use crate::training_loop::{run_steps, show_step, Checkpointing};
@@ -112,6 +114,14 @@ pub struct FinetuneArgs {
     /// output directory and continues metrics.jsonl.
     #[arg(long, conflicts_with_all = ["output", "overwrite"])]
     resume: Option<PathBuf>,
+    /// Where the model runs: auto (a CUDA GPU if present, else the CPU), cpu, cuda or emu (the CUDA
+    /// kernels in the CPU emulator). The built-in model's pre-training always runs on the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Keep only each layer's input in the forward pass and recompute the layer inside its backward
+    /// (less activation memory, one more forward).
+    #[arg(long)]
+    recompute: bool,
 }
 
 /// UTC date-time for default run directory names.
@@ -154,10 +164,17 @@ pub fn prepare_output(dir: &Path, overwrite: bool, option: &'static str) -> Resu
 }
 
 /// Mean loss over the first `windows` held-out windows of `context + 1` tokens (full attention).
-fn heldout_loss(model: &Llama<f32>, tokens: &[u32], context: usize, windows: usize) -> Result<f64> {
+fn heldout_loss(
+    model: &Llama<f32>,
+    engine: &mut Engine,
+    tokens: &[u32],
+    context: usize,
+    windows: usize,
+) -> Result<f64> {
     let usable = tokens.len().min(windows * context + 1);
     let ppl = perplexity(
         model,
+        engine,
         usable,
         |s, n| Ok(tokens[s..s + n].to_vec()),
         context,
@@ -331,6 +348,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         context,
         factor,
     } = plan;
+    let compute = device_arg::open(args.device)?;
+    let lora_rank = if args.trainable.uses_lora() {
+        args.lora_rank
+    } else {
+        0
+    };
+    compute.check_model(&base_config, Some(args.trainable), lora_rank)?;
     if resume.is_none() {
         prepare_output(&out, args.overwrite, "output")?;
     }
@@ -350,11 +374,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         save_model(&saved_builtin, &model.config, &model.weights)?;
         tokenizer.save(&saved_builtin)?;
     }
+    let mut base_engine = Engine::new(compute, &model, None, false)?;
     let saved_loss = |key: &str| resume.as_ref().and_then(|ck| ck.notes[key].as_f64());
     let base_loss = match (&heldout, &resume) {
         (Some(_), Some(_)) => saved_loss("heldout_loss_base_at_original_context"),
         (Some(t), None) => Some(heldout_loss(
             &model,
+            &mut base_engine,
             t,
             original,
             args.eval_windows * context / original,
@@ -394,9 +420,15 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let sampler = train.sampler(&tokenizer, context)?;
     let resumed_from = resume.as_ref().map(|ck| ck.dir.clone());
     let saved_loss_before = saved_loss("heldout_loss_before");
+    let engine = Engine::new(
+        base_engine.into_compute(),
+        &model,
+        Some(args.trainable),
+        args.recompute,
+    )?;
     let mut trainer = match resume {
-        Some(ck) => ck.resume(&mut model, config.clone(), &options)?,
-        None => Trainer::new(&model, config.clone())?,
+        Some(ck) => ck.resume(&mut model, config.clone(), &options, engine)?,
+        None => Trainer::with_engine(&model, config.clone(), engine)?,
     };
     eprintln!(
         "extending {source} from context {original} to {context}: rope factor {factor}, attention {}, \
@@ -409,7 +441,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
 
     let loss_before = match (&heldout, &resumed_from) {
         (Some(_), Some(_)) => saved_loss_before,
-        (Some(t), None) => Some(heldout_loss(&model, t, context, args.eval_windows)?),
+        (Some(t), None) => Some(heldout_loss(
+            &model,
+            trainer.engine(),
+            t,
+            context,
+            args.eval_windows,
+        )?),
         (None, _) => None,
     };
     let notes = json!({
@@ -431,7 +469,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         "finetune",
     )?;
     let loss_after = match &heldout {
-        Some(t) => Some(heldout_loss(&model, t, context, args.eval_windows)?),
+        Some(t) => Some(heldout_loss(
+            &model,
+            trainer.engine(),
+            t,
+            context,
+            args.eval_windows,
+        )?),
         None => None,
     };
 

@@ -1,8 +1,9 @@
 //! `harness`: the longlora command line. Fine-tunes a Llama to a longer context with LongLoRA
 //! (S²-Attn, LoRA + trainable embeddings and norms, linear RoPE interpolation) and evaluates
-//! perplexity, on the CPU.
+//! perplexity, on the CPU or on our CUDA kernels (`--device`).
 
 mod builtin;
+mod device_arg;
 mod eval_cmd;
 mod finetune;
 mod merge;

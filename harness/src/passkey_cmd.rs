@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use longlora::adapter::load_with_adapter;
+use longlora::backend::Engine;
 use longlora::checkpoint::load_model;
 use longlora::model::Llama;
 use longlora::ops::attention::AttnMask;
@@ -12,6 +13,7 @@ use longlora::tokenizer::Tokenizer;
 use longlora::Result;
 use serde_json::json;
 
+use crate::device_arg::{self, DeviceArg};
 use crate::progress::bar;
 
 #[derive(Args, Debug)]
@@ -45,6 +47,10 @@ pub struct PasskeyArgs {
     /// on EOS-joined documents without BOS may do better without it).
     #[arg(long)]
     no_bos: bool,
+    /// Where the model runs: auto (a CUDA GPU if present, else the CPU), cpu, cuda or emu (the CUDA
+    /// kernels in the CPU emulator).
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
 }
 
 /// Runs the trials and prints one JSON object on stdout.
@@ -78,13 +84,17 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
         depths: args.depths.clone(),
         seed: args.seed,
     };
+    let mut engine = Engine::new(device_arg::open(args.device)?, &model, None, false)?;
     let pb = bar(0, "passkey");
     let mask = AttnMask::dense();
     let results = run_passkey(
         &plan,
         vocab,
         &encode,
-        &mut |tokens| Ok(model.forward(tokens, 1, tokens.len(), &mask)?.logits),
+        &mut |tokens| {
+            engine.forward(&model, tokens, 1, tokens.len(), &mask)?;
+            engine.logits()
+        },
         &mut |done, total| {
             pb.set_length(total as u64);
             pb.set_position(done as u64);

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
+use longlora::backend::Engine;
 use longlora::checkpoint::{
     find_checkpoint, load_run_checkpoint, save_model, write_atomic, RunCheckpoint, RunOptions,
 };
@@ -220,7 +221,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     let options = run_options(&args, &cfg, &config, data_tokens);
     let resumed_from = resume.as_ref().map(|ck| ck.dir.clone());
     let mut trainer = match resume {
-        Some(ck) => ck.resume(&mut model, config.clone(), &options)?,
+        Some(ck) => ck.resume(&mut model, config.clone(), &options, Engine::cpu())?,
         None => {
             prepare_output(&out, args.overwrite, "output")?;
             Trainer::new(&model, config.clone())?

@@ -28,7 +28,7 @@ fn reduced_default_finetune_lowers_the_heldout_loss_and_writes_its_outputs() {
         "--pretrain-steps",
         "40",
         "--steps",
-        "10",
+        "20",
         "--context",
         "512",
         "--eval-windows",
@@ -57,7 +57,7 @@ fn reduced_default_finetune_lowers_the_heldout_loss_and_writes_its_outputs() {
         assert!(out.join(f).is_file(), "missing output {f}");
     }
     let steps = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    assert_eq!(steps.lines().count(), 10);
+    assert_eq!(steps.lines().count(), 20);
 
     let text = dir.path().join("text.txt");
     std::fs::write(&text, "The quiet river rests near the stone. ".repeat(40)).unwrap();
@@ -133,5 +133,78 @@ fn missing_model_directory_is_a_clear_error() {
     assert!(
         e.contains("/nonexistent/model") && !e.contains("panicked"),
         "{e}"
+    );
+}
+
+#[test]
+fn eval_runs_on_the_emulated_kernels_and_cuda_without_a_gpu_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, "The quiet river rests near the stone. ".repeat(8)).unwrap();
+    let eval = |device: &str| {
+        harness(&[
+            "eval",
+            "--data",
+            text.to_str().unwrap(),
+            "--context",
+            "64",
+            "--max-windows",
+            "1",
+            "--device",
+            device,
+        ])
+    };
+    let emu = eval("emu");
+    assert!(
+        emu.status.success(),
+        "eval on the emulator: {}",
+        stderr(&emu)
+    );
+    assert!(stderr(&emu).contains("emulator"), "{}", stderr(&emu));
+    let on_cpu: serde_json::Value = serde_json::from_slice(&eval("cpu").stdout).unwrap();
+    let on_emu: serde_json::Value = serde_json::from_slice(&emu.stdout).unwrap();
+    let (cpu_loss, emu_loss) = (
+        on_cpu["mean_loss"].as_f64().unwrap(),
+        on_emu["mean_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        (cpu_loss - emu_loss).abs() <= 1e-2 * cpu_loss,
+        "loss on the CPU {cpu_loss}, on the emulated kernels {emu_loss}"
+    );
+
+    use longlora::kernels::{built_with_kernels, Device};
+    if built_with_kernels() && Device::cuda_device_count() > 0 {
+        println!("skipped the no-GPU error: a GPU is present");
+        return;
+    }
+    let cuda = eval("cuda");
+    assert!(!cuda.status.success(), "--device cuda ran without a GPU");
+    let e = stderr(&cuda);
+    assert!(e.contains("error: invalid option device: cuda"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn full_fine_tuning_on_the_kernels_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = harness(&[
+        "finetune",
+        "--device",
+        "emu",
+        "--trainable",
+        "full",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("error: invalid option trainable") && e.contains("--device cpu"),
+        "{e}"
+    );
+    assert!(
+        !out.exists(),
+        "the refused run created its output directory"
     );
 }

@@ -39,7 +39,7 @@ fn fails(args: &[&str]) -> String {
     let o = harness(args);
     assert!(!o.status.success(), "{args:?} should have failed");
     let e = stderr(&o);
-    assert!(e.starts_with("error: "), "{e}");
+    assert!(e.lines().any(|l| l.starts_with("error: ")), "{e}");
     e
 }
 

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::assign::assign_tensors;
 use super::{load_tensors, save_tensors, write_atomic};
+use crate::backend::Engine;
 use crate::error::{Error, Result};
 use crate::model::weights::{LlamaWeights, Param};
 use crate::model::Llama;
@@ -253,16 +254,18 @@ pub fn load_run_checkpoint(dir: &Path) -> Result<RunCheckpoint> {
 
 impl RunCheckpoint {
     /// Continues the run: checks `options` against the checkpoint's, puts its trained tensors into
-    /// `model` (built as the run built it, adapters attached) and returns the trainer at its step.
+    /// `model` (built as the run built it, adapters attached) and returns the trainer, on `engine`, at
+    /// its step.
     pub fn resume(
         self,
         model: &mut Llama<f32>,
         config: TrainConfig,
         options: &RunOptions,
+        engine: Engine,
     ) -> Result<Trainer> {
         self.check_options(options)?;
         self.restore_weights(&mut model.weights)?;
-        Trainer::resume(model, config, self.progress, self.optimizer)
+        Trainer::resume(model, config, self.progress, self.optimizer, engine)
     }
 
     /// Fails, naming the first option that differs, unless `options` are the ones the run was

@@ -345,7 +345,11 @@ pub fn attention_backward(
     }
 
     let mut delta = device.zeros::<f32>(rows)?;
-    let mut dq_accum = device.zeros::<f32>(if options.deterministic { 0 } else { q_len })?;
+    // Allocated only when used: cuMemAlloc rejects a 0-byte request with CUDA_ERROR_INVALID_VALUE.
+    let mut dq_accum = match options.deterministic {
+        true => None,
+        false => Some(device.zeros::<f32>(q_len)?),
+    };
     let params = AttentionBackwardParams {
         problem,
         q: device.pointer(q, "q")?,
@@ -355,10 +359,9 @@ pub fn attention_backward(
         dout: device.pointer(dout, "dout")?,
         lse: device.pointer(lse, "lse")?,
         delta: device.pointer_mut(&mut delta, "delta")?,
-        dq_accum: if options.deterministic {
-            std::ptr::null_mut()
-        } else {
-            device.pointer_mut(&mut dq_accum, "dq_accum")?
+        dq_accum: match &mut dq_accum {
+            Some(accum) => device.pointer_mut(accum, "dq_accum")?,
+            None => std::ptr::null_mut(),
         },
         dq: device.pointer_mut(dq, "dq")?,
         dk: device.pointer_mut(dk, "dk")?,

@@ -112,6 +112,28 @@ impl Gpu {
             .map_err(cuda_error("allocating GPU memory"))
     }
 
+    pub(crate) fn write<T: Element>(&self, slice: &mut CudaSlice<T>, data: &[T]) -> Result<()> {
+        self.stream
+            .memcpy_htod(data, slice)
+            .map_err(cuda_error("copying to the GPU"))
+    }
+
+    pub(crate) fn fill_zeros<T: Element>(&self, slice: &mut CudaSlice<T>) -> Result<()> {
+        self.stream
+            .memset_zeros(slice)
+            .map_err(cuda_error("zeroing GPU memory"))
+    }
+
+    pub(crate) fn copy<T: Element>(
+        &self,
+        src: &CudaSlice<T>,
+        dst: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        self.stream
+            .memcpy_dtod(src, dst)
+            .map_err(cuda_error("copying within the GPU"))
+    }
+
     pub(crate) fn download<T: Element>(&self, slice: &CudaSlice<T>) -> Result<Vec<T>> {
         let data = self
             .stream

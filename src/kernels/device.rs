@@ -2,7 +2,7 @@
 //! memory" is ordinary host memory.
 
 use super::cuda::{DeviceSlice, Gpu};
-use super::{emu, Kernel, KernelError, LaunchConfig, Result};
+use super::{check_len, emu, Kernel, KernelError, LaunchConfig, Result};
 
 mod sealed {
     pub trait Sealed {}
@@ -92,6 +92,44 @@ impl Device {
         }))
     }
 
+    /// Overwrites `buffer` with `data` (same length), reusing its memory.
+    pub fn write<T: Element>(&self, buffer: &mut Buffer<T>, data: &[T]) -> Result<()> {
+        check_len("write", "buffer", buffer, data.len())?;
+        match (&self.0, &mut buffer.0) {
+            (Backend::Emulator, Storage::Host(dst)) => {
+                dst.copy_from_slice(data);
+                Ok(())
+            }
+            (Backend::Cuda(gpu), Storage::Cuda(slice)) => gpu.write(slice, data),
+            _ => Err(self.wrong_device_place("write", matches!(buffer.0, Storage::Host(_)))),
+        }
+    }
+
+    /// Sets every element of `buffer` to zero.
+    pub fn fill_zeros<T: Element>(&self, buffer: &mut Buffer<T>) -> Result<()> {
+        match (&self.0, &mut buffer.0) {
+            (Backend::Emulator, Storage::Host(data)) => {
+                data.fill(T::default());
+                Ok(())
+            }
+            (Backend::Cuda(gpu), Storage::Cuda(slice)) => gpu.fill_zeros(slice),
+            _ => Err(self.wrong_device_place("fill_zeros", matches!(buffer.0, Storage::Host(_)))),
+        }
+    }
+
+    /// Copies `src` into `dst` (same length) on the device.
+    pub fn copy<T: Element>(&self, src: &Buffer<T>, dst: &mut Buffer<T>) -> Result<()> {
+        check_len("copy", "destination", dst, src.len())?;
+        match (&self.0, &src.0, &mut dst.0) {
+            (Backend::Emulator, Storage::Host(from), Storage::Host(to)) => {
+                to.copy_from_slice(from);
+                Ok(())
+            }
+            (Backend::Cuda(gpu), Storage::Cuda(from), Storage::Cuda(to)) => gpu.copy(from, to),
+            _ => Err(self.wrong_device("copy", src)),
+        }
+    }
+
     /// Copies `buffer` back to the host, after every kernel launched before has finished.
     pub fn download<T: Element>(&self, buffer: &Buffer<T>) -> Result<Vec<T>> {
         match (&self.0, &buffer.0) {
@@ -144,10 +182,14 @@ impl Device {
     }
 
     fn wrong_device<T: Element>(&self, what: &'static str, buffer: &Buffer<T>) -> KernelError {
+        self.wrong_device_place(what, matches!(buffer.0, Storage::Host(_)))
+    }
+
+    fn wrong_device_place(&self, what: &'static str, buffer_on_host: bool) -> KernelError {
         let place = |emulator: bool| if emulator { "CPU emulator" } else { "CUDA GPU" };
         KernelError::WrongDevice {
             what,
-            buffer: place(matches!(buffer.0, Storage::Host(_))),
+            buffer: place(buffer_on_host),
             device: place(self.is_emulator()),
         }
     }

@@ -67,7 +67,20 @@ pub fn lora_linear_forward(
     lora: Option<(LoraAdapter, &mut Buffer<f32>)>,
     y: &mut Buffer<u16>,
 ) -> Result<()> {
-    forward(device, shape, x, weight, lora, y, None)
+    forward(device, shape, x, weight, lora, y, false, None)
+}
+
+/// [`lora_linear_forward`] adding into `y` instead of overwriting it (one rounding to bf16): a
+/// residual connection `y = y + x·Wᵀ + …` without a separate add.
+pub fn lora_linear_forward_accumulate(
+    device: &Device,
+    shape: LinearShape,
+    x: &Buffer<u16>,
+    weight: &Buffer<u16>,
+    lora: Option<(LoraAdapter, &mut Buffer<f32>)>,
+    y: &mut Buffer<u16>,
+) -> Result<()> {
+    forward(device, shape, x, weight, lora, y, true, None)
 }
 
 /// Runs [`lora_linear_forward`] and returns how many tiles of x the blocks loaded from global memory:
@@ -81,10 +94,11 @@ pub fn lora_linear_forward_x_tile_loads(
     y: &mut Buffer<u16>,
 ) -> Result<u32> {
     let mut count = device.upload(&[0u32])?;
-    forward(device, shape, x, weight, lora, y, Some(&mut count))?;
+    forward(device, shape, x, weight, lora, y, false, Some(&mut count))?;
     Ok(device.download(&count)?[0])
 }
 
+#[allow(clippy::too_many_arguments)]
 fn forward(
     device: &Device,
     shape: LinearShape,
@@ -92,6 +106,7 @@ fn forward(
     weight: &Buffer<u16>,
     lora: Option<(LoraAdapter, &mut Buffer<f32>)>,
     y: &mut Buffer<u16>,
+    accumulate: bool,
     x_tile_loads: Option<&mut Buffer<u32>>,
 ) -> Result<()> {
     let name = FORWARD.name;
@@ -135,7 +150,7 @@ fn forward(
         cols: out_features as u32,
         rank: rank as u32,
         scale,
-        accumulate: 0,
+        accumulate: accumulate.into(),
     };
     device.launch(&FORWARD, config(grid), &params)
 }

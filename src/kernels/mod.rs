@@ -60,8 +60,8 @@ pub use elementwise::{
     swiglu_backward, swiglu_forward, DeviceRopeTable,
 };
 pub use lora::{
-    lora_linear_backward, lora_linear_forward, lora_linear_forward_x_tile_loads, LinearShape,
-    LoraAdapter, LoraBackward, MAX_LORA_RANK,
+    lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
+    lora_linear_forward_x_tile_loads, LinearShape, LoraAdapter, LoraBackward, MAX_LORA_RANK,
 };
 pub use mma_loop::mma_loop;
 pub use optim::{adamw_step, clip_coefficient, grad_norm, AdamwTensor};

@@ -1,11 +1,13 @@
 //! The Llama decoder: configuration, weights, forward (saving what backward needs) and backward.
 
 pub mod config;
+pub mod decoder;
 pub mod llama;
 pub mod trainable;
 pub mod weights;
 
 pub use config::LlamaConfig;
-pub use llama::{Activations, Llama};
+pub use decoder::Activations;
+pub use llama::Llama;
 pub use trainable::TrainableSet;
 pub use weights::{LayerWeights, Linear, LlamaWeights, Lora, Param};

@@ -1,0 +1,47 @@
+//! `--device`: where a subcommand runs the model, shared by every subcommand that runs one.
+
+use clap::ValueEnum;
+use longlora::backend::Compute;
+use longlora::kernels::{built_with_kernels, Device};
+use longlora::{Error, Result};
+
+/// The values of `--device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// A CUDA GPU when this build has the kernels and the driver sees one, else the CPU.
+    Auto,
+    /// The CPU reference ops (f32).
+    Cpu,
+    /// Our CUDA kernels on GPU 0 (bf16).
+    Cuda,
+    /// Our CUDA kernels in the CPU emulator (bf16; slow, for checking the kernels without a GPU).
+    Emu,
+}
+
+/// Opens the backend `choice` names and says on stderr which one runs.
+pub fn open(choice: DeviceArg) -> Result<Compute> {
+    let gpu_present = built_with_kernels() && Device::cuda_device_count() > 0;
+    let compute = match choice {
+        DeviceArg::Cpu => Compute::Cpu,
+        DeviceArg::Emu => Compute::Kernels(Device::emulator()),
+        DeviceArg::Auto if !gpu_present => Compute::Cpu,
+        DeviceArg::Auto | DeviceArg::Cuda => {
+            if !built_with_kernels() {
+                return Err(Error::option(
+                    "device",
+                    "cuda: this build has no CUDA kernels (nvcc was not found when it was built); \
+                     run scripts/install-nvcc.sh and rebuild, or use --device cpu",
+                ));
+            }
+            if Device::cuda_device_count() == 0 {
+                return Err(Error::option(
+                    "device",
+                    "cuda: the CUDA driver sees no GPU; use --device cpu (or emu)",
+                ));
+            }
+            Compute::Kernels(Device::cuda(0)?)
+        }
+    };
+    eprintln!("device: {}", compute.describe());
+    Ok(compute)
+}
