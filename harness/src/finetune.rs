@@ -7,10 +7,7 @@ use std::time::Instant;
 use clap::Args;
 use longlora::adapter::{RUN_FILE, TRAINABLE_PARAMS_FILE};
 use longlora::backend::Engine;
-use longlora::checkpoint::{
-    find_checkpoint, load_config, load_model, load_run_checkpoint, save_model, write_atomic,
-    RunCheckpoint, RunOptions,
-};
+use longlora::checkpoint::{load_config, load_model, save_model, write_atomic, RunOptions};
 use longlora::eval::perplexity;
 use longlora::lora::{merge_lora, save_adapter, save_trainable_params};
 use longlora::model::{Llama, LlamaConfig, TrainableSet};
@@ -26,7 +23,7 @@ use crate::builtin;
 use crate::device_arg::{self, DeviceArg};
 use crate::progress::{bar, peak_memory_mib};
 use crate::training_data::{load_tokens, load_train_data, TrainData};
-use crate::training_loop::{run_steps, show_step, Checkpointing};
+use crate::training_loop::{optimizer_options, run_steps, show_step, Checkpointing, RunArgs};
 
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
@@ -99,21 +96,8 @@ pub struct FinetuneArgs {
     /// Number of held-out windows at the target context for the before/after loss.
     #[arg(long, default_value_t = 8)]
     eval_windows: usize,
-    /// Output directory. Default: runs/finetune-<UTC date-time>.
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Allow writing into a non-empty output directory.
-    #[arg(long)]
-    overwrite: bool,
-    /// Save a checkpoint every K steps (trained weights, optimizer state, step, RNG state) into
-    /// OUTPUT/checkpoint-NNNNNN, keeping only the newest. Ctrl-C saves one whether or not this is set.
-    #[arg(long)]
-    save_every: Option<usize>,
-    /// Continue an interrupted run from its output directory (its newest checkpoint) or from one
-    /// checkpoint directory. Give the options the run was started with; it writes into its own
-    /// output directory and continues metrics.jsonl.
-    #[arg(long, conflicts_with_all = ["output", "overwrite"])]
-    resume: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Where the model runs: auto (a CUDA GPU if present, else the CPU), cpu, cuda or emu (the CUDA
     /// kernels in the CPU emulator). The built-in model's pre-training always runs on the CPU.
     #[arg(long, value_enum, default_value = "auto")]
@@ -280,7 +264,7 @@ fn run_options(
     config: &TrainConfig,
     data_size: usize,
 ) -> RunOptions {
-    vec![
+    let mut options = vec![
         ("model", json!(args.model)),
         // Before data: the built-in corpus is generated from the seed.
         ("seed", json!(config.seed)),
@@ -296,48 +280,15 @@ fn run_options(
         ("trainable", json!(config.trainable.to_string())),
         ("lora-rank", json!(args.lora_rank)),
         ("lora-alpha", json!(args.lora_alpha)),
-        ("steps", json!(config.steps)),
-        ("batch-size", json!(config.batch_size)),
-        ("grad-accum", json!(config.grad_accum)),
-        ("lr", json!(config.lr)),
-        ("warmup-steps", json!(config.warmup_steps)),
-        ("schedule", json!(config.schedule.to_string())),
-        ("weight-decay", json!(config.adamw.weight_decay)),
-        ("max-grad-norm", json!(config.max_grad_norm)),
-    ]
-}
-
-/// The checkpoint `--resume` names, read.
-fn resume_checkpoint(args: &FinetuneArgs) -> Result<Option<RunCheckpoint>> {
-    if args.save_every == Some(0) {
-        return Err(Error::option("save-every", "must be at least 1"));
-    }
-    let Some(dir) = &args.resume else {
-        return Ok(None);
-    };
-    let checkpoint = load_run_checkpoint(&find_checkpoint(dir)?)?;
-    eprintln!(
-        "resuming {} at step {}",
-        checkpoint.dir.display(),
-        checkpoint.progress.step
-    );
-    Ok(Some(checkpoint))
+    ];
+    options.extend(optimizer_options(config));
+    options
 }
 
 /// Runs the whole fine-tune and writes its outputs.
 pub fn run(args: FinetuneArgs) -> Result<()> {
     let started = Instant::now();
-    let resume = resume_checkpoint(&args)?;
-    let out = match &resume {
-        Some(ck) => ck
-            .dir
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-        None => args
-            .output
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("runs/finetune-{}", utc_stamp()))),
-    };
+    let (out, resume) = args.run.open("finetune")?;
     let base_config = match &args.model {
         Some(dir) => load_config(dir)?,
         None => builtin::config(),
@@ -356,7 +307,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     };
     compute.check_model(&base_config, Some(args.trainable), lora_rank)?;
     if resume.is_none() {
-        prepare_output(&out, args.overwrite, "output")?;
+        prepare_output(&out, args.run.overwrite, "output")?;
     }
     let saved_builtin = out.join("base-model");
     let Base {
@@ -456,7 +407,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     });
     let checkpointing = Checkpointing {
         run_dir: &out,
-        save_every: args.save_every,
+        save_every: args.run.save_every,
         resumed_from,
         options: &options,
         notes: &notes,

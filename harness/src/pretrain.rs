@@ -1,14 +1,12 @@
 //! `harness pretrain`: a Llama trained from scratch (all parameters, dense attention), written as a
 //! Hugging Face model directory: the base models that LongLoRA then extends.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use longlora::backend::Engine;
-use longlora::checkpoint::{
-    find_checkpoint, load_run_checkpoint, save_model, write_atomic, RunCheckpoint, RunOptions,
-};
+use longlora::checkpoint::{save_model, write_atomic, RunOptions};
 use longlora::data::WindowSampler;
 use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
@@ -16,13 +14,13 @@ use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
 use longlora::tokenizer::Tokenizer;
 use longlora::train::{TrainConfig, Trainer};
-use longlora::{Error, Result};
+use longlora::Result;
 use serde_json::json;
 
-use crate::finetune::{prepare_output, utc_stamp};
+use crate::finetune::prepare_output;
 use crate::progress::peak_memory_mib;
 use crate::training_data::{load_tokens, TokenizerSource};
-use crate::training_loop::{run_steps, Checkpointing};
+use crate::training_loop::{optimizer_options, run_steps, Checkpointing, RunArgs};
 
 /// Width of every attention head: the GPU attention kernels are built for 64.
 const HEAD_DIM: usize = 64;
@@ -104,20 +102,8 @@ pub struct PretrainArgs {
     /// Random seed: initial weights and data order.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Output model directory. Default: runs/pretrain-<UTC date-time>.
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Allow writing into a non-empty output directory.
-    #[arg(long)]
-    overwrite: bool,
-    /// Save a checkpoint every K steps (weights, optimizer state, step, RNG state) into
-    /// OUTPUT/checkpoint-NNNNNN, keeping only the newest. Ctrl-C saves one whether or not this is set.
-    #[arg(long)]
-    save_every: Option<usize>,
-    /// Continue an interrupted run from its output directory (its newest checkpoint) or from one
-    /// checkpoint directory. Give the options the run was started with.
-    #[arg(long, conflicts_with_all = ["output", "overwrite"])]
-    resume: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 /// The architecture the options describe, for a vocabulary from `tokenizer`.
@@ -152,47 +138,20 @@ fn run_options(
     config: &TrainConfig,
     data_tokens: usize,
 ) -> RunOptions {
-    vec![
+    let mut options = vec![
         ("model", longlora::checkpoint::config_to_json(cfg)),
         ("data", json!({"path": args.data, "tokens": data_tokens})),
         ("seed", json!(config.seed)),
         ("context", json!(config.seq_len)),
-        ("steps", json!(config.steps)),
-        ("batch-size", json!(config.batch_size)),
-        ("grad-accum", json!(config.grad_accum)),
-        ("lr", json!(config.lr)),
-        ("warmup-steps", json!(config.warmup_steps)),
-        ("schedule", json!(config.schedule.to_string())),
-        ("weight-decay", json!(config.adamw.weight_decay)),
-        ("max-grad-norm", json!(config.max_grad_norm)),
-    ]
-}
-
-/// The checkpoint `--resume` names, read.
-fn resume_checkpoint(args: &PretrainArgs) -> Result<Option<RunCheckpoint>> {
-    if args.save_every == Some(0) {
-        return Err(Error::option("save-every", "must be at least 1"));
-    }
-    args.resume
-        .as_deref()
-        .map(|dir| load_run_checkpoint(&find_checkpoint(dir)?))
-        .transpose()
+    ];
+    options.extend(optimizer_options(config));
+    options
 }
 
 /// Trains and writes config.json, model.safetensors, the tokenizer, metrics.jsonl and run.json.
 pub fn run(args: PretrainArgs) -> Result<()> {
     let started = Instant::now();
-    let resume = resume_checkpoint(&args)?;
-    let out = match &resume {
-        Some(ck) => ck
-            .dir
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-        None => args
-            .output
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("runs/pretrain-{}", utc_stamp()))),
-    };
+    let (out, resume) = args.run.open("pretrain")?;
     let tokenizer = args.tokenizer.load()?;
     let cfg = model_config(&args, &tokenizer)?;
     let weights = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(args.seed, 1));
@@ -223,7 +182,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     let mut trainer = match resume {
         Some(ck) => ck.resume(&mut model, config.clone(), &options, Engine::cpu())?,
         None => {
-            prepare_output(&out, args.overwrite, "output")?;
+            prepare_output(&out, args.run.overwrite, "output")?;
             Trainer::new(&model, config.clone())?
         }
     };
@@ -241,7 +200,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     );
     let checkpointing = Checkpointing {
         run_dir: &out,
-        save_every: args.save_every,
+        save_every: args.run.save_every,
         resumed_from,
         options: &options,
         notes: &json!({}),

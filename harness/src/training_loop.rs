@@ -8,14 +8,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
+use clap::Args;
 use indicatif::ProgressBar;
-use longlora::checkpoint::{remove_checkpoints, save_run_checkpoint, write_atomic, RunOptions};
+use longlora::checkpoint::{
+    find_checkpoint, load_run_checkpoint, remove_checkpoints, save_run_checkpoint, write_atomic,
+    RunCheckpoint, RunOptions,
+};
 use longlora::data::BatchSource;
 use longlora::model::Llama;
-use longlora::train::{StepReport, Trainer};
+use longlora::train::{StepReport, TrainConfig, Trainer};
 use longlora::{Error, Result};
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use crate::finetune::utc_stamp;
 use crate::progress::bar;
 
 /// One JSON object per optimizer step.
@@ -39,6 +44,69 @@ fn watch_ctrl_c() {
             eprintln!("warning: Ctrl-C cannot save a checkpoint: {e}");
         }
     });
+}
+
+/// Where a training run writes and how it survives interruption: options shared by every command
+/// that trains.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Output directory. Default: runs/<command>-<UTC date-time>.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Allow writing into a non-empty output directory.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Save a checkpoint every K steps (trained weights, optimizer state, step, RNG state) into
+    /// OUTPUT/checkpoint-NNNNNN, keeping only the newest. Ctrl-C saves one whether or not this is set.
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Continue an interrupted run from its output directory (its newest checkpoint) or from one
+    /// checkpoint directory. Give the options the run was started with; it writes into its own
+    /// output directory and continues metrics.jsonl.
+    #[arg(long, conflicts_with_all = ["output", "overwrite"])]
+    pub resume: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The checkpoint `--resume` names (read), and the run directory: the resumed run's, else
+    /// `--output`, else `runs/<command>-<UTC date-time>`.
+    pub fn open(&self, command: &str) -> Result<(PathBuf, Option<RunCheckpoint>)> {
+        if self.save_every == Some(0) {
+            return Err(Error::option("save-every", "must be at least 1"));
+        }
+        let Some(dir) = &self.resume else {
+            let out = self
+                .output
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("runs/{command}-{}", utc_stamp())));
+            return Ok((out, None));
+        };
+        let checkpoint = load_run_checkpoint(&find_checkpoint(dir)?)?;
+        eprintln!(
+            "resuming {} at step {}",
+            checkpoint.dir.display(),
+            checkpoint.progress.step
+        );
+        let out = checkpoint
+            .dir
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Ok((out, Some(checkpoint)))
+    }
+}
+
+/// The optimizer options that define a run (a resume must repeat them), for the run's options list.
+pub fn optimizer_options(config: &TrainConfig) -> RunOptions {
+    vec![
+        ("steps", json!(config.steps)),
+        ("batch-size", json!(config.batch_size)),
+        ("grad-accum", json!(config.grad_accum)),
+        ("lr", json!(config.lr)),
+        ("warmup-steps", json!(config.warmup_steps)),
+        ("schedule", json!(config.schedule.to_string())),
+        ("weight-decay", json!(config.adamw.weight_decay)),
+        ("max-grad-norm", json!(config.max_grad_norm)),
+    ]
 }
 
 /// Where and when a run saves checkpoints, and what they record about it.
