@@ -3,6 +3,7 @@
 use clap::ValueEnum;
 use longlora::backend::Compute;
 use longlora::kernels::{built_with_kernels, Device};
+use longlora::model::{LlamaConfig, TrainableSet};
 use longlora::{Error, Result};
 
 /// The values of `--device`.
@@ -18,8 +19,33 @@ pub enum DeviceArg {
     Emu,
 }
 
-/// Opens the backend `choice` names and says on stderr which one runs.
-pub fn open(choice: DeviceArg) -> Result<Compute> {
+/// What a command will run on the device: the model's architecture, what it trains (none:
+/// evaluation) and its LoRA rank (0: no adapters).
+pub struct Workload<'a> {
+    pub config: &'a LlamaConfig,
+    pub trainable: Option<TrainableSet>,
+    pub lora_rank: usize,
+}
+
+/// Opens the backend `choice` names for `work` and says on stderr which one runs. `auto` falls
+/// back to the CPU, saying why, when the kernels cannot run this workload; an explicit `cuda` or
+/// `emu` fails with the reason instead.
+pub fn open(choice: DeviceArg, work: &Workload) -> Result<Compute> {
+    let compute = open_device(choice)?;
+    let supported = compute.check_model(work.config, work.trainable, work.lora_rank);
+    let compute = match (choice, supported) {
+        (_, Ok(())) => compute,
+        (DeviceArg::Auto, Err(why)) => {
+            eprintln!("device: auto: the GPU kernels cannot run this ({why}); using the CPU");
+            Compute::Cpu
+        }
+        (_, Err(why)) => return Err(why),
+    };
+    eprintln!("device: {}", compute.describe());
+    Ok(compute)
+}
+
+fn open_device(choice: DeviceArg) -> Result<Compute> {
     let gpu_present = built_with_kernels() && Device::cuda_device_count() > 0;
     let compute = match choice {
         DeviceArg::Cpu => Compute::Cpu,
@@ -42,6 +68,5 @@ pub fn open(choice: DeviceArg) -> Result<Compute> {
             Compute::Kernels(Device::cuda(0)?)
         }
     };
-    eprintln!("device: {}", compute.describe());
     Ok(compute)
 }

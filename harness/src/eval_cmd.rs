@@ -15,7 +15,7 @@ use longlora::tokenizer::Tokenizer;
 use longlora::{Error, Result};
 
 use crate::builtin;
-use crate::device_arg::{self, DeviceArg};
+use crate::device_arg::{self, DeviceArg, Workload};
 use crate::progress::bar;
 use crate::training_data::load_tokens;
 
@@ -103,7 +103,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(n) => len.min(n.saturating_sub(1) * args.stride + context + 1),
         None => len,
     };
-    let mut engine = Engine::new(device_arg::open(args.device)?, &model, None, false)?;
+    let work = Workload {
+        config: &model.config,
+        trainable: None,
+        lora_rank: model.weights.max_lora_rank(),
+    };
+    let mut engine = Engine::new(device_arg::open(args.device, &work)?, &model, None, false)?;
     let pb = bar(0, "eval");
     let result = perplexity(
         &model,

@@ -20,7 +20,7 @@ use longlora::{Error, Result};
 use serde_json::json;
 
 use crate::builtin;
-use crate::device_arg::{self, DeviceArg};
+use crate::device_arg::{self, DeviceArg, Workload};
 use crate::progress::{bar, peak_memory_mib};
 use crate::training_data::{load_tokens, load_train_data, TrainData};
 use crate::training_loop::{optimizer_options, run_steps, show_step, Checkpointing, RunArgs};
@@ -299,13 +299,18 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         context,
         factor,
     } = plan;
-    let compute = device_arg::open(args.device)?;
-    let lora_rank = if args.trainable.uses_lora() {
-        args.lora_rank
-    } else {
-        0
-    };
-    compute.check_model(&base_config, Some(args.trainable), lora_rank)?;
+    let compute = device_arg::open(
+        args.device,
+        &Workload {
+            config: &base_config,
+            trainable: Some(args.trainable),
+            lora_rank: if args.trainable.uses_lora() {
+                args.lora_rank
+            } else {
+                0
+            },
+        },
+    )?;
     if resume.is_none() {
         prepare_output(&out, args.run.overwrite, "output")?;
     }

@@ -13,7 +13,7 @@ use longlora::tokenizer::Tokenizer;
 use longlora::Result;
 use serde_json::json;
 
-use crate::device_arg::{self, DeviceArg};
+use crate::device_arg::{self, DeviceArg, Workload};
 use crate::progress::bar;
 
 #[derive(Args, Debug)]
@@ -84,7 +84,12 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
         depths: args.depths.clone(),
         seed: args.seed,
     };
-    let mut engine = Engine::new(device_arg::open(args.device)?, &model, None, false)?;
+    let work = Workload {
+        config: &model.config,
+        trainable: None,
+        lora_rank: model.weights.max_lora_rank(),
+    };
+    let mut engine = Engine::new(device_arg::open(args.device, &work)?, &model, None, false)?;
     let pb = bar(0, "passkey");
     let mask = AttnMask::dense();
     let results = run_passkey(

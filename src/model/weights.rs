@@ -162,6 +162,16 @@ impl<T: Float> LlamaWeights<T> {
         w
     }
 
+    /// The largest LoRA rank of any adapted projection (0 without adapters).
+    pub fn max_lora_rank(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj])
+            .filter_map(|lin| lin.lora.as_ref().map(|lora| lora.rank))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Adds LoRA adapters to q, k, v and o of every layer, initialised as PEFT does: A
     /// Kaiming-uniform (bound 1/sqrt(in_features)), B zero, so the model's function is unchanged.
     pub fn add_lora(&mut self, rank: usize, alpha: f64, rng: &mut Rng) {
