@@ -17,6 +17,7 @@ use longlora::train::{TrainConfig, Trainer};
 use longlora::Result;
 use serde_json::json;
 
+use crate::device_arg::{self, DeviceArg, Workload};
 use crate::finetune::prepare_output;
 use crate::progress::peak_memory_mib;
 use crate::training_data::{load_tokens, TokenizerSource};
@@ -104,6 +105,10 @@ pub struct PretrainArgs {
     seed: u64,
     #[command(flatten)]
     run: RunArgs,
+    /// Where the model runs: auto, cpu, cuda or emu, as for finetune. Pre-training trains every
+    /// weight, which only the CPU backend does: auto picks the CPU, cuda and emu are refused.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
 }
 
 /// The architecture the options describe, for a vocabulary from `tokenizer`.
@@ -156,6 +161,15 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     let cfg = model_config(&args, &tokenizer)?;
     let weights = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(args.seed, 1));
     let mut model = Llama::new(cfg.clone(), weights)?;
+    let compute = device_arg::open(
+        args.device,
+        &Workload {
+            config: &cfg,
+            trainable: Some(TrainableSet::Full),
+            lora_rank: 0,
+        },
+    )?;
+    let engine = Engine::new(compute, &model, Some(TrainableSet::Full), false)?;
     let config = TrainConfig {
         steps: args.steps,
         batch_size: args.batch_size,
@@ -180,10 +194,10 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     let options = run_options(&args, &cfg, &config, data_tokens);
     let resumed_from = resume.as_ref().map(|ck| ck.dir.clone());
     let mut trainer = match resume {
-        Some(ck) => ck.resume(&mut model, config.clone(), &options, Engine::cpu())?,
+        Some(ck) => ck.resume(&mut model, config.clone(), &options, engine)?,
         None => {
             prepare_output(&out, args.run.overwrite, "output")?;
-            Trainer::new(&model, config.clone())?
+            Trainer::with_engine(&model, config.clone(), engine)?
         }
     };
     eprintln!(
