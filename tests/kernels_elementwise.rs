@@ -259,8 +259,9 @@ fn cross_entropy_with_ignored_rows_matches_reference() {
 }
 
 /// Norm weights near 1 trained by small steps: bf16 would read every weight here as exactly 1 (its
-/// spacing above 1 is 2^-7), shrinking the output by their mean offset, ~1.5e-3. Rounding the output
-/// to bf16 is unbiased, so the mean signed error over many elements sees the weight's precision.
+/// spacing above 1 is 2^-7), shrinking the output by their mean offset, ~1.5e-3. Rounding the
+/// output to bf16 is unbiased, so the mean signed error over many elements sees the weight's
+/// precision.
 #[test]
 fn rmsnorm_reads_weights_below_bf16_spacing() {
     let (rows, dim) = (24, 256);

@@ -1,7 +1,7 @@
 //! The kernel backend: the decoder's ops as our CUDA kernels, on a GPU or in the CPU emulator.
-//! Weights live on the device as bf16 copies of the host's f32 master weights (the RMSNorm weights
-//! as f32 copies); the gradients of the trained tensors are f32 device buffers, added into the host's
-//! gradients after each step.
+//! Weights live on the device as bf16 copies of the host's f32 master weights (the RMSNorm
+//! weights as f32 copies); the gradients of the trained tensors are f32 device buffers, added into
+//! the host's gradients after each step.
 
 use crate::backend::{Backend, LinearId, Memory, NormId, Proj};
 use crate::error::{Error, Result};
@@ -51,8 +51,8 @@ impl MasterCopy for u16 {
     }
 }
 
-/// The RMSNorm weights: they sit near 1, where bf16's spacing (2^-7 above 1) would hide every update
-/// smaller than 2^-8 from the forward, and there are only `hidden_size` of them per norm.
+/// The RMSNorm weights: they sit near 1, where bf16's spacing (2^-7 above 1) would hide every
+/// update smaller than 2^-8 from the forward, and there are only `hidden_size` of them per norm.
 impl MasterCopy for f32 {
     fn from_master(values: &[f32]) -> Vec<f32> {
         values.to_vec()
