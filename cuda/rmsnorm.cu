@@ -1,6 +1,6 @@
 // RMSNorm as in Llama, one block per row: y = w ∘ x · rstd with rstd = 1 / sqrt(mean(x²) + eps), saved
 // per row for the backward, which accumulates dx += rstd · (g − n · mean(g ∘ n)) with g = w ∘ dy and
-// n = x · rstd, and dweight += Σ_rows dy ∘ n (f32).
+// n = x · rstd, and dweight += Σ_rows dy ∘ n (f32). The weight w is f32 (see RmsnormForwardParams).
 
 #include "kernel.h"
 
@@ -18,7 +18,7 @@ extern "C" __global__ void rmsnorm_forward_kernel(const RmsnormForwardParams p) 
     const float rstd = 1.0f / sqrtf(block_sum(squares) / static_cast<float>(p.dim) + p.eps);
 
     for (unsigned i = threadIdx.x; i < p.dim; i += blockDim.x) {
-        p.out[offset + i] = float_to_bf16(bf16_to_float(p.weight[i]) * bf16_to_float(x[i]) * rstd);
+        p.out[offset + i] = float_to_bf16(p.weight[i] * bf16_to_float(x[i]) * rstd);
     }
     if (threadIdx.x == 0) p.rstd[blockIdx.x] = rstd;
 }
@@ -40,12 +40,12 @@ extern "C" __global__ void rmsnorm_backward_kernel(const RmsnormBackwardParams p
 
         float g_dot_n = 0.0f;
         for (unsigned i = threadIdx.x; i < p.dim; i += blockDim.x) {
-            g_dot_n += bf16_to_float(p.weight[i]) * bf16_to_float(dy[i]) * bf16_to_float(x[i]) * rstd;
+            g_dot_n += p.weight[i] * bf16_to_float(dy[i]) * bf16_to_float(x[i]) * rstd;
         }
         const float mean_g_n = block_sum(g_dot_n) / static_cast<float>(p.dim);
 
         for (unsigned i = threadIdx.x; i < p.dim; i += blockDim.x) {
-            const float n = bf16_to_float(x[i]) * rstd, g = bf16_to_float(p.weight[i]) * bf16_to_float(dy[i]);
+            const float n = bf16_to_float(x[i]) * rstd, g = p.weight[i] * bf16_to_float(dy[i]);
             uint16_t& dx = p.dx[offset + i];
             dx = float_to_bf16(bf16_to_float(dx) + rstd * (g - n * mean_g_n));
             if (p.dweight != nullptr) dweight_partial[i] += bf16_to_float(dy[i]) * n;

@@ -16,11 +16,16 @@ use longlora::rng::Rng;
 use longlora::train::{TrainConfig, Trainer};
 
 const SEQ: usize = 128;
-/// Gradients of the whole model in bf16 against the f32 CPU: every activation and activation
-/// gradient is rounded to bf16 (~0.15% each, DESIGN §4) some forty times along the backward, and the
-/// attention-score gradients cancel, so the trained tensors' gradients land at 0.5–1.5% after one
-/// step and up to ~2.2% after two (the emulator, measured). The single kernels meet BF16_BAND.
-const MODEL_GRADIENT_BAND: f64 = 3e-2;
+/// Gradients of the whole model in bf16 against the f32 CPU. Measured on the emulator, worst tensor
+/// (RMS over the 23): 1.42e-2 (0.93e-2) after one step, 1.71e-2 (1.22e-2) after two. The error is
+/// spread over every bf16 rounding, not one stage's: each is ~0.16% rms, and the CPU ops rounding
+/// only the tensors a GEMM or the attention must read in bf16 (norm outputs, q/k after RoPE, v,
+/// attention output, SwiGLU output) already put one pass's gradients at 1.1e-2 worst. The residual
+/// stream, q/k before RoPE, gate/up and the backward's bf16 accumulations add 3.7e-3, 3.3e-3,
+/// 2.9e-3 and ~5e-3 in quadrature (the attention backward's delta from the bf16 output: ~1e-3);
+/// after a step the trained LoRA and embedding copies are bf16 too. The single kernels meet
+/// BF16_BAND.
+const MODEL_GRADIENT_BAND: f64 = 2e-2;
 const GROUP: usize = 64;
 
 /// Heads of 64 (the kernels' smallest), GQA, two layers.

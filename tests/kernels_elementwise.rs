@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::assert_close;
 use common::device::{
     devices, from_bits, from_f32, random_bf16, to_bits, to_f32, BF16_BAND, BF16_NAN, F32_BAND,
 };
+use common::{assert_close, random_vec};
 use half::bf16;
 use longlora::kernels::{
     bf16_to_f32, cross_entropy_backward, cross_entropy_forward, embedding_backward,
@@ -142,7 +142,8 @@ fn rmsnorm_matches_reference_forward_and_backward() {
     for (rows, dim) in [(5, 37), (19, 300)] {
         let mut rng = Rng::new(5 + dim as u64);
         let x = random_bf16(&mut rng, rows * dim, 2.0);
-        let weight = random_bf16(&mut rng, dim, 1.5);
+        // f32 weights, as the kernels take them: not bf16 values.
+        let weight: Vec<f64> = from_f32(&to_f32(&random_vec(&mut rng, dim, 1.5)));
         let dout = random_bf16(&mut rng, rows * dim, 1.0);
         let dx0 = random_bf16(&mut rng, rows * dim, 1.0);
         let dweight0 = random_bf16(&mut rng, dim, 1.0);
@@ -163,7 +164,7 @@ fn rmsnorm_matches_reference_forward_and_backward() {
         for device in devices() {
             let what = format!("rows {rows} dim {dim} on {}", device.name());
             let x_d = device.upload(&to_bits(&x)).unwrap();
-            let w_d = device.upload(&to_bits(&weight)).unwrap();
+            let w_d = device.upload(&to_f32(&weight)).unwrap();
             let mut out = device.upload(&vec![BF16_NAN; rows * dim]).unwrap();
             let mut rstd = device.upload(&vec![f32::NAN; rows]).unwrap();
             rmsnorm_forward(&device, &mut out, &mut rstd, &x_d, &w_d, dim, eps as f32).unwrap();
@@ -257,11 +258,42 @@ fn cross_entropy_with_ignored_rows_matches_reference() {
     }
 }
 
+/// Norm weights near 1 trained by small steps: bf16 would read every weight here as exactly 1 (its
+/// spacing above 1 is 2^-7), shrinking the output by their mean offset, ~1.5e-3. Rounding the
+/// output to bf16 is unbiased, so the mean signed error over many elements sees the weight's
+/// precision.
+#[test]
+fn rmsnorm_reads_weights_below_bf16_spacing() {
+    let (rows, dim) = (24, 256);
+    let mut rng = Rng::new(31);
+    let x = random_bf16(&mut rng, rows * dim, 2.0);
+    let weight: Vec<f64> = (0..dim)
+        .map(|_| 1.0 + rng.uniform_range(0.0, 3e-3) as f32 as f64)
+        .collect();
+    let (mut out_ref, mut rstd_ref) = (vec![0.0; rows * dim], vec![0.0; rows]);
+    rmsnorm::rmsnorm_forward(&mut out_ref, &mut rstd_ref, &x, &weight, dim, 1e-5);
+    for device in devices() {
+        let x_d = device.upload(&to_bits(&x)).unwrap();
+        let w_d = device.upload(&to_f32(&weight)).unwrap();
+        let mut out = device.upload(&vec![BF16_NAN; rows * dim]).unwrap();
+        let mut rstd = device.upload(&vec![f32::NAN; rows]).unwrap();
+        rmsnorm_forward(&device, &mut out, &mut rstd, &x_d, &w_d, dim, 1e-5).unwrap();
+        let got = from_bits(&device.download(&out).unwrap());
+        let signed: f64 = got.iter().zip(&out_ref).map(|(g, r)| (g - r) * r).sum();
+        let bias = signed / out_ref.iter().map(|r| r * r).sum::<f64>();
+        assert!(
+            bias.abs() < 2e-4,
+            "{}: rmsnorm output biased by {bias:.2e} relative: the weight lost precision",
+            device.name()
+        );
+    }
+}
+
 #[test]
 fn row_kernels_reject_mismatched_tensors_naming_them() {
     let device = longlora::kernels::Device::emulator();
     let bits = |n: usize| device.upload(&vec![0u16; n]).unwrap();
-    let (x, weight) = (bits(12), bits(5));
+    let (x, weight) = (bits(12), device.upload(&[0f32; 5]).unwrap());
     let (mut out, mut rstd) = (bits(12), device.upload(&[0f32; 3]).unwrap());
     let err = rmsnorm_forward(&device, &mut out, &mut rstd, &x, &weight, 4, 1e-5).unwrap_err();
     assert!(err.to_string().contains("weight:"), "{err}");

@@ -171,10 +171,11 @@ typedef struct EmbeddingBackwardParams {
     uint32_t vocab;
 } EmbeddingBackwardParams;
 
-/* rmsnorm_forward_kernel: out = weight * x * rstd per row of x [rows][dim], rstd [rows] (f32). */
+/* rmsnorm_forward_kernel: out = weight * x * rstd per row of x [rows][dim], rstd [rows] (f32). The
+ * weight is f32: trained norm weights sit near 1, where bf16 would drop updates under 2^-8. */
 typedef struct RmsnormForwardParams {
     const uint16_t* x;
-    const uint16_t* weight; /* [dim] */
+    const float* weight; /* [dim] */
     uint16_t* out;
     float* rstd;
     uint32_t rows;
@@ -187,7 +188,7 @@ typedef struct RmsnormForwardParams {
 typedef struct RmsnormBackwardParams {
     const uint16_t* dy;
     const uint16_t* x;
-    const uint16_t* weight;
+    const float* weight; /* [dim], as in the forward */
     const float* rstd;
     uint16_t* dx;
     float* dweight;

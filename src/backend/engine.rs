@@ -45,7 +45,8 @@ impl Compute {
 }
 
 /// The decoder on one backend. The host `Llama<f32>` stays the master copy of the weights: the
-/// kernel backend uploads bf16 copies once and refreshes the trained ones after each update.
+/// kernel backend uploads device copies once (bf16; f32 for the RMSNorm weights) and refreshes the
+/// trained ones after each update.
 pub enum Engine {
     Cpu {
         recompute: bool,

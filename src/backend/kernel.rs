@@ -1,12 +1,13 @@
 //! The kernel backend: the decoder's ops as our CUDA kernels, on a GPU or in the CPU emulator.
-//! Weights live on the device as bf16 copies of the host's f32 master weights; the gradients of
-//! the trained tensors are f32 device buffers, added into the host's gradients after each step.
+//! Weights live on the device as bf16 copies of the host's f32 master weights (the RMSNorm
+//! weights as f32 copies); the gradients of the trained tensors are f32 device buffers, added into
+//! the host's gradients after each step.
 
 use crate::backend::{Backend, LinearId, Memory, NormId, Proj};
 use crate::error::{Error, Result};
 use crate::kernels::{
-    self, to_bf16, AttentionHeads, BackwardOptions, Buffer, Device, DeviceRopeTable, LinearShape,
-    LoraAdapter, LoraBackward, Sequences, MAX_LORA_RANK,
+    self, to_bf16, AttentionHeads, BackwardOptions, Buffer, Device, DeviceRopeTable, Element,
+    LinearShape, LoraAdapter, LoraBackward, Sequences, MAX_LORA_RANK,
 };
 use crate::model::config::LlamaConfig;
 use crate::model::weights::{Linear, LlamaWeights, Param};
@@ -31,10 +32,47 @@ impl Memory for DeviceMemory {
     }
 }
 
-/// One tensor on the device, and its gradient when it is trained.
-struct DeviceParam {
-    value: Buffer<u16>,
+/// One tensor on the device, in the element type its kernels read, and its gradient when it is
+/// trained.
+struct DeviceParam<T: Element = u16> {
+    value: Buffer<T>,
     grad: Option<Buffer<f32>>,
+}
+
+/// An element type the device copies of the f32 master weights are kept in.
+trait MasterCopy: Element {
+    fn from_master(values: &[f32]) -> Vec<Self>;
+}
+
+/// The GEMM operands and the embedding table: bf16, as the tensor cores read them.
+impl MasterCopy for u16 {
+    fn from_master(values: &[f32]) -> Vec<u16> {
+        to_bf16(values)
+    }
+}
+
+/// The RMSNorm weights: they sit near 1, where bf16's spacing (2^-7 above 1) would hide every
+/// update smaller than 2^-8 from the forward, and there are only `hidden_size` of them per norm.
+impl MasterCopy for f32 {
+    fn from_master(values: &[f32]) -> Vec<f32> {
+        values.to_vec()
+    }
+}
+
+/// A device tensor of either element type, as the uploads and gradient transfers see it.
+trait TrainedTensor {
+    fn grad_mut(&mut self) -> Option<&mut Buffer<f32>>;
+    /// Overwrites the device copy with `master`, converted.
+    fn write(&mut self, device: &Device, master: &[f32]) -> Result<()>;
+}
+
+impl<T: MasterCopy> TrainedTensor for DeviceParam<T> {
+    fn grad_mut(&mut self) -> Option<&mut Buffer<f32>> {
+        self.grad.as_mut()
+    }
+    fn write(&mut self, device: &Device, master: &[f32]) -> Result<()> {
+        Ok(device.write(&mut self.value, &T::from_master(master))?)
+    }
 }
 
 struct DeviceLora {
@@ -52,12 +90,12 @@ struct DeviceLinear {
 }
 
 struct DeviceLayer {
-    input_layernorm: DeviceParam,
+    input_layernorm: DeviceParam<f32>,
     q_proj: DeviceLinear,
     k_proj: DeviceLinear,
     v_proj: DeviceLinear,
     o_proj: DeviceLinear,
-    post_attention_layernorm: DeviceParam,
+    post_attention_layernorm: DeviceParam<f32>,
     gate_proj: DeviceLinear,
     up_proj: DeviceLinear,
     down_proj: DeviceLinear,
@@ -69,17 +107,17 @@ pub struct Kernels {
     config: LlamaConfig,
     embed_tokens: DeviceParam,
     layers: Vec<DeviceLayer>,
-    norm: DeviceParam,
+    norm: DeviceParam<f32>,
     lm_head: DeviceParam,
     /// Scratch of the adapters' backward (`dY·B`) and of the loss (per-row losses).
     dy_b: Option<Buffer<f32>>,
     row_loss: Option<Buffer<f32>>,
 }
 
-impl DeviceParam {
+impl<T: MasterCopy> DeviceParam<T> {
     fn new(device: &Device, param: &Param<f32>, trained: bool) -> Result<Self> {
         Ok(DeviceParam {
-            value: device.upload(&to_bf16(&param.data))?,
+            value: device.upload(&T::from_master(&param.data))?,
             grad: if trained {
                 Some(device.zeros(param.data.len())?)
             } else {
@@ -232,8 +270,8 @@ impl Kernels {
     }
 
     /// The device, and the device tensors in the order of [`LlamaWeights::params`].
-    fn params_mut(&mut self) -> (&Device, Vec<&mut DeviceParam>) {
-        let mut out = vec![&mut self.embed_tokens];
+    fn params_mut(&mut self) -> (&Device, Vec<&mut dyn TrainedTensor>) {
+        let mut out: Vec<&mut dyn TrainedTensor> = vec![&mut self.embed_tokens];
         for l in &mut self.layers {
             out.push(&mut l.input_layernorm);
             for lin in [&mut l.q_proj, &mut l.k_proj, &mut l.v_proj, &mut l.o_proj] {
@@ -253,13 +291,12 @@ impl Kernels {
         (&self.device, out)
     }
 
-    /// Re-uploads the trained tensors, rounded to bf16 from the host's master weights (after an
-    /// optimizer step).
+    /// Re-uploads the trained tensors from the host's master weights (after an optimizer step).
     pub fn upload_trained(&mut self, weights: &LlamaWeights<f32>) -> Result<()> {
         let (device, params) = self.params_mut();
         for (dev, host) in params.into_iter().zip(weights.params()) {
-            if dev.grad.is_some() {
-                device.write(&mut dev.value, &to_bf16(&host.data))?;
+            if dev.grad_mut().is_some() {
+                dev.write(device, &host.data)?;
             }
         }
         Ok(())
@@ -270,7 +307,7 @@ impl Kernels {
     pub fn take_grads(&mut self, grads: &mut LlamaWeights<f32>) -> Result<()> {
         let (device, params) = self.params_mut();
         for (dev, host) in params.into_iter().zip(grads.params_mut()) {
-            let Some(grad) = dev.grad.as_mut() else {
+            let Some(grad) = dev.grad_mut() else {
                 continue;
             };
             if host.data.len() != grad.len() {
@@ -307,9 +344,9 @@ impl Kernels {
 
 fn norm_param<'a>(
     layers: &'a mut [DeviceLayer],
-    norm: &'a mut DeviceParam,
+    norm: &'a mut DeviceParam<f32>,
     id: NormId,
-) -> &'a mut DeviceParam {
+) -> &'a mut DeviceParam<f32> {
     match id {
         NormId::Input(l) => &mut layers[l].input_layernorm,
         NormId::PostAttention(l) => &mut layers[l].post_attention_layernorm,

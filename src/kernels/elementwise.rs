@@ -325,13 +325,14 @@ pub fn embedding_backward(
     )
 }
 
-/// Normalises each row of `x` (`rows × dim`): `out = weight ∘ x · rstd`, saving `rstd` (f32, `[rows]`).
+/// Normalises each row of `x` (`rows × dim`): `out = weight ∘ x · rstd` with an f32 `weight`, saving
+/// `rstd` (f32, `[rows]`).
 pub fn rmsnorm_forward(
     device: &Device,
     out: &mut Buffer<u16>,
     rstd: &mut Buffer<f32>,
     x: &Buffer<u16>,
-    weight: &Buffer<u16>,
+    weight: &Buffer<f32>,
     dim: usize,
     eps: f32,
 ) -> Result<()> {
@@ -363,7 +364,7 @@ pub fn rmsnorm_backward(
     dweight: Option<&mut Buffer<f32>>,
     dout: &Buffer<u16>,
     x: &Buffer<u16>,
-    weight: &Buffer<u16>,
+    weight: &Buffer<f32>,
     rstd: &Buffer<f32>,
     dim: usize,
 ) -> Result<()> {

@@ -418,13 +418,13 @@ const _: () = {
     ["Offset of field: EmbeddingBackwardParams::vocab"]
         [::std::mem::offset_of!(EmbeddingBackwardParams, vocab) - 32usize];
 };
-#[doc = " rmsnorm_forward_kernel: out = weight * x * rstd per row of x [rows][dim], rstd [rows] (f32)."]
+#[doc = " rmsnorm_forward_kernel: out = weight * x * rstd per row of x [rows][dim], rstd [rows] (f32). The\n weight is f32: trained norm weights sit near 1, where bf16 would drop updates under 2^-8."]
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct RmsnormForwardParams {
     pub x: *const u16,
     #[doc = " [dim]"]
-    pub weight: *const u16,
+    pub weight: *const f32,
     pub out: *mut u16,
     pub rstd: *mut f32,
     pub rows: u32,
@@ -456,7 +456,8 @@ const _: () = {
 pub struct RmsnormBackwardParams {
     pub dy: *const u16,
     pub x: *const u16,
-    pub weight: *const u16,
+    #[doc = " [dim], as in the forward"]
+    pub weight: *const f32,
     pub rstd: *const f32,
     pub dx: *mut u16,
     pub dweight: *mut f32,
