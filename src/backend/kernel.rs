@@ -108,7 +108,7 @@ pub struct Kernels {
     embed_tokens: DeviceParam,
     layers: Vec<DeviceLayer>,
     norm: DeviceParam<f32>,
-    lm_head: DeviceParam,
+    lm_head: DeviceLinear,
     /// Scratch of the adapters' backward (`dY·B`) and of the loss (per-row losses).
     dy_b: Option<Buffer<f32>>,
     row_loss: Option<Buffer<f32>>,
@@ -256,7 +256,12 @@ impl Kernels {
             embed_tokens: DeviceParam::new(&device, &w.embed_tokens, trains(&w.embed_tokens.name))?,
             layers,
             norm: DeviceParam::new(&device, &w.norm, trains(&w.norm.name))?,
-            lm_head: DeviceParam::new(&device, &w.lm_head, trains(&w.lm_head.name))?,
+            lm_head: DeviceLinear {
+                weight: DeviceParam::new(&device, &w.lm_head, trains(&w.lm_head.name))?,
+                lora: None,
+                in_features: cfg.hidden_size,
+                out_features: cfg.vocab_size,
+            },
             config: cfg.clone(),
             device,
             dy_b: None,
@@ -287,7 +292,7 @@ impl Kernels {
             }
         }
         out.push(&mut self.norm);
-        out.push(&mut self.lm_head);
+        out.push(&mut self.lm_head.weight);
         (&self.device, out)
     }
 
@@ -354,7 +359,15 @@ fn norm_param<'a>(
     }
 }
 
-fn layer_linear(layer: &mut DeviceLayer, proj: Proj) -> &mut DeviceLinear {
+fn linear<'a>(
+    layers: &'a mut [DeviceLayer],
+    lm_head: &'a mut DeviceLinear,
+    id: LinearId,
+) -> &'a mut DeviceLinear {
+    let LinearId::Layer(l, proj) = id else {
+        return lm_head;
+    };
+    let layer = &mut layers[l];
     match proj {
         Proj::Q => &mut layer.q_proj,
         Proj::K => &mut layer.k_proj,
@@ -522,27 +535,13 @@ impl Backend for Kernels {
     ) -> Result<()> {
         let Kernels {
             device,
-            config,
             layers,
             lm_head,
             ..
         } = self;
-        let (weight, lora, shape) = match id {
-            LinearId::Layer(l, proj) => {
-                let lin = layer_linear(&mut layers[l], proj);
-                let shape = lin.shape(x.len() / lin.in_features);
-                (&lin.weight.value, lin.lora.as_ref(), shape)
-            }
-            LinearId::LmHead => {
-                let d = config.hidden_size;
-                let shape = LinearShape {
-                    rows: x.len() / d,
-                    in_features: d,
-                    out_features: config.vocab_size,
-                };
-                (&lm_head.value, None, shape)
-            }
-        };
+        let lin = linear(layers, lm_head, id);
+        let shape = lin.shape(x.len() / lin.in_features);
+        let (weight, lora) = (&lin.weight.value, lin.lora.as_ref());
         let lora = match (lora, xa) {
             (Some(l), Some(xa)) => Some((
                 LoraAdapter {
@@ -573,28 +572,14 @@ impl Backend for Kernels {
     ) -> Result<()> {
         let Kernels {
             device,
-            config,
             layers,
             lm_head,
             dy_b,
             ..
         } = self;
-        let (weight, lora, shape) = match id {
-            LinearId::Layer(l, proj) => {
-                let lin = layer_linear(&mut layers[l], proj);
-                let shape = lin.shape(x.len() / lin.in_features);
-                (&lin.weight.value, lin.lora.as_mut(), shape)
-            }
-            LinearId::LmHead => {
-                let d = config.hidden_size;
-                let shape = LinearShape {
-                    rows: x.len() / d,
-                    in_features: d,
-                    out_features: config.vocab_size,
-                };
-                (&lm_head.value, None, shape)
-            }
-        };
+        let lin = linear(layers, lm_head, id);
+        let shape = lin.shape(x.len() / lin.in_features);
+        let (weight, lora) = (&lin.weight.value, lin.lora.as_mut());
         let lora = match (lora, xa) {
             (Some(DeviceLora { a, b, rank, scale }), Some(xa)) => Some(LoraBackward {
                 adapter: LoraAdapter {
