@@ -1,23 +1,9 @@
 //! The `harness` binary end to end: a reduced default fine-tune lowers the held-out loss and writes
 //! its outputs; eval prints one JSON object; bad input exits non-zero with a clear message.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .expect("the harness binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("valid JSON")
-}
+use common::{harness, json, stderr};
 
 #[test]
 fn reduced_default_finetune_lowers_the_heldout_loss_and_writes_its_outputs() {

@@ -2,30 +2,13 @@
 //! `finetune` with text, token-file and SFT data, and the data errors exiting non-zero with a
 //! message that names what is wrong.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Output;
+
+use common::{harness, json, s, stderr};
 use longlora::checkpoint::load_model;
 use longlora::tokenizer::Tokenizer;
-
-fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .expect("the harness binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("valid JSON")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Fails with the command's stderr when it did not succeed.
 fn ok(args: &[&str]) -> Output {

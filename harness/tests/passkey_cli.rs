@@ -1,19 +1,13 @@
 //! `harness passkey` end to end on a small random byte-level model: one JSON object with the
 //! accuracy per length and depth; impossible lengths exit non-zero with a clear message.
 
-use std::process::{Command, Output};
+mod common;
 
+use common::harness;
 use longlora::checkpoint::save_model;
 use longlora::data::BYTE_VOCAB;
 use longlora::model::{LlamaConfig, LlamaWeights};
 use longlora::rng::Rng;
-
-fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .expect("the harness binary runs")
-}
 
 fn small_byte_model(dir: &std::path::Path) {
     let config = LlamaConfig {

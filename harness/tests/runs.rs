@@ -2,24 +2,13 @@
 //! Ctrl-C then --resume reproduces the uninterrupted run; a merged model evaluates like the base
 //! model with the adapter; each bad input of the issue exits non-zero naming what is wrong.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .expect("the harness binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{harness, s, stderr};
 
 /// Asserts a clean failure whose message contains every one of `needles`.
 fn fails_with(o: &Output, needles: &[&str]) -> String {
