@@ -51,6 +51,8 @@ pub enum Engine {
     Cpu {
         recompute: bool,
         acts: Option<Box<Activations<Host<f32>>>>,
+        /// The backward's scratch, kept across steps of one shape like the activations.
+        scratch: Option<Box<BackwardBuffers<Host<f32>>>>,
     },
     Kernels(Box<KernelModel>),
 }
@@ -69,6 +71,7 @@ impl Engine {
             Compute::Cpu => Engine::Cpu {
                 recompute,
                 acts: None,
+                scratch: None,
             },
             Compute::Kernels(device) => Engine::Kernels(Box::new(KernelModel::new(
                 device, model, trainable, recompute,
@@ -81,6 +84,7 @@ impl Engine {
         Engine::Cpu {
             recompute: false,
             acts: None,
+            scratch: None,
         }
     }
 
@@ -118,7 +122,9 @@ impl Engine {
         mask: &AttnMask,
     ) -> Result<()> {
         match self {
-            Engine::Cpu { recompute, acts } => {
+            Engine::Cpu {
+                recompute, acts, ..
+            } => {
                 check_tokens(&model.config, tokens, batch, seq_len)?;
                 let mut cpu = Cpu::new(&model.config, &model.weights);
                 let fresh = match acts.take() {
@@ -156,12 +162,15 @@ impl Engine {
         grads: &mut LlamaWeights<f32>,
     ) -> Result<f64> {
         match self {
-            Engine::Cpu { acts, .. } => {
+            Engine::Cpu { acts, scratch, .. } => {
                 let acts = acts.as_ref().ok_or_else(no_forward)?;
                 check_targets(&model.config, acts.rows(), targets)?;
                 let mut cpu = Cpu::with_grads(&model.config, &model.weights, grads);
-                let mut scratch = BackwardBuffers::new(&mut cpu, acts)?;
-                decoder_backward(&mut cpu, acts, &mut scratch, targets, dloss as f64)
+                let scratch = match scratch.take() {
+                    Some(s) if s.fits(acts) => scratch.insert(s),
+                    _ => scratch.insert(Box::new(BackwardBuffers::new(&mut cpu, acts)?)),
+                };
+                decoder_backward(&mut cpu, acts, scratch, targets, dloss as f64)
             }
             Engine::Kernels(k) => k.backward(targets, dloss as f64),
         }
