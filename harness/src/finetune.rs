@@ -44,7 +44,8 @@ pub struct FinetuneArgs {
     #[arg(long)]
     rope_factor: Option<f64>,
     /// Attention during training: s2 (shifted sparse attention), s2-roll (the paper's Algorithm 1,
-    /// which leaks future tokens; for reproduction only) or dense.
+    /// which leaks future tokens; for reproduction only), s2-noshift (groups without the shifted
+    /// half: the paper's "short attention" ablation) or dense.
     #[arg(long, default_value = "s2")]
     attn: AttnMode,
     /// S²-Attn group size as a fraction of the context (the group size must come out even).
