@@ -9,4 +9,5 @@ pub mod linear;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;
+mod scratch;
 pub mod swiglu;

@@ -7,8 +7,6 @@
 //! caller's tensors. Each worker thread keeps its tile buffers (O(BR·D), independent of N) across
 //! calls, so a training step allocates nothing here after its first.
 
-use std::any::Any;
-use std::cell::RefCell;
 use std::ops::Range;
 
 use super::microgemm::{product, Product};
@@ -16,6 +14,7 @@ use super::plan::TilePlan;
 use super::softmax::{column_max, exp_columns, ScoreTile};
 use super::{AttnMask, AttnShape, AttnStats};
 use crate::float::{cst, Float};
+use crate::ops::scratch::with_scratch;
 
 /// Query rows per tile.
 pub(super) const BR: usize = 64;
@@ -240,25 +239,14 @@ impl<T: Float> Tiles<T> {
     }
 }
 
-thread_local! {
-    static TILES: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
-}
-
 /// Runs `f` on this thread's tile buffers for sequences of `seq_len` and heads of `d`,
-/// (re)allocating them only when the shape changed. `f` must not call back into the attention.
+/// (re)allocating them only when the shape changed.
 fn with_tiles<T: Float, R>(seq_len: usize, d: usize, f: impl FnOnce(&mut Tiles<T>) -> R) -> R {
-    TILES.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let fits = slot
-            .as_mut()
-            .and_then(|b| b.downcast_mut::<Tiles<T>>())
-            .is_some_and(|t| t.fits(seq_len, d));
-        if !fits {
-            *slot = Some(Box::new(Tiles::<T>::new(seq_len, d)));
-        }
-        let tiles = slot.as_mut().and_then(|b| b.downcast_mut::<Tiles<T>>());
-        f(tiles.expect("tile buffers of this element type were just stored"))
-    })
+    with_scratch(
+        |t: &Tiles<T>| t.fits(seq_len, d),
+        || Tiles::new(seq_len, d),
+        f,
+    )
 }
 
 /// Forward of Q tile `tile` of head `h` in batch `b`: fills its output rows and log-sum-exp.
