@@ -10,8 +10,8 @@ use counting::{ALLOCATED_BYTES, ALLOCATIONS};
 use longlora::data::{synthetic_corpus, WindowSampler};
 use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
-use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
+use longlora::train::optim::{AdamWConfig, Schedule};
 use longlora::train::{TrainConfig, Trainer};
 
 /// Allocations (count, bytes) of the third step of a LongLoRA run of the built-in model's shape.
