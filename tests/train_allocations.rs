@@ -53,7 +53,7 @@ fn warm_step_allocations(context: usize) -> (usize, usize) {
 }
 
 /// What a warm step still allocates is a fixed set of buffers, the same at any context:
-/// matrixmultiply's packing buffers in each of the ~150 linear-layer products (about 40 MB per
+/// matrixmultiply's packing buffers in each of the ~75 linear-layer products (about 28 MB per
 /// step with this model, bounded by its block sizes, served from the heap that
 /// `retain_freed_memory` keeps), the sampled batch, and the trainer's per-step lists of gradient
 /// references. Activations, backward scratch, the LoRA backward's `dY·B` and the attention's tile

@@ -4,6 +4,9 @@
 use crate::float::Float;
 use crate::model::weights::Linear;
 use crate::ops::matmul::{matmul_nn, matmul_nt, matmul_tn};
+use crate::ops::narrow::{
+    narrow_nn, narrow_nt, narrow_tn, narrow_tn_transposed, widen_nn, widen_nt,
+};
 use crate::ops::scratch::with_buffer;
 
 /// Rank of the layer's adapter (0 without one): the width of the `x·Aᵀ` buffer it saves.
@@ -27,8 +30,8 @@ pub fn linear_forward<T: Float>(
     matmul_nt(y, x, &lin.weight.data, m, n_in, n_out, T::one(), accumulate);
     if let Some(lora) = &lin.lora {
         assert_eq!(xa.len(), m * lora.rank, "{}: x·Aᵀ", lin.weight.name);
-        matmul_nt(xa, x, &lora.a.data, m, n_in, lora.rank, T::one(), false);
-        matmul_nt(y, xa, &lora.b.data, m, lora.rank, n_out, lora.scale(), true);
+        narrow_nt(xa, x, &lora.a.data, m, n_in, lora.rank, T::one(), false);
+        widen_nt(y, xa, &lora.b.data, m, lora.rank, n_out, lora.scale());
     }
 }
 
@@ -53,19 +56,18 @@ pub fn linear_backward<T: Float>(
     // `dY·B` (`m × r`), in a per-thread buffer so that a training step does not allocate it.
     with_buffer(m * rank, |dy_b: &mut [T]| {
         if let Some(lora) = &lin.lora {
-            matmul_nn(dy_b, dy, &lora.b.data, m, n_out, rank, T::one(), false);
+            narrow_nn(dy_b, dy, &lora.b.data, m, n_out, rank);
             if let Some(g) = grad.lora.as_mut().filter(|g| !g.a.data.is_empty()) {
                 let s = lora.scale();
-                matmul_tn(&mut g.b.data, dy, xa, n_out, m, rank, s, true);
-                matmul_tn(&mut g.a.data, dy_b, x, rank, m, n_in, s, true);
+                narrow_tn_transposed(&mut g.b.data, dy, xa, m, n_out, rank, s);
+                narrow_tn(&mut g.a.data, dy_b, x, m, rank, n_in, s);
             }
         }
         if let Some(dx) = dx {
             assert_eq!(dx.len(), m * n_in, "{}: input gradient", lin.weight.name);
             matmul_nn(dx, dy, &lin.weight.data, m, n_out, n_in, T::one(), true);
             if let Some(lora) = &lin.lora {
-                let s = lora.scale();
-                matmul_nn(dx, dy_b, &lora.a.data, m, rank, n_in, s, true);
+                widen_nn(dx, dy_b, &lora.a.data, m, rank, n_in, lora.scale());
             }
         }
     });

@@ -32,16 +32,22 @@ pub(crate) fn with_scratch<S: Any, R>(
     result
 }
 
-/// Runs `f` on `len` elements of this thread's `Vec<T>` scratch (contents unspecified), growing
-/// it only when it is too short.
+/// Runs `f` on `len` elements of one of this thread's `Vec<T>` scratch buffers (contents
+/// unspecified), growing it only when it is too short. Nested calls get distinct buffers, which
+/// all grow to the sizes asked of them and are then reused.
 pub(crate) fn with_buffer<T: Any + Copy + Default, R>(
     len: usize,
     f: impl FnOnce(&mut [T]) -> R,
 ) -> R {
     with_scratch(
-        |v: &Vec<T>| v.len() >= len,
-        || vec![T::default(); len],
-        |v| f(&mut v[..len]),
+        |_: &Vec<T>| true,
+        Vec::new,
+        |v| {
+            if v.len() < len {
+                v.resize(len, T::default());
+            }
+            f(&mut v[..len])
+        },
     )
 }
 
@@ -50,7 +56,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scratch_is_kept_per_type_and_replaced_when_it_does_not_fit() {
+    fn scratch_is_kept_per_type_and_grows_when_too_short() {
         with_buffer(4, |b: &mut [f32]| b.fill(7.0));
         let kept = with_buffer(3, |b: &mut [f32]| b.to_vec());
         assert_eq!(kept, vec![7.0; 3], "a buffer long enough is reused");
@@ -61,9 +67,14 @@ mod tests {
         });
         let grown = with_buffer(8, |b: &mut [f32]| b.to_vec());
         assert_eq!(
-            grown,
-            vec![0.0; 8],
-            "a short buffer is replaced by a fresh one"
+            grown[..4],
+            [7.0; 4],
+            "a short buffer grows, keeping its contents"
         );
+        with_buffer(8, |outer: &mut [f32]| {
+            outer.fill(1.0);
+            with_buffer(8, |inner: &mut [f32]| inner.fill(2.0));
+            assert_eq!(outer, &[1.0; 8], "a nested request got a buffer of its own");
+        });
     }
 }
