@@ -8,6 +8,7 @@ mod eval_cmd;
 mod finetune;
 mod merge;
 mod passkey_cmd;
+mod plot;
 mod pretrain;
 mod progress;
 mod tokenize;
@@ -44,6 +45,9 @@ enum Command {
     /// Fold a fine-tune's LoRA adapter, trained embeddings and norms into the base model and write
     /// a Hugging Face directory with the extended context in config.json.
     Merge(merge::MergeArgs),
+    /// Draw PNG charts: training loss, perplexity against context, passkey accuracy against
+    /// length, and the LongLoRA paper's FLOPs figure.
+    Plot(plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Pretrain(args) => pretrain::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Plot(args) => plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
