@@ -12,6 +12,7 @@ mod plot;
 mod pretrain;
 mod progress;
 mod tokenize;
+mod train_tokenizer;
 mod training_data;
 mod training_loop;
 
@@ -48,6 +49,8 @@ enum Command {
     /// Draw PNG charts: training loss, perplexity against context, passkey accuracy against
     /// length, and the LongLoRA paper's FLOPs figure.
     Plot(plot::PlotArgs),
+    /// Train a Llama-2-like BPE tokenizer with byte fallback on text, for `pretrain --tokenizer`.
+    TrainTokenizer(train_tokenizer::TrainTokenizerArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => tokenize::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::TrainTokenizer(args) => train_tokenizer::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
