@@ -8,6 +8,7 @@ mod eval_cmd;
 mod finetune;
 mod merge;
 mod passkey_cmd;
+mod passkey_corpus;
 mod plot;
 mod pretrain;
 mod progress;
@@ -51,6 +52,9 @@ enum Command {
     Plot(plot::PlotArgs),
     /// Train a Llama-2-like BPE tokenizer with byte fallback on text, for `pretrain --tokenizer`.
     TrainTokenizer(train_tokenizer::TrainTokenizerArgs),
+    /// Write passkey-style training documents (the test's template, keys from another random
+    /// stream than the test's), one .txt each, to mix into pretrain or finetune data.
+    PasskeyCorpus(passkey_corpus::PasskeyCorpusArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => merge::run(args),
         Command::Plot(args) => plot::run(args),
         Command::TrainTokenizer(args) => train_tokenizer::run(args),
+        Command::PasskeyCorpus(args) => passkey_corpus::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
