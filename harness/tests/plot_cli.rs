@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{harness, s, stderr};
+use common::{harness, s, stderr, TINY_PRETRAIN};
 use serde_json::json;
 
 /// The first colours of the line palette and the FLOPs chart's attention colour.
@@ -99,6 +99,22 @@ fn run_ok(args: &[&str]) {
     assert!(o.status.success(), "{args:?}: {}", stderr(&o));
 }
 
+/// `plot KIND` of two series (then `extra` options) draws both curves.
+fn plot_two_curves(kind: &str, out: &Path, series: [String; 2], extra: &[&str]) {
+    let args = [
+        "plot",
+        kind,
+        "--out",
+        s(out),
+        "--series",
+        &series[0],
+        "--series",
+        &series[1],
+    ];
+    run_ok(&[&args[..], extra].concat());
+    assert_drawn(out, &[BLUE, ORANGE], CURVE_PIXELS);
+}
+
 #[test]
 fn loss_chart_draws_every_run_smoothed_or_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -109,27 +125,14 @@ fn loss_chart_draws_every_run_smoothed_or_not() {
     for smooth in ["1", "10"] {
         let out = dir.path().join(format!("loss-{smooth}.png"));
         let series = [format!("dense={}", s(&a)), format!("s2={}", s(&b))];
-        run_ok(&[
-            "plot",
-            "loss",
-            "--out",
-            s(&out),
-            "--series",
-            &series[0],
-            "--series",
-            &series[1],
-            "--smooth",
-            smooth,
-        ]);
-        assert_drawn(&out, &[BLUE, ORANGE], CURVE_PIXELS);
+        plot_two_curves("loss", &out, series, &["--smooth", smooth]);
     }
 }
 
 #[test]
 fn eval_chart_draws_a_curve_per_model_over_contexts() {
     let dir = tempfile::tempdir().unwrap();
-    let mut series = Vec::new();
-    for (model, base) in [("base", 2.0), ("lora", 1.8)] {
+    let series = [("base", 2.0), ("lora", 1.8)].map(|(model, base)| {
         let files: Vec<String> = [512, 1024, 2048]
             .iter()
             .map(|&c| {
@@ -138,25 +141,17 @@ fn eval_chart_draws_a_curve_per_model_over_contexts() {
                 format!("{c}:{}", s(&f))
             })
             .collect();
-        series.push(format!("{model}={}", files.join(",")));
-    }
+        format!("{model}={}", files.join(","))
+    });
     for metric in ["perplexity", "loss"] {
         let out = dir.path().join(format!("eval-{metric}.png"));
-        run_ok(&[
-            "plot",
+        let title = "Perplexity of two models";
+        plot_two_curves(
             "eval",
-            "--out",
-            s(&out),
-            "--series",
-            &series[0],
-            "--series",
-            &series[1],
-            "--metric",
-            metric,
-            "--title",
-            "Perplexity of two models",
-        ]);
-        assert_drawn(&out, &[BLUE, ORANGE], CURVE_PIXELS);
+            &out,
+            series.clone(),
+            &["--metric", metric, "--title", title],
+        );
     }
 }
 
@@ -171,17 +166,7 @@ fn passkey_chart_draws_accuracy_against_length() {
         format!("base={}", s(&base)),
         format!("extended={}", s(&ext)),
     ];
-    run_ok(&[
-        "plot",
-        "passkey",
-        "--out",
-        s(&out),
-        "--series",
-        &series[0],
-        "--series",
-        &series[1],
-    ]);
-    assert_drawn(&out, &[BLUE, ORANGE], CURVE_PIXELS);
+    plot_two_curves("passkey", &out, series, &[]);
 }
 
 #[test]
@@ -193,10 +178,14 @@ fn flops_chart_draws_the_papers_stacked_bars() {
     assert_drawn(&out, &[ATTENTION_RED], 20_000);
 }
 
-/// Runs `plot` expecting failure; returns stderr and checks that no PNG was written.
-fn plot_fails(args: &[&str], out: &Path) -> String {
-    let o = harness(args);
-    assert!(!o.status.success(), "{args:?} should fail");
+/// Runs `plot KIND` on one series expecting failure; returns stderr and checks that no PNG was
+/// written.
+fn plot_fails(kind: &str, series: &str, out: &Path) -> String {
+    let o = harness(&["plot", kind, "--out", s(out), "--series", series]);
+    assert!(
+        !o.status.success(),
+        "plot {kind} --series {series} should fail"
+    );
     assert!(!out.exists(), "{} written by a failing plot", out.display());
     stderr(&o)
 }
@@ -205,48 +194,20 @@ fn plot_fails(args: &[&str], out: &Path) -> String {
 fn bad_inputs_fail_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("chart.png");
+    let series = |path: &Path| format!("a={}", s(path));
+
     let metrics = dir.path().join("metrics.jsonl");
     fs::write(&metrics, "{\"step\": 1, \"loss\": 2.0}\nnot json\n").unwrap();
-    let err = plot_fails(
-        &[
-            "plot",
-            "loss",
-            "--out",
-            s(&out),
-            "--series",
-            &format!("a={}", s(&metrics)),
-        ],
-        &out,
-    );
+    let err = plot_fails("loss", &series(&metrics), &out);
     assert!(err.contains(s(&metrics)) && err.contains("line 2"), "{err}");
 
     let missing = dir.path().join("missing.json");
-    let err = plot_fails(
-        &[
-            "plot",
-            "passkey",
-            "--out",
-            s(&out),
-            "--series",
-            &format!("a={}", s(&missing)),
-        ],
-        &out,
-    );
+    let err = plot_fails("passkey", &series(&missing), &out);
     assert!(err.contains(s(&missing)), "{err}");
 
     let eval = dir.path().join("eval.json");
     write_eval(&eval, 2.0);
-    let err = plot_fails(
-        &[
-            "plot",
-            "eval",
-            "--out",
-            s(&out),
-            "--series",
-            &format!("a={}", s(&eval)),
-        ],
-        &out,
-    );
+    let err = plot_fails("eval", &series(&eval), &out);
     assert!(
         err.contains(s(&eval)) && err.contains("CONTEXT:FILE"),
         "{err}"
@@ -254,30 +215,10 @@ fn bad_inputs_fail_naming_the_file() {
 
     let not_passkey = dir.path().join("not-passkey.json");
     fs::write(&not_passkey, "{\"results\": 3}").unwrap();
-    let err = plot_fails(
-        &[
-            "plot",
-            "passkey",
-            "--out",
-            s(&out),
-            "--series",
-            &format!("a={}", s(&not_passkey)),
-        ],
-        &out,
-    );
+    let err = plot_fails("passkey", &series(&not_passkey), &out);
     assert!(err.contains(s(&not_passkey)), "{err}");
 
-    let err = plot_fails(
-        &[
-            "plot",
-            "loss",
-            "--out",
-            s(&out),
-            "--series",
-            "no-equals-sign",
-        ],
-        &out,
-    );
+    let err = plot_fails("loss", "no-equals-sign", &out);
     assert!(err.contains("NAME=FILE"), "{err}");
 }
 
@@ -287,23 +228,8 @@ fn charts_read_what_pretrain_eval_and_passkey_write() {
     let text = dir.path().join("text.txt");
     fs::write(&text, "The grass is green. The sky is blue. ".repeat(40)).unwrap();
     let run = dir.path().join("run");
-    run_ok(&[
-        "pretrain",
-        "--data",
-        s(&text),
-        "--hidden-size",
-        "64",
-        "--layers",
-        "1",
-        "--context",
-        "32",
-        "--steps",
-        "3",
-        "--batch-size",
-        "2",
-        "--output",
-        s(&run),
-    ]);
+    let pretrain = ["pretrain", "--data", s(&text), "--output", s(&run)];
+    run_ok(&[&pretrain[..], TINY_PRETRAIN].concat());
     let mut evals = Vec::new();
     for context in ["16", "32"] {
         let o = harness(&[

@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{harness, json, s, stderr};
+use common::{harness, json, s, stderr, TINY_PRETRAIN};
 use longlora::data::synthetic::synthetic_document;
 use longlora::rng::Rng;
 
@@ -35,25 +35,16 @@ fn trained_tokenizer_drives_pretrain_and_tokenize() {
     assert!(o.status.success(), "{}", stderr(&o));
 
     let run = dir.path().join("run");
-    let o = harness(&[
+    let pretrain = [
         "pretrain",
         "--data",
         s(&data),
         "--tokenizer",
         s(&tok),
-        "--hidden-size",
-        "64",
-        "--layers",
-        "1",
-        "--context",
-        "32",
-        "--steps",
-        "3",
-        "--batch-size",
-        "2",
         "--output",
         s(&run),
-    ]);
+    ];
+    let o = harness(&[&pretrain[..], TINY_PRETRAIN].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let config = json(&run.join("config.json"));
     assert_eq!(config["vocab_size"], 384);

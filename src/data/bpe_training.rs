@@ -19,6 +19,7 @@ use tokenizers::{
     PreTokenizerWrapper, SplitDelimiterBehavior, TokenizerImpl,
 };
 
+use crate::data::text::utf8_text;
 use crate::data::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
@@ -89,13 +90,7 @@ fn read_lines(files: &[PathBuf]) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     for f in files {
         let bytes = fs::read(f).map_err(|e| Error::io(f, e))?;
-        let text = String::from_utf8(bytes).map_err(|e| Error::BadFile {
-            path: f.clone(),
-            message: format!(
-                "not UTF-8 (invalid byte at offset {}); a tokenizer is trained on text",
-                e.utf8_error().valid_up_to()
-            ),
-        })?;
+        let text = utf8_text(f, bytes, "a tokenizer is trained on text")?;
         lines.extend(text.split_inclusive('\n').map(str::to_owned));
     }
     Ok(lines)
