@@ -114,7 +114,7 @@ fn lora_linear_forward_matches_reference_for_ranks_0_1_8_64() {
                 let x = random_bf16(&mut rng, shape.rows * shape.in_features, 1.0);
                 let mut y_ref = vec![0.0; shape.rows * shape.out_features];
                 let mut xa_ref = vec![0.0; shape.rows * rank];
-                linear_forward(&mut y_ref, &mut xa_ref, &x, &layer, shape.rows);
+                linear_forward(&mut y_ref, &mut xa_ref, &x, &layer, shape.rows, false);
 
                 let on = DeviceLayer::new(&device, &layer);
                 let x_dev = device.upload(&to_bits(&x)).unwrap();
@@ -147,7 +147,7 @@ fn lora_linear_forward_accumulate_adds_to_the_output() {
             let residual = random_bf16(&mut rng, shape.rows * shape.out_features, 1.0);
             let mut y_ref = vec![0.0; residual.len()];
             let mut xa_ref = vec![0.0; shape.rows * rank];
-            linear_forward(&mut y_ref, &mut xa_ref, &x, &layer, shape.rows);
+            linear_forward(&mut y_ref, &mut xa_ref, &x, &layer, shape.rows, false);
             y_ref.iter_mut().zip(&residual).for_each(|(y, r)| *y += r);
 
             let on = DeviceLayer::new(&device, &layer);
@@ -200,7 +200,7 @@ fn lora_linear_backward_matches_reference_for_ranks_0_1_8_64() {
                 let dy = random_bf16(&mut rng, rows * n_out, 1.0);
                 let mut y = vec![0.0; rows * n_out];
                 let mut xa = vec![0.0; rows * rank];
-                linear_forward(&mut y, &mut xa, &x, &layer, rows);
+                linear_forward(&mut y, &mut xa, &x, &layer, rows, false);
                 // Gradients accumulate: start them at random values, not zeros.
                 let dx0 = random_bf16(&mut rng, rows * n_in, 1.0);
                 let grad_a0 = random_vec(&mut rng, rank * n_in, 1.0);

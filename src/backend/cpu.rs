@@ -242,13 +242,7 @@ impl<T: Float> Backend for Cpu<'_, T> {
             LinearId::Layer(l, proj) => {
                 let lin = layer_linear(&self.weights.layers[l], proj);
                 let rows = x.len() / lin.in_features();
-                if accumulate {
-                    let mut product = vec![T::zero(); y.len()];
-                    linear_forward(&mut product, xa, x, lin, rows);
-                    y.iter_mut().zip(&product).for_each(|(y, &p)| *y += p);
-                } else {
-                    linear_forward(y, xa, x, lin, rows);
-                }
+                linear_forward(y, xa, x, lin, rows, accumulate);
             }
             LinearId::LmHead => {
                 let (d, vocab) = (cfg.hidden_size, cfg.vocab_size);
