@@ -146,6 +146,7 @@ impl Device {
         config: LaunchConfig,
         params: &P,
     ) -> Result<()> {
+        super::note_launch(kernel.name, config);
         match &self.0 {
             Backend::Emulator => emu::launch(kernel.name, kernel.emulator, config, params),
             Backend::Cuda(_) if !kernel.on_gpu => Err(KernelError::EmulatorOnly {

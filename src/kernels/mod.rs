@@ -39,6 +39,7 @@ mod device;
 mod divergent_barrier;
 mod elementwise;
 pub mod emu;
+mod launch;
 mod lora;
 mod mma_loop;
 mod optim;
@@ -59,6 +60,8 @@ pub use elementwise::{
     embedding_forward, f32_to_bf16, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
     swiglu_backward, swiglu_forward, DeviceRopeTable,
 };
+pub(crate) use launch::{note_launch, LaunchConfig};
+pub use launch::{record_launches, LaunchRecord};
 pub use lora::{
     lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
     lora_linear_forward_x_tile_loads, LinearShape, LoraAdapter, LoraBackward, MAX_LORA_RANK,
@@ -108,14 +111,6 @@ pub enum KernelError {
 
 /// The result type of this module.
 pub type Result<T, E = KernelError> = std::result::Result<T, E>;
-
-/// Grid and block shape and dynamic shared memory of one launch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LaunchConfig {
-    pub(crate) grid: [u32; 3],
-    pub(crate) block: [u32; 3],
-    pub(crate) dynamic_shared_bytes: u32,
-}
 
 /// A kernel as both backends know it: its name in the fatbin and its emulator entry point.
 pub(crate) struct Kernel<P> {
