@@ -37,6 +37,10 @@ constexpr int kLoraNarrow = 32 + kTilePad;  // stride of tiles whose rows are on
 // A weight or down slice: 64 x 32 stored n x k (forward) or 32 x 64 stored k x n (backward).
 constexpr int kLoraSliceTile = kLoraBlockCols * kLoraNarrow;
 static_assert(kLoraBlockReduce * kLoraWide <= kLoraSliceTile, "a k x n slice fits the same tile");
+// The static shared memory of lora_product and lora_grad (their tiles below).
+constexpr unsigned kLoraProductSharedBytes =
+    (2 * kLoraBlockRows * kLoraNarrow + 4 * kLoraSliceTile + kLoraMaxRank * kLoraWide) * sizeof(uint16_t);
+constexpr unsigned kLoraGradSharedBytes = 2 * kLoraBlockReduce * kLoraWide * sizeof(uint16_t);
 
 // Loads the reduction slice [k0, k0 + 32) of a weight-like operand, whose other dimension starts at
 // n0 and ends at n_end, into `tile`: as an n x k tile when the operand is stored [n][k] (forward), as
@@ -219,20 +223,20 @@ __device__ void lora_grad(float* grad, const Left* left, const Right* right, uin
 extern "C" __global__ void __launch_bounds__(kLoraThreads) lora_linear_forward_kernel(const LoraLinearParams p) {
     lora_product<false>(p);
 }
-LONGLORA_EMU_ENTRY(lora_linear_forward_kernel, LoraLinearParams)
+LONGLORA_EMU_ENTRY(lora_linear_forward_kernel, LoraLinearParams, kLoraProductSharedBytes)
 
 extern "C" __global__ void __launch_bounds__(kLoraThreads)
     lora_linear_backward_input_kernel(const LoraLinearParams p) {
     lora_product<true>(p);
 }
-LONGLORA_EMU_ENTRY(lora_linear_backward_input_kernel, LoraLinearParams)
+LONGLORA_EMU_ENTRY(lora_linear_backward_input_kernel, LoraLinearParams, kLoraProductSharedBytes)
 
 extern "C" __global__ void __launch_bounds__(kLoraThreads) lora_grad_a_kernel(const LoraGradAParams p) {
     lora_grad(p.grad_a, p.dy_b, p.x, p.rows, p.rank, p.in_features, p.scale);
 }
-LONGLORA_EMU_ENTRY(lora_grad_a_kernel, LoraGradAParams)
+LONGLORA_EMU_ENTRY(lora_grad_a_kernel, LoraGradAParams, kLoraGradSharedBytes)
 
 extern "C" __global__ void __launch_bounds__(kLoraThreads) lora_grad_b_kernel(const LoraGradBParams p) {
     lora_grad(p.grad_b, p.dy, p.xa, p.rows, p.out_features, p.rank, p.scale);
 }
-LONGLORA_EMU_ENTRY(lora_grad_b_kernel, LoraGradBParams)
+LONGLORA_EMU_ENTRY(lora_grad_b_kernel, LoraGradBParams, kLoraGradSharedBytes)

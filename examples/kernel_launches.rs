@@ -1,6 +1,7 @@
 //! Prints the launch configuration of every GPU kernel as its launch function chooses it, for
 //! scripts/kernel-report.sh: one tab-separated line per distinct (case, kernel, configuration) with
-//! the case, kernel, grid, threads per block and dynamic shared memory in bytes.
+//! the case, kernel, grid, threads per block, dynamic shared memory in bytes, and the static shared
+//! memory the kernel's emulator entry point declares (the report checks it against ptxas's).
 //!
 //! Each case runs a small problem through the emulator inside `record_launches`. Threads and shared
 //! memory depend only on what the case names (head dim, LoRA rank, hidden size, vocabulary); the
@@ -225,13 +226,14 @@ fn main() -> Result {
         result.map_err(|error| format!("{case}: {error}"))?;
         for launch in launches {
             let line = format!(
-                "{case}\t{}\t{}x{}x{}\t{}\t{}",
+                "{case}\t{}\t{}x{}x{}\t{}\t{}\t{}",
                 launch.kernel,
                 launch.grid[0],
                 launch.grid[1],
                 launch.grid[2],
                 launch.threads(),
-                launch.dynamic_shared_bytes
+                launch.dynamic_shared_bytes,
+                launch.static_shared_bytes
             );
             if !seen.contains(&line) {
                 println!("{line}");

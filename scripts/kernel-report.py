@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The kernel report's tables, from what scripts/kernel-report.sh gathers: ptxas's resource report and
 nvdisasm's SASS for each architecture, and the launch configurations that examples/kernel_launches.rs
-records from the launch functions. Prints markdown; exits 1 when a kernel spills registers or asks for
-more shared memory than a block may have.
+records from the launch functions. Prints markdown; exits 1 when a kernel spills registers, asks for
+more shared memory than a block may have, or declares to the emulator a static shared memory other than
+ptxas's (the emulator could then accept launches a GPU refuses).
 
 Occupancy follows the CUDA occupancy calculator: blocks per SM are limited by warps (64 per SM), blocks
 (32), registers (64K per SM in four partitions of 16K, allocated per warp in units of 256) and shared
@@ -131,16 +132,18 @@ def mix(instructions, span):
 
 
 def parse_launches(path):
-    """kernel -> list of (cases, threads, dynamic_shared), one per distinct configuration."""
-    configs = collections.OrderedDict()
+    """kernel -> list of (cases, threads, dynamic_shared), one per distinct configuration, and
+    kernel -> the static shared memory its emulator entry point declares."""
+    configs, declared = collections.OrderedDict(), {}
     for line in open(path):
-        case, kernel, _grid, threads, dynamic = line.rstrip("\n").split("\t")
+        case, kernel, _grid, threads, dynamic, static = line.rstrip("\n").split("\t")
         key = (kernel, int(threads), int(dynamic))
         configs.setdefault(key, []).append(case)
+        declared[kernel] = int(static)
     launches = collections.OrderedDict()
     for (kernel, threads, dynamic), cases in configs.items():
         launches.setdefault(kernel, []).append((", ".join(dict.fromkeys(cases)), threads, dynamic))
-    return launches
+    return launches, declared
 
 
 def occupancy(arch, registers, threads, shared):
@@ -171,7 +174,7 @@ def main():
 
     ptxas = {arch: parse_ptxas(getattr(args, f"ptxas_{arch}")) for arch in ARCHS}
     sass = {arch: parse_sass(getattr(args, f"sass_{arch}")) for arch in ARCHS}
-    launches = parse_launches(args.launches)
+    launches, declared = parse_launches(args.launches)
     kernels = sorted(ptxas["80"])
     problems = []
 
@@ -183,6 +186,9 @@ def main():
         spills = [f"{r['spill_stores']}+{r['spill_loads']}" for r in resources]
         if any(r["spill_stores"] or r["spill_loads"] for r in resources):
             problems.append(f"{kernel} spills registers (sm_80 / sm_90: {pair(spills)})")
+        if kernel in declared and any(r["static_shared"] != declared[kernel] for r in resources):
+            problems.append(f"{kernel} declares {declared[kernel]} B of static shared memory to the emulator "
+                            f"(LONGLORA_EMU_ENTRY), ptxas reports {pair(r['static_shared'] for r in resources)}")
         configs = launches.get(kernel)
         if not configs:
             problems.append(f"{kernel} is not launched by examples/kernel_launches.rs")
@@ -219,7 +225,7 @@ def main():
 
     for problem in problems:
         print(f"kernel-report: {problem}", file=sys.stderr)
-    if any("spills" in p or "cannot launch" in p for p in problems):
+    if any("spills" in p or "cannot launch" in p or "declares" in p for p in problems):
         sys.exit(1)
 
 

@@ -15,6 +15,9 @@ macro_rules! kernels {
                 grid: *const u32,
                 block: *const u32,
                 dynamic_shared_bytes: u32,
+                max_dynamic_shared_bytes: u32,
+                max_shared_per_block: u32,
+                static_shared_bytes: *mut u32,
                 error: *mut std::ffi::c_char,
                 error_len: usize,
             ) -> std::ffi::c_int;)*
@@ -60,8 +63,8 @@ pub use elementwise::{
     embedding_forward, f32_to_bf16, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
     swiglu_backward, swiglu_forward, DeviceRopeTable,
 };
-pub(crate) use launch::{note_launch, LaunchConfig};
-pub use launch::{record_launches, LaunchRecord};
+pub(crate) use launch::{note_launch, shared_memory_opt_in, LaunchConfig};
+pub use launch::{record_launches, without_shared_memory_opt_in, GpuTarget, LaunchRecord};
 pub use lora::{
     lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
     lora_linear_forward_x_tile_loads, LinearShape, LoraAdapter, LoraBackward, MAX_LORA_RANK,
