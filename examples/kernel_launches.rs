@@ -14,8 +14,8 @@ use longlora::kernels::{
     cross_entropy_forward, embedding_backward, embedding_forward, f32_to_bf16, grad_norm,
     lora_linear_backward, lora_linear_forward, probe, reduce_sum, rmsnorm_backward,
     rmsnorm_forward, rope_forward, swiglu_backward, swiglu_forward, AdamwTensor, AttentionHeads,
-    BackwardOptions, Buffer, Device, DeviceRopeTable, LinearShape, LoraAdapter, LoraBackward,
-    ProbeInputs, Sequences,
+    BackwardOptions, Buffer, Device, DeviceRopeTable, LinearScratch, LinearShape, LoraAdapter,
+    LoraBackward, ProbeInputs, Sequences,
 };
 use longlora::ops::attention::AttnMask;
 use longlora::optim::AdamWConfig;
@@ -89,20 +89,28 @@ fn lora(device: &Device, rank: usize) -> Result {
     let mut y = bf16s(device, rows * n_out)?;
     let mut xa = f32s(device, rows * rank, 0.0)?;
     let forward_lora = (rank > 0).then_some((adapter, &mut xa));
-    lora_linear_forward(device, shape, &x, &weight, forward_lora, &mut y)?;
-    let mut dy_b = f32s(device, rows * rank, 0.0)?;
+    let mut scratch = LinearScratch::default();
+    lora_linear_forward(
+        device,
+        shape,
+        &x,
+        &weight,
+        forward_lora,
+        &mut y,
+        &mut scratch,
+    )?;
     let mut grad_a = f32s(device, rank * n_in, 0.0)?;
     let mut grad_b = f32s(device, n_out * rank, 0.0)?;
     let xa = f32s(device, rows * rank, 0.0)?;
     let backward_lora = (rank > 0).then_some(LoraBackward {
         adapter,
         xa: &xa,
-        dy_b: &mut dy_b,
         grad_a: &mut grad_a,
         grad_b: &mut grad_b,
     });
     let mut dx = bf16s(device, rows * n_in)?;
-    lora_linear_backward(device, shape, &y, &x, &weight, backward_lora, &mut dx)?;
+    let lora = backward_lora;
+    lora_linear_backward(device, shape, &y, &x, &weight, lora, &mut dx, &mut scratch)?;
     Ok(())
 }
 
@@ -213,6 +221,7 @@ fn main() -> Result {
         ("attention D=64", Box::new(|d| attention(d, 64))),
         ("attention D=128", Box::new(|d| attention(d, 128))),
         ("linear, no adapter", Box::new(|d| lora(d, 0))),
+        ("LoRA rank 4 (B padded)", Box::new(|d| lora(d, 4))),
         ("LoRA rank 8", Box::new(|d| lora(d, 8))),
         ("LoRA rank 64", Box::new(|d| lora(d, 64))),
         ("hidden 4096", Box::new(|d| layer_ops(d, 4096))),

@@ -11,7 +11,8 @@ memory (static + dynamic + 1 KB the driver reserves per block, in units of 128 b
 
 The "main loop" of a kernel is the address range of a backward branch (a loop) in its SASS: the loop
 with the most HMMA, the innermost of equals; without HMMA, the loop with the most instructions; without
-a loop, the whole kernel. Counts are static (an instruction in a nested loop counts once).
+a loop, the whole kernel. Counts are static (an instruction in a nested loop counts once); instructions
+predicated on the constant false (@!PT) never run and are left out.
 """
 
 import argparse
@@ -96,7 +97,9 @@ def parse_sass(path):
             for label in pending:
                 labels[current][label] = address
             pending = []
-            functions[current].append((address, m.group(3), m.group(4)))
+            # nvcc puts never-executed "@!PT LDS RZ, [RZ]" placeholders before every LDGSTS.
+            if (m.group(2) or "").strip() != "@!PT":
+                functions[current].append((address, m.group(3), m.group(4)))
     return functions, labels
 
 

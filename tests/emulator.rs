@@ -437,6 +437,11 @@ fn generated_params_match_the_c_layouts() {
         align_of::<LoraGradBParams>(),
     ));
     rust.push((
+        "PadRowsParams",
+        size_of::<params::PadRowsParams>(),
+        align_of::<params::PadRowsParams>(),
+    ));
+    rust.push((
         "ConvertParams",
         size_of::<params::ConvertParams>(),
         align_of::<params::ConvertParams>(),

@@ -28,6 +28,9 @@ int launch(KernelBody body, const void* params, const uint32_t grid[3], const ui
 // The launch's dynamic shared memory (`extern __shared__` on the GPU), 16-byte aligned.
 void* dynamic_shared();
 
+// Ends the launch with "requirement failed: <what>" (LONGLORA_REQUIRE in cuda/include/kernel.h).
+[[noreturn]] void requirement_failed(const char* what);
+
 // The static shared memory a kernel declares with LONGLORA_EMU_ENTRY: none unless given.
 constexpr uint32_t declared_static_shared(uint32_t bytes = 0) { return bytes; }
 

@@ -402,6 +402,8 @@ void sync_block(Site site) {
 
 void* dynamic_shared() { return tl_launch->shared; }
 
+void requirement_failed(const char* what) { fail("requirement failed: %s", what); }
+
 int launch(KernelBody body, const void* params, const uint32_t grid[3], const uint32_t block[3],
            SharedMemory shared, char* error, size_t error_len) {
     if (error_len > 0) error[0] = '\0';

@@ -18,7 +18,11 @@
 
 #if defined(LONGLORA_EMU)
 #include "../emu/emu.h"
+// Stops the kernel when a requirement its launch function already checks fails anyway (a bug on our
+// side): the launch fails on a GPU (__trap) and reports `what` in the emulator.
+#define LONGLORA_REQUIRE(condition, what) ((condition) ? (void)0 : emu::requirement_failed(what))
 #else
+#define LONGLORA_REQUIRE(condition, what) ((condition) ? (void)0 : __trap())
 #include <cstdint>
 #define LONGLORA_EMU_ENTRY(...)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800

@@ -135,6 +135,11 @@ impl Gpu {
             .map_err(cuda_error("allocating GPU memory"))
     }
 
+    pub(crate) fn uninitialized<T: Element>(&self, len: usize) -> Result<CudaSlice<T>> {
+        // SAFETY: the caller's kernels write every element before anything reads it.
+        unsafe { self.stream.alloc(len) }.map_err(cuda_error("allocating GPU memory"))
+    }
+
     pub(crate) fn write<T: Element>(&self, slice: &mut CudaSlice<T>, data: &[T]) -> Result<()> {
         self.stream
             .memcpy_htod(data, slice)

@@ -103,6 +103,21 @@ impl Device {
         }))
     }
 
+    /// A buffer of `len` elements whose contents are unspecified until written, for scratch that
+    /// kernels overwrite in full (no zeroing pass). The emulator fills it with all-ones bytes (NaN in
+    /// every float format), so that a kernel reading it before writing shows in the results.
+    pub fn scratch<T: Element>(&self, len: usize) -> Result<Buffer<T>> {
+        Ok(Buffer(match &self.0 {
+            Backend::Emulator(_) => {
+                let mut data = vec![T::default(); len];
+                // SAFETY: every Element is integers, floats or raw pointers, valid for any bits.
+                unsafe { std::ptr::write_bytes(data.as_mut_ptr(), 0xff, len) };
+                Storage::Host(data)
+            }
+            Backend::Cuda(gpu) => Storage::Cuda(gpu.uninitialized(len)?),
+        }))
+    }
+
     /// Overwrites `buffer` with `data` (same length), reusing its memory.
     pub fn write<T: Element>(&self, buffer: &mut Buffer<T>, data: &[T]) -> Result<()> {
         check_len("write", "buffer", buffer, data.len())?;

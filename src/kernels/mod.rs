@@ -36,6 +36,7 @@ macro_rules! kernels {
     };
 }
 
+mod aligned;
 mod attention;
 mod cuda;
 mod device;
@@ -67,7 +68,8 @@ pub(crate) use launch::{note_launch, shared_memory_opt_in, LaunchConfig};
 pub use launch::{record_launches, without_shared_memory_opt_in, GpuTarget, LaunchRecord};
 pub use lora::{
     lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
-    lora_linear_forward_x_tile_loads, LinearShape, LoraAdapter, LoraBackward, MAX_LORA_RANK,
+    lora_linear_forward_x_tile_loads, LinearScratch, LinearShape, LoraAdapter, LoraBackward,
+    MAX_LORA_RANK,
 };
 pub use mma_loop::mma_loop;
 pub use optim::{adamw_step, clip_coefficient, grad_norm, AdamwTensor};
