@@ -12,7 +12,7 @@ use common::device::{
 use common::{assert_close, random_vec};
 use longlora::kernels::params::{LORA_BLOCK_COLS, LORA_BLOCK_REDUCE, LORA_BLOCK_ROWS};
 use longlora::kernels::{
-    lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
+    self, lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
     lora_linear_forward_x_tile_loads, record_launches, Buffer, Device, LinearScratch, LinearShape,
     LoraAdapter, LoraBackward,
 };
@@ -460,4 +460,121 @@ fn lora_linear_pads_only_operands_whose_rows_are_not_16_byte_aligned() {
     assert_eq!(pads(8, &mut scratch), 0, "rank 8: every row aligned");
     assert_eq!(pads(4, &mut scratch), 1, "rank 4: B padded");
     assert_eq!(pads(0, &mut scratch), 0, "no adapter");
+}
+
+/// The plain products as a GPU runs them (cuBLAS, through linear_forward / linear_backward) against
+/// our kernel at rank 0 and the f64 reference, overwriting and accumulating.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_cublas_plain_products_match_our_kernel_and_the_reference() {
+    let device = Device::cuda(0).unwrap();
+    let mut scratch = LinearScratch::default();
+    for (case, &shape) in SHAPES.iter().enumerate() {
+        let (rows, n_in, n_out) = (shape.rows, shape.in_features, shape.out_features);
+        let mut rng = Rng::new(400 + case as u64);
+        let layer = random_layer(&mut rng, shape, 0);
+        let x = random_bf16(&mut rng, rows * n_in, 1.0);
+        let dy = random_bf16(&mut rng, rows * n_out, 1.0);
+        let y0 = random_bf16(&mut rng, rows * n_out, 1.0);
+        let dx0 = random_bf16(&mut rng, rows * n_in, 1.0);
+        let mut y_ref = vec![0.0; rows * n_out];
+        linear_forward(&mut y_ref, &mut [], &x, &layer, rows);
+        let y_acc_ref: Vec<f64> = y_ref.iter().zip(&y0).map(|(y, r)| y + r).collect();
+        let mut dx_ref = dx0.clone();
+        let mut grads = Linear {
+            weight: param("weight", vec![n_out, n_in], Vec::new()),
+            lora: None,
+        };
+        linear_backward(Some(&mut dx_ref), &mut grads, &dy, &x, &layer, &[], rows);
+
+        let on = DeviceLayer::new(&device, &layer);
+        let x_dev = device.upload(&to_bits(&x)).unwrap();
+        let dy_dev = device.upload(&to_bits(&dy)).unwrap();
+        let mut results = Vec::new();
+        for cublas in [true, false] {
+            let mut y = device.upload(&vec![BF16_NAN; rows * n_out]).unwrap();
+            let mut y_acc = device.upload(&to_bits(&y0)).unwrap();
+            let mut dx = device.upload(&to_bits(&dx0)).unwrap();
+            let weight = &on.weight;
+            if cublas {
+                kernels::linear_forward(
+                    &device,
+                    shape,
+                    &x_dev,
+                    weight,
+                    None,
+                    &mut y,
+                    false,
+                    &mut scratch,
+                )
+                .unwrap();
+                kernels::linear_forward(
+                    &device,
+                    shape,
+                    &x_dev,
+                    weight,
+                    None,
+                    &mut y_acc,
+                    true,
+                    &mut scratch,
+                )
+                .unwrap();
+                kernels::linear_backward(
+                    &device,
+                    shape,
+                    &dy_dev,
+                    &x_dev,
+                    weight,
+                    None,
+                    &mut dx,
+                    &mut scratch,
+                )
+                .unwrap();
+            } else {
+                lora_linear_forward(&device, shape, &x_dev, weight, None, &mut y, &mut scratch)
+                    .unwrap();
+                lora_linear_forward_accumulate(
+                    &device,
+                    shape,
+                    &x_dev,
+                    weight,
+                    None,
+                    &mut y_acc,
+                    &mut scratch,
+                )
+                .unwrap();
+                lora_linear_backward(
+                    &device,
+                    shape,
+                    &dy_dev,
+                    &x_dev,
+                    weight,
+                    None,
+                    &mut dx,
+                    &mut scratch,
+                )
+                .unwrap();
+            }
+            let what = format!("{shape:?}, {}", if cublas { "cuBLAS" } else { "ours" });
+            let got = |buffer: &Buffer<u16>| from_bits(&device.download(buffer).unwrap());
+            let (y, y_acc, dx) = (got(&y), got(&y_acc), got(&dx));
+            assert_close(&format!("y, {what}"), &y, &y_ref, BF16_BAND);
+            assert_close(&format!("y += x·Wᵀ, {what}"), &y_acc, &y_acc_ref, BF16_BAND);
+            assert_close(&format!("dx, {what}"), &dx, &dx_ref, BF16_BAND);
+            results.push((y, y_acc, dx));
+        }
+        let (cublas, ours) = (&results[0], &results[1]);
+        assert_close(
+            &format!("y cuBLAS vs ours, {shape:?}"),
+            &cublas.0,
+            &ours.0,
+            BF16_BAND,
+        );
+        assert_close(
+            &format!("dx cuBLAS vs ours, {shape:?}"),
+            &cublas.2,
+            &ours.2,
+            BF16_BAND,
+        );
+    }
 }

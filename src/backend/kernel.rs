@@ -555,20 +555,16 @@ impl Backend for Kernels {
             )),
             _ => None,
         };
-        if accumulate {
-            kernels::lora_linear_forward_accumulate(
-                device,
-                shape,
-                x,
-                weight,
-                lora,
-                y,
-                linear_scratch,
-            )?;
-        } else {
-            kernels::lora_linear_forward(device, shape, x, weight, lora, y, linear_scratch)?;
-        }
-        Ok(())
+        Ok(kernels::linear_forward(
+            device,
+            shape,
+            x,
+            weight,
+            lora,
+            y,
+            accumulate,
+            linear_scratch,
+        )?)
     }
 
     fn linear_backward(
@@ -603,7 +599,7 @@ impl Backend for Kernels {
             }),
             _ => None,
         };
-        Ok(kernels::lora_linear_backward(
+        Ok(kernels::linear_backward(
             device,
             shape,
             dy,

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::cublas::CudaBlas;
 
 use cudarc::driver::sys::{CUdevice_attribute_enum, CUfunction_attribute_enum};
 use cudarc::driver::{
@@ -13,6 +15,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
+use super::cublas::{self, Gemm};
 use super::device::Element;
 use super::params::{
     AttentionBackwardParams, AttentionForwardParams, DivergentBarrierParams, MmaLoopParams,
@@ -78,6 +81,8 @@ pub(crate) struct Gpu {
     name: String,
     max_shared_per_block: u32,
     kernels: Mutex<HashMap<&'static str, Arc<LoadedKernel>>>,
+    /// Loaded at the first plain GEMM.
+    blas: OnceLock<CudaBlas>,
     sync_launches: bool,
 }
 
@@ -108,6 +113,7 @@ impl Gpu {
             name,
             max_shared_per_block: u32::try_from(max_shared_per_block).unwrap_or(0),
             kernels: Mutex::new(HashMap::new()),
+            blas: OnceLock::new(),
             sync_launches: std::env::var_os(SYNC_LAUNCH_VARIABLE).is_some_and(|v| v == "1"),
         })
     }
@@ -252,6 +258,20 @@ impl Gpu {
         // of this GPU that outlive the launch's use of them (downloads synchronise the stream).
         unsafe { launch.launch(cuda_config) }.map_err(cuda_error(format!("launching {name}")))?;
         self.finish(name)
+    }
+
+    /// Queues a plain GEMM through cuBLAS (`what` names it in errors).
+    pub(crate) fn gemm(&self, what: &'static str, gemm: &Gemm) -> Result<()> {
+        self.bind()?;
+        let blas = match self.blas.get() {
+            Some(blas) => blas,
+            None => {
+                let loaded = cublas::load(Arc::clone(&self.stream))?;
+                self.blas.get_or_init(|| loaded)
+            }
+        };
+        cublas::run(blas, what, gemm)?;
+        self.finish(what)
     }
 
     /// With LONGLORA_SYNC_LAUNCH=1, waits for the work just queued and names it in a failure.

@@ -193,6 +193,14 @@ impl Device {
         }
     }
 
+    /// The GPU, when this device is one.
+    pub(crate) fn gpu(&self) -> Option<&Gpu> {
+        match &self.0 {
+            Backend::Cuda(gpu) => Some(gpu),
+            Backend::Emulator(_) => None,
+        }
+    }
+
     /// The address of `buffer` for a kernel's parameters.
     pub(crate) fn pointer<T: Element>(
         &self,

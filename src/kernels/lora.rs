@@ -161,16 +161,12 @@ fn forward(
     x_tile_loads: Option<&mut Buffer<u32>>,
 ) -> Result<()> {
     let name = FORWARD.name;
+    let grid = check_forward(name, shape, x, weight, output.y)?;
     let LinearShape {
         rows,
         in_features,
         out_features,
     } = shape;
-    let grid = grid(name, rows, out_features)?;
-    check_features(name, in_features)?;
-    check_len(name, "x", x, rows * in_features)?;
-    check_len(name, "weight", weight, out_features * in_features)?;
-    check_len(name, "y", output.y, rows * out_features)?;
     let input = aligned_operand(device, name, x, rows, in_features, &mut scratch.x, "x")?;
     let weight = aligned_operand(
         device,
@@ -235,17 +231,12 @@ pub fn lora_linear_backward(
     scratch: &mut LinearScratch,
 ) -> Result<()> {
     let name = BACKWARD_INPUT.name;
+    let input_grid = check_backward(name, shape, dy, x, weight, dx)?;
     let LinearShape {
         rows,
         in_features,
         out_features,
     } = shape;
-    let input_grid = grid(name, rows, in_features)?;
-    check_features(name, out_features)?;
-    check_len(name, "dy", dy, rows * out_features)?;
-    check_len(name, "x", x, rows * in_features)?;
-    check_len(name, "weight", weight, out_features * in_features)?;
-    check_len(name, "dx", dx, rows * in_features)?;
     let dy_operand = aligned_operand(device, name, dy, rows, out_features, &mut scratch.dy, "dy")?;
     let weight = aligned_operand(
         device,
@@ -323,6 +314,50 @@ pub fn lora_linear_backward(
     };
     let grad_b_grid = split(grad_grid(GRAD_B.name, out_features, rank)?);
     device.launch(&GRAD_B, grad_config(grad_b_grid), &grad_b)
+}
+
+/// Checks the forward's tensors against `shape` (errors name `kernel`); returns the kernel's grid.
+pub(super) fn check_forward(
+    kernel: &'static str,
+    shape: LinearShape,
+    x: &Buffer<u16>,
+    weight: &Buffer<u16>,
+    y: &Buffer<u16>,
+) -> Result<[u32; 3]> {
+    let LinearShape {
+        rows,
+        in_features,
+        out_features,
+    } = shape;
+    let grid = grid(kernel, rows, out_features)?;
+    check_features(kernel, in_features)?;
+    check_len(kernel, "x", x, rows * in_features)?;
+    check_len(kernel, "weight", weight, out_features * in_features)?;
+    check_len(kernel, "y", y, rows * out_features)?;
+    Ok(grid)
+}
+
+/// Checks the input gradient's tensors against `shape`; returns the kernel's grid.
+pub(super) fn check_backward(
+    kernel: &'static str,
+    shape: LinearShape,
+    dy: &Buffer<u16>,
+    x: &Buffer<u16>,
+    weight: &Buffer<u16>,
+    dx: &Buffer<u16>,
+) -> Result<[u32; 3]> {
+    let LinearShape {
+        rows,
+        in_features,
+        out_features,
+    } = shape;
+    let grid = grid(kernel, rows, in_features)?;
+    check_features(kernel, out_features)?;
+    check_len(kernel, "dy", dy, rows * out_features)?;
+    check_len(kernel, "x", x, rows * in_features)?;
+    check_len(kernel, "weight", weight, out_features * in_features)?;
+    check_len(kernel, "dx", dx, rows * in_features)?;
+    Ok(grid)
 }
 
 /// The parameters of a plain product `input [rows][reduce] · weight` into `cols` output columns; the

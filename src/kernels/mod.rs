@@ -38,12 +38,14 @@ macro_rules! kernels {
 
 mod aligned;
 mod attention;
+mod cublas;
 mod cuda;
 mod device;
 mod divergent_barrier;
 mod elementwise;
 pub mod emu;
 mod launch;
+mod linear;
 mod lora;
 mod mma_loop;
 mod optim;
@@ -66,6 +68,7 @@ pub use elementwise::{
 };
 pub(crate) use launch::{note_launch, shared_memory_opt_in, LaunchConfig};
 pub use launch::{record_launches, without_shared_memory_opt_in, GpuTarget, LaunchRecord};
+pub use linear::{linear_backward, linear_forward};
 pub use lora::{
     lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
     lora_linear_forward_x_tile_loads, LinearScratch, LinearShape, LoraAdapter, LoraBackward,
@@ -109,6 +112,11 @@ pub enum KernelError {
 
     #[error("no CUDA driver found (libcuda could not be loaded)")]
     NoDriver,
+
+    #[error(
+        "no cuBLAS library found (libcublas could not be loaded): the plain GEMMs on a GPU need it"
+    )]
+    NoCublas,
 
     #[error("CUDA {what}: {message}")]
     Cuda { what: String, message: String },
