@@ -11,7 +11,7 @@ use longlora::ops::attention::{
 use longlora::rng::Rng;
 use proptest::prelude::*;
 
-const MODES: [AttnMode; 3] = [AttnMode::Dense, AttnMode::S2, AttnMode::S2Roll];
+const MODES: [AttnMode; 4] = AttnMode::ALL;
 
 fn shape(
     batch: usize,
@@ -284,6 +284,26 @@ fn s2_equals_dense_with_explicit_mask() {
 }
 
 #[test]
+fn s2_noshift_equals_dense_with_explicit_group_mask() {
+    for (n, g, h, hkv) in [
+        (100, 16, 4, 2),
+        (130, 40, 4, 4),
+        (37, 10, 6, 3),
+        (64, 2, 2, 2),
+    ] {
+        let s = shape(2, n, h, hkv, 6);
+        let x = inputs(29 + g as u64, &s);
+        // The paper's "short attention": every head causal inside the same groups of G.
+        let want = naive(&s, &x, |_, i, j| j <= i && i / g == j / g);
+        tiled(&s, &mask(AttnMode::S2NoShift, g), &x).assert_close_to(
+            &want,
+            &format!("s2-noshift G={g} {s:?}"),
+            1e-10,
+        );
+    }
+}
+
+#[test]
 fn s2_roll_equals_roll_attend_unroll() {
     for (n, g, h, hkv) in [
         (100, 16, 4, 2),
@@ -329,7 +349,7 @@ fn s2_with_group_at_least_seq_len_equals_dense() {
             let s = shape(2, n, 4, 2, 4);
             let x = inputs(17 + n as u64, &s);
             let dense = tiled(&s, &AttnMask::dense(), &x);
-            for mode in [AttnMode::S2, AttnMode::S2Roll] {
+            for mode in [AttnMode::S2, AttnMode::S2Roll, AttnMode::S2NoShift] {
                 let m = mask(mode, g);
                 for (h, i, j) in
                     (0..4).flat_map(|h| (0..n).flat_map(move |i| (0..n).map(move |j| (h, i, j))))
@@ -447,6 +467,7 @@ fn invalid_group_sizes_are_rejected_naming_the_option() {
         (AttnMode::S2, 0),
         (AttnMode::S2Roll, 1),
         (AttnMode::S2Roll, 0),
+        (AttnMode::S2NoShift, 5),
     ] {
         let err = AttnMask::new(mode, g).unwrap_err().to_string();
         assert!(
@@ -506,12 +527,13 @@ fn attn_mode_parses_and_prints_its_cli_names() {
         ("dense", AttnMode::Dense),
         ("s2", AttnMode::S2),
         ("s2-roll", AttnMode::S2Roll),
+        ("s2-noshift", AttnMode::S2NoShift),
     ] {
         assert_eq!(name.parse::<AttnMode>().unwrap(), mode);
         assert_eq!(mode.to_string(), name);
     }
     let err = "flash".parse::<AttnMode>().unwrap_err().to_string();
-    for part in ["attn", "flash", "dense", "s2", "s2-roll"] {
+    for part in ["attn", "flash", "dense", "s2", "s2-roll", "s2-noshift"] {
         assert!(err.contains(part), "missing `{part}` in: {err}");
     }
 }

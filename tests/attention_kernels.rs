@@ -314,9 +314,14 @@ fn s2_roll_attention_kernels_match_reference() {
 }
 
 #[test]
+fn s2_noshift_attention_kernels_match_reference() {
+    check_mode(AttnMode::S2NoShift, 350);
+}
+
+#[test]
 fn groups_at_least_as_long_as_the_document_are_dense() {
     let device = Device::emulator();
-    for mode in [AttnMode::S2, AttnMode::S2Roll] {
+    for mode in [AttnMode::S2, AttnMode::S2Roll, AttnMode::S2NoShift] {
         check_case(
             &device,
             &case(equal(1, 90), 2, 2, 64, mode, 90),
@@ -575,7 +580,7 @@ fn kernels_visit_exactly_the_tiles_with_allowed_pairs() {
     let device = Device::emulator();
     for (i, n) in [100, 200, 330].into_iter().enumerate() {
         for g in (2..=n + 2).step_by(6 + 4 * i) {
-            for mode in [AttnMode::S2, AttnMode::S2Roll] {
+            for mode in [AttnMode::S2, AttnMode::S2Roll, AttnMode::S2NoShift] {
                 let mask = AttnMask::new(mode, g).unwrap();
                 let needed = tiles_needed(n, 2, &mask);
                 let (forward, backward) =
@@ -675,7 +680,7 @@ proptest! {
         lens in prop::collection::vec(0usize..140, 1..3),
         packed in any::<bool>(),
         heads in prop::sample::select(vec![(1, 1), (2, 1), (2, 2), (4, 2), (4, 1)]),
-        mode in prop::sample::select(vec![AttnMode::Dense, AttnMode::S2, AttnMode::S2Roll]),
+        mode in prop::sample::select(AttnMode::ALL.to_vec()),
         half_group in 1usize..80,
         seed in 0u64..1_000_000,
     ) {
@@ -702,7 +707,7 @@ fn gpu() -> Option<Device> {
 fn gpu_attention_kernels_match_reference() {
     let Some(device) = gpu() else { return };
     let mut seed = 900;
-    for mode in [AttnMode::Dense, AttnMode::S2, AttnMode::S2Roll] {
+    for mode in AttnMode::ALL {
         for d in [64, 128] {
             for c in [
                 case(equal(2, 320), 4, 2, d, mode, 80),

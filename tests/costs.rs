@@ -1,6 +1,6 @@
 //! FLOP counts against hand-counted masks; training memory against the buffers a real step keeps.
 
-use longlora::flops::{attention_forward_flops, attention_pairs};
+use longlora::cost::flops::{attention_forward_flops, attention_pairs};
 use longlora::ops::attention::{AttnMask, AttnMode, AttnShape};
 
 /// The pairs `AttnMask::allows` admits, counted one by one.
@@ -18,7 +18,7 @@ fn brute_force_pairs(m: &AttnMask, n_heads: usize, n: usize) -> u64 {
 fn closed_form_pairs_match_the_mask_element_by_element() {
     for n in [1, 2, 7, 16, 33, 64, 100] {
         for g in [2, 4, 6, 8, 16, 32, 64, 128] {
-            for mode in [AttnMode::S2, AttnMode::S2Roll] {
+            for mode in [AttnMode::S2, AttnMode::S2Roll, AttnMode::S2NoShift] {
                 for heads in [1, 2, 3, 4] {
                     let m = AttnMask::new(mode, g).unwrap();
                     assert_eq!(
@@ -70,9 +70,9 @@ fn s2_roll_counts_its_wrapped_pairs() {
 
 mod common;
 
+use longlora::cost::memory::{activation_elements, train_memory, trained_params};
 use longlora::model::{Llama, LlamaWeights, TrainableSet};
 use longlora::rng::Rng;
-use longlora::train_memory::{activation_elements, train_memory, trained_params};
 
 #[test]
 fn activation_count_matches_what_the_forward_keeps() {

@@ -117,6 +117,14 @@ fn model_backward_matches_finite_differences_with_s2_roll() {
 }
 
 #[test]
+fn model_backward_matches_finite_differences_with_s2_noshift() {
+    check_model_gradients(
+        TrainableSet::LoraEmbedNorm,
+        AttnMask::new(AttnMode::S2NoShift, 4).unwrap(),
+    );
+}
+
+#[test]
 fn fresh_lora_adapter_leaves_the_output_unchanged() {
     let base = random_model(12, false);
     let mut adapted = base.clone();

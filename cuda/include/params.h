@@ -292,7 +292,8 @@ typedef struct AdamwParams {
 typedef enum AttentionMaskMode {
     ATTENTION_MASK_DENSE = 0,  /* causal */
     ATTENTION_MASK_S2 = 1,     /* S²-Attn: the shifted half of the heads in groups offset by group_size / 2 */
-    ATTENTION_MASK_S2_ROLL = 2 /* S²-Attn as the paper's roll: the shifted groups wrap around */
+    ATTENTION_MASK_S2_ROLL = 2, /* S²-Attn as the paper's roll: the shifted groups wrap around */
+    ATTENTION_MASK_S2_NOSHIFT = 3 /* the "short attention" ablation: every head in unshifted groups */
 } AttentionMaskMode;
 
 typedef struct AttentionProblem {
@@ -304,7 +305,7 @@ typedef struct AttentionProblem {
     uint32_t n_kv_heads; /* divides n_heads; query head h reads kv head h / (n_heads / n_kv_heads) */
     uint32_t head_dim;   /* 64 or 128 */
     uint32_t mask_mode;  /* an AttentionMaskMode */
-    uint32_t group_size; /* even; S²-Attn modes only */
+    uint32_t group_size; /* even; S² modes only */
     float scale;         /* softmax scale, 1 / sqrt(head_dim) */
     float scale_log2;    /* scale * log2(e): the kernels use exp2 */
 } AttentionProblem;

@@ -25,7 +25,9 @@ __device__ __forceinline__ HeadMask head_mask(const AttentionProblem& p, int hea
     const int g = static_cast<int>(p.group_size);
     // A group at least as long as the document is plain causal attention, in both halves of the heads.
     if (p.mask_mode == ATTENTION_MASK_DENSE || g >= n) return {MaskKind::causal, n, 0, 0};
-    if (head < static_cast<int>(p.n_heads / 2)) return {MaskKind::grouped, n, g, 0};
+    if (p.mask_mode == ATTENTION_MASK_S2_NOSHIFT || head < static_cast<int>(p.n_heads / 2)) {
+        return {MaskKind::grouped, n, g, 0};
+    }
     if (p.mask_mode == ATTENTION_MASK_S2) return {MaskKind::grouped, n, g, g / 2};
     return {MaskKind::rolled, n, g, g / 2};
 }

@@ -3,15 +3,15 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use longlora::adapter::load_with_adapter;
 use longlora::backend::Engine;
-use longlora::checkpoint::load_model;
+use longlora::data::token_file::TokenFile;
+use longlora::data::tokenizer::Tokenizer;
 use longlora::eval::perplexity;
+use longlora::hf::load_model;
+use longlora::hf::peft::load_with_adapter;
 use longlora::model::{Llama, LlamaWeights};
 use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::rng::Rng;
-use longlora::token_file::TokenFile;
-use longlora::tokenizer::Tokenizer;
 use longlora::{Error, Result};
 
 use crate::builtin;
@@ -44,10 +44,10 @@ pub struct EvalArgs {
     /// Distance between window starts.
     #[arg(long, default_value_t = 256)]
     stride: usize,
-    /// Attention: dense (full causal, the default for evaluation), s2 or s2-roll.
+    /// Attention: dense (full causal, the default for evaluation), s2, s2-roll or s2-noshift.
     #[arg(long, default_value = "dense")]
     attn: AttnMode,
-    /// S²-Attn group size as a fraction of the context (with --attn s2 or s2-roll).
+    /// S²-Attn group size as a fraction of the context (with the s2 modes).
     #[arg(long, default_value_t = 0.25)]
     group_ratio: f64,
     /// Override the linear RoPE interpolation factor from config.json (and from the run of

@@ -5,16 +5,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use longlora::adapter::{RUN_FILE, TRAINABLE_PARAMS_FILE};
 use longlora::backend::Engine;
-use longlora::checkpoint::{load_config, load_model, save_model, write_atomic, RunOptions};
+use longlora::data::tokenizer::Tokenizer;
 use longlora::eval::perplexity;
-use longlora::lora::{merge_lora, save_adapter, save_trainable_params};
+use longlora::fs::write_atomic;
+use longlora::hf::peft::{save_adapter, save_trainable_params};
+use longlora::hf::peft::{RUN_FILE, TRAINABLE_PARAMS_FILE};
+use longlora::hf::{load_config, load_model, save_model};
+use longlora::model::lora::merge_lora;
 use longlora::model::{Llama, LlamaConfig, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode};
-use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
-use longlora::tokenizer::Tokenizer;
+use longlora::train::checkpoint::RunOptions;
+use longlora::train::optim::{AdamWConfig, Schedule};
 use longlora::train::{TrainConfig, Trainer};
 use longlora::{Error, Result};
 use serde_json::json;
@@ -44,7 +47,8 @@ pub struct FinetuneArgs {
     #[arg(long)]
     rope_factor: Option<f64>,
     /// Attention during training: s2 (shifted sparse attention), s2-roll (the paper's Algorithm 1,
-    /// which leaks future tokens; for reproduction only) or dense.
+    /// which leaks future tokens; for reproduction only), s2-noshift (groups without the shifted
+    /// half: the paper's "short attention" ablation) or dense.
     #[arg(long, default_value = "s2")]
     attn: AttnMode,
     /// S²-Attn group size as a fraction of the context (the group size must come out even).

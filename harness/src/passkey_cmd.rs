@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use longlora::adapter::load_with_adapter;
 use longlora::backend::Engine;
-use longlora::checkpoint::load_model;
+use longlora::data::tokenizer::Tokenizer;
+use longlora::eval::passkey::{run_passkey, PasskeyPlan};
+use longlora::hf::load_model;
+use longlora::hf::peft::load_with_adapter;
 use longlora::model::Llama;
-use longlora::ops::attention::AttnMask;
-use longlora::passkey::{run_passkey, PasskeyPlan};
-use longlora::tokenizer::Tokenizer;
+use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::Result;
 use serde_json::json;
 
@@ -43,6 +43,13 @@ pub struct PasskeyArgs {
     /// Override the linear RoPE interpolation factor from config.json.
     #[arg(long)]
     rope_scale: Option<f64>,
+    /// Attention: dense (full causal, the default: what inference uses), s2, s2-roll or s2-noshift.
+    #[arg(long, default_value = "dense")]
+    attn: AttnMode,
+    /// With the s2 modes: the group size as a fraction of each prompt's length (rounded down to an
+    /// even number of tokens, at least 2).
+    #[arg(long, default_value_t = 0.25)]
+    group_ratio: f64,
     /// Do not start prompts with the tokenizer's BOS token (Llama tokenizers add it; models trained
     /// on EOS-joined documents without BOS may do better without it).
     #[arg(long)]
@@ -91,12 +98,21 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
     };
     let mut engine = Engine::new(device_arg::open(args.device, &work)?, &model, None, false)?;
     let pb = bar(0, "passkey");
-    let mask = AttnMask::dense();
+    // Rejects a ratio outside (0, 1] before any prompt is built, whatever the mode.
+    AttnMask::from_ratio(AttnMode::Dense, args.group_ratio, 2)?;
+    let mask_for = |len: usize| match args.attn {
+        AttnMode::Dense => Ok(AttnMask::dense()),
+        mode => AttnMask::new(
+            mode,
+            ((len as f64 * args.group_ratio) as usize / 2 * 2).max(2),
+        ),
+    };
     let results = run_passkey(
         &plan,
         vocab,
         &encode,
         &mut |tokens| {
+            let mask = mask_for(tokens.len())?;
             engine.forward(&model, tokens, 1, tokens.len(), &mask)?;
             engine.logits()
         },
@@ -112,6 +128,8 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
         "tokenizer": tokenizer.source(),
         "bos": bos,
         "rope_scaling_factor": model.config.rope_scaling_factor,
+        "attn": args.attn.to_string(),
+        "group_ratio": (args.attn != AttnMode::Dense).then_some(args.group_ratio),
         "trials": args.trials,
         "seed": args.seed,
         "results": results,

@@ -170,6 +170,10 @@ fn problem(
         AttnMode::Dense => (AttentionMaskMode::ATTENTION_MASK_DENSE, 0),
         AttnMode::S2 => (AttentionMaskMode::ATTENTION_MASK_S2, mask.group_size),
         AttnMode::S2Roll => (AttentionMaskMode::ATTENTION_MASK_S2_ROLL, mask.group_size),
+        AttnMode::S2NoShift => (
+            AttentionMaskMode::ATTENTION_MASK_S2_NOSHIFT,
+            mask.group_size,
+        ),
     };
     if mask.mode != AttnMode::Dense && (group_size < 2 || group_size % 2 != 0) {
         return Err(invalid(

@@ -681,6 +681,8 @@ pub enum AttentionMaskMode {
     ATTENTION_MASK_S2 = 1,
     #[doc = " S²-Attn as the paper's roll: the shifted groups wrap around"]
     ATTENTION_MASK_S2_ROLL = 2,
+    #[doc = " the \"short attention\" ablation: every head in unshifted groups"]
+    ATTENTION_MASK_S2_NOSHIFT = 3,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -699,7 +701,7 @@ pub struct AttentionProblem {
     pub head_dim: u32,
     #[doc = " an AttentionMaskMode"]
     pub mask_mode: u32,
-    #[doc = " even; S²-Attn modes only"]
+    #[doc = " even; S² modes only"]
     pub group_size: u32,
     #[doc = " softmax scale, 1 / sqrt(head_dim)"]
     pub scale: f32,

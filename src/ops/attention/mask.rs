@@ -20,11 +20,19 @@ pub enum AttnMode {
     /// wrap-around lets the first G/2 queries of the shifted heads see the last G/2 keys, a leak
     /// from the future that the released LongLoRA weights were trained with; for reproduction only.
     S2Roll,
+    /// The paper's "short attention" ablation: causal attention inside groups of G for every head,
+    /// none shifted, so no information crosses a group boundary.
+    S2NoShift,
 }
 
 impl AttnMode {
     /// Every mode, in the order error messages list them.
-    pub const ALL: [AttnMode; 3] = [AttnMode::Dense, AttnMode::S2, AttnMode::S2Roll];
+    pub const ALL: [AttnMode; 4] = [
+        AttnMode::Dense,
+        AttnMode::S2,
+        AttnMode::S2Roll,
+        AttnMode::S2NoShift,
+    ];
 
     /// The name used on the command line and in configs.
     pub fn name(self) -> &'static str {
@@ -32,6 +40,7 @@ impl AttnMode {
             AttnMode::Dense => "dense",
             AttnMode::S2 => "s2",
             AttnMode::S2Roll => "s2-roll",
+            AttnMode::S2NoShift => "s2-noshift",
         }
     }
 }
@@ -52,7 +61,7 @@ impl FromStr for AttnMode {
             .ok_or_else(|| {
                 Error::option(
                     "attn",
-                    format!("unknown attention mode `{s}`; expected one of dense, s2, s2-roll"),
+                    format!("unknown attention mode `{s}`; expected one of dense, s2, s2-roll, s2-noshift"),
                 )
             })
     }
@@ -67,8 +76,9 @@ impl FromStr for AttnMode {
 ///   never wrap; the last one is shorter when G does not divide N.
 /// - `S2Roll`: unshifted heads as `S2`; a shifted head compares rolled positions
 ///   `p(x) = (x - G/2) mod N`: `p(i) / G == p(j) / G` and `p(j) <= p(i)`.
+/// - `S2NoShift`: `j <= i` and `i / G == j / G` for every head.
 ///
-/// When `G >= N` there is a single group and nothing to shift, so both S² modes equal `Dense`
+/// When `G >= N` there is a single group and nothing to shift, so every S² mode equals `Dense`
 /// exactly (a context shorter than one group is plain causal attention, not a truncated one).
 /// Every row allows its own diagonal, so no row is ever fully masked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,8 +97,9 @@ impl AttnMask {
         }
     }
 
-    /// A mask with an explicit group size. The S² modes shift half the heads by G/2, so G must be
-    /// even (an odd G would make the two halves' groups disagree on their size) and at least 2.
+    /// A mask with an explicit group size. s2 and s2-roll shift half the heads by G/2, so G must be
+    /// even (an odd G would make the two halves' groups disagree on their size) and at least 2;
+    /// s2-noshift takes the same group sizes, so that an ablation compares equal groups.
     pub fn new(mode: AttnMode, group_size: usize) -> Result<Self> {
         if mode == AttnMode::Dense {
             return Ok(Self::dense());
@@ -97,8 +108,9 @@ impl AttnMask {
             return Err(Error::option(
                 "group_size",
                 format!(
-                    "{mode} attention needs an even group size of at least 2 (half the heads \
-                     shift by group_size/2), got {group_size}"
+                    "{mode} attention needs an even group size of at least 2 (s2 and s2-roll shift \
+                     half the heads by group_size/2; s2-noshift takes the same sizes), got \
+                     {group_size}"
                 ),
             ));
         }
@@ -130,8 +142,9 @@ impl AttnMask {
             "--group-ratio",
             format!(
                 "{group_ratio} at context {seq_len} gives group size {group_size} \
-                 (floor of {exact}), {problem}; {mode} attention shifts half the heads by \
-                 group_size/2, so it must be even and at least 2: choose another ratio or context"
+                 (floor of {exact}), {problem}; {mode} attention needs an even group size of \
+                 at least 2 (s2 and s2-roll shift half the heads by group_size/2): choose \
+                 another ratio or context"
             ),
         ))
     }
@@ -150,7 +163,7 @@ impl AttnMask {
             _ if g >= seq_len => Layout::Causal,
             AttnMode::S2 if shifted => Layout::Grouped { offset: g / 2 },
             AttnMode::S2Roll if shifted => Layout::Rolled { shift: g / 2 },
-            AttnMode::S2 | AttnMode::S2Roll => Layout::Grouped { offset: 0 },
+            AttnMode::S2 | AttnMode::S2Roll | AttnMode::S2NoShift => Layout::Grouped { offset: 0 },
         };
         HeadMask {
             layout,
@@ -238,7 +251,7 @@ mod tests {
 
     #[test]
     fn row_keys_match_allows_exhaustively() {
-        for mode in [AttnMode::S2, AttnMode::S2Roll, AttnMode::Dense] {
+        for mode in AttnMode::ALL {
             for n in 1..=40 {
                 for g in (2..=44).step_by(2) {
                     let mask = AttnMask::new(mode, g).unwrap();

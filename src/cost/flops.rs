@@ -27,6 +27,9 @@ pub fn attention_pairs(mask: &AttnMask, n_heads: usize, seq_len: usize) -> u64 {
     if mask.mode == AttnMode::Dense || g >= seq_len {
         return n_heads as u64 * grouped_pairs(seq_len, seq_len, seq_len);
     }
+    if mask.mode == AttnMode::S2NoShift {
+        return n_heads as u64 * grouped_pairs(seq_len, g, g);
+    }
     let unshifted = n_heads / 2;
     // A rolled head attends causally inside whole groups of G in rolled order, like an unshifted
     // head; an S2 head's first group is G/2 long.
