@@ -18,7 +18,7 @@ use longlora::kernels::{
     LoraBackward, ProbeInputs, Sequences,
 };
 use longlora::ops::attention::AttnMask;
-use longlora::optim::AdamWConfig;
+use longlora::train::optim::AdamWConfig;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// A named problem that exercises some kernels.
