@@ -128,6 +128,29 @@ __device__ __forceinline__ void lora_load_slice(uint16_t* stage, const LoraLinea
     }
 }
 
+// The A fragments of the warp's 64 rows at k-step kk of a rows x k tile.
+__device__ __forceinline__ void lora_load_a(uint32_t a[4][4], const uint16_t* tile, int stride, int row0, int kk) {
+    LONGLORA_UNROLL
+    for (int i = 0; i < 4; ++i) load_a_fragment(a[i], tile, stride, row0 + 16 * i, kk);
+}
+
+// acc += a · columns col0..col0 + 31 of a B tile at k-step kk (kKMajor: an n x k tile, else k x n):
+// the warp's 64 x 32 outputs.
+template <bool kKMajor>
+__device__ __forceinline__ void lora_warp_mma(float acc[4][4][4], const uint32_t a[4][4], const uint16_t* tile,
+                                              int stride, int col0, int kk) {
+    LONGLORA_UNROLL
+    for (int pair = 0; pair < 2; ++pair) {
+        uint32_t b[2][2];
+        load_b_pair<kKMajor>(b, tile, stride, col0 + 16 * pair, kk);
+        LONGLORA_UNROLL
+        for (int i = 0; i < 4; ++i) {
+            mma_m16n8k16_bf16(acc[i][2 * pair], a[i], b[0], acc[i][2 * pair]);
+            mma_m16n8k16_bf16(acc[i][2 * pair + 1], a[i], b[1], acc[i][2 * pair + 1]);
+        }
+    }
+}
+
 // acc += input slice · weight slice and low += input slice · down slice, for this warp's outputs: the
 // A fragments of the input feed both products.
 template <bool kReduceMajor>
@@ -141,18 +164,8 @@ __device__ __forceinline__ void lora_multiply_slice(float acc[4][4][4], float lo
     LONGLORA_UNROLL
     for (int kk = 0; kk < kLoraSlice; kk += 16) {
         uint32_t a[4][4];
-        LONGLORA_UNROLL
-        for (int i = 0; i < 4; ++i) load_a_fragment(a[i], input, kLoraSliceStride, w.row0 + 16 * i, kk);
-        LONGLORA_UNROLL
-        for (int pair = 0; pair < 2; ++pair) {
-            uint32_t b[2][2];
-            load_b_pair<!kReduceMajor>(b, weight, weight_stride, w.col0 + 16 * pair, kk);
-            LONGLORA_UNROLL
-            for (int i = 0; i < 4; ++i) {
-                mma_m16n8k16_bf16(acc[i][2 * pair], a[i], b[0], acc[i][2 * pair]);
-                mma_m16n8k16_bf16(acc[i][2 * pair + 1], a[i], b[1], acc[i][2 * pair + 1]);
-            }
-        }
+        lora_load_a(a, input, kLoraSliceStride, w.row0, kk);
+        lora_warp_mma<!kReduceMajor>(acc, a, weight, weight_stride, w.col0, kk);
         if (w.rank_tiles > 0) {
             uint32_t b[2][2];
             load_b_pair<!kReduceMajor>(b, down, down_stride, w.rank_col0, kk);
@@ -210,18 +223,8 @@ __device__ void lora_add_adapter(float acc[4][4][4], const float low[4][2][4], c
     for (int kk = 0; kk < kLoraMaxRank; kk += 16) {
         if (static_cast<uint32_t>(kk) >= span) break;
         uint32_t a[4][4];
-        LONGLORA_UNROLL
-        for (int i = 0; i < 4; ++i) load_a_fragment(a[i], low_tile, stride, w.row0 + 16 * i, kk);
-        LONGLORA_UNROLL
-        for (int pair = 0; pair < 2; ++pair) {
-            uint32_t b[2][2];
-            load_b_pair<!kReduceMajor>(b, up_tile, up_stride, w.col0 + 16 * pair, kk);
-            LONGLORA_UNROLL
-            for (int i = 0; i < 4; ++i) {
-                mma_m16n8k16_bf16(acc[i][2 * pair], a[i], b[0], acc[i][2 * pair]);
-                mma_m16n8k16_bf16(acc[i][2 * pair + 1], a[i], b[1], acc[i][2 * pair + 1]);
-            }
-        }
+        lora_load_a(a, low_tile, static_cast<int>(stride), w.row0, kk);
+        lora_warp_mma<!kReduceMajor>(acc, a, up_tile, up_stride, w.col0, kk);
     }
 }
 

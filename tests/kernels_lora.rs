@@ -294,23 +294,35 @@ fn fused_lora_forward_reads_each_x_tile_once_unlike_two_products() {
     }
 }
 
+/// A random layer of `rank` on `device` with a random x, and zeroed y and xa for its forward.
+struct ForwardCase {
+    on: DeviceLayer,
+    x: Buffer<u16>,
+    y: Buffer<u16>,
+    xa: Buffer<f32>,
+}
+
+fn forward_case(device: &Device, shape: LinearShape, rank: usize, seed: u64) -> ForwardCase {
+    let mut rng = Rng::new(seed);
+    let layer = random_layer(&mut rng, shape, rank);
+    let x = random_bf16(&mut rng, shape.rows * shape.in_features, 1.0);
+    ForwardCase {
+        on: DeviceLayer::new(device, &layer),
+        x: device.upload(&to_bits(&x)).unwrap(),
+        y: device.zeros(shape.rows * shape.out_features).unwrap(),
+        xa: device.zeros(shape.rows * rank).unwrap(),
+    }
+}
+
 fn assert_fused_forward_reads_x_once(device: &Device) {
     let shape = SHAPES[3];
     let rank = 8;
-    let mut rng = Rng::new(300);
-    let layer = random_layer(&mut rng, shape, rank);
-    let on = DeviceLayer::new(device, &layer);
-    let x = device
-        .upload(&to_bits(&random_bf16(
-            &mut rng,
-            shape.rows * shape.in_features,
-            1.0,
-        )))
-        .unwrap();
-    let mut y = device
-        .upload(&vec![0u16; shape.rows * shape.out_features])
-        .unwrap();
-    let mut xa = device.upload(&vec![0f32; shape.rows * rank]).unwrap();
+    let ForwardCase {
+        on,
+        x,
+        mut y,
+        mut xa,
+    } = forward_case(device, shape, rank, 300);
     let mut scratch = LinearScratch::default();
 
     let adapter = on.adapter().unwrap();
@@ -433,20 +445,12 @@ fn lora_linear_pads_only_operands_whose_rows_are_not_16_byte_aligned() {
     let shape = SHAPES[3];
     let mut scratch = LinearScratch::default();
     let pads = |rank: usize, scratch: &mut LinearScratch| {
-        let mut rng = Rng::new(7 + rank as u64);
-        let layer = random_layer(&mut rng, shape, rank);
-        let on = DeviceLayer::new(&device, &layer);
-        let x = device
-            .upload(&to_bits(&random_bf16(
-                &mut rng,
-                shape.rows * shape.in_features,
-                1.0,
-            )))
-            .unwrap();
-        let mut y = device
-            .upload(&vec![0u16; shape.rows * shape.out_features])
-            .unwrap();
-        let mut xa = device.upload(&vec![0f32; shape.rows * rank]).unwrap();
+        let ForwardCase {
+            on,
+            x,
+            mut y,
+            mut xa,
+        } = forward_case(&device, shape, rank, 7 + rank as u64);
         let lora = on.adapter().map(|adapter| (adapter, &mut xa));
         let (result, launches) = record_launches(|| {
             lora_linear_forward(&device, shape, &x, &on.weight, lora, &mut y, scratch)

@@ -326,15 +326,11 @@ pub(super) fn check_forward(
 ) -> Result<[u32; 3]> {
     let LinearShape {
         rows,
-        in_features,
-        out_features,
+        in_features: n_in,
+        out_features: n_out,
     } = shape;
-    let grid = grid(kernel, rows, out_features)?;
-    check_features(kernel, in_features)?;
-    check_len(kernel, "x", x, rows * in_features)?;
-    check_len(kernel, "weight", weight, out_features * in_features)?;
-    check_len(kernel, "y", y, rows * out_features)?;
-    Ok(grid)
+    let tensors = [("x", x, rows * n_in), ("y", y, rows * n_out)];
+    check_product(kernel, shape, n_out, n_in, weight, &tensors)
 }
 
 /// Checks the input gradient's tensors against `shape`; returns the kernel's grid.
@@ -348,15 +344,38 @@ pub(super) fn check_backward(
 ) -> Result<[u32; 3]> {
     let LinearShape {
         rows,
-        in_features,
-        out_features,
+        in_features: n_in,
+        out_features: n_out,
     } = shape;
-    let grid = grid(kernel, rows, in_features)?;
-    check_features(kernel, out_features)?;
-    check_len(kernel, "dy", dy, rows * out_features)?;
-    check_len(kernel, "x", x, rows * in_features)?;
-    check_len(kernel, "weight", weight, out_features * in_features)?;
-    check_len(kernel, "dx", dx, rows * in_features)?;
+    let tensors = [
+        ("dy", dy, rows * n_out),
+        ("x", x, rows * n_in),
+        ("dx", dx, rows * n_in),
+    ];
+    check_product(kernel, shape, n_in, n_out, weight, &tensors)
+}
+
+/// A product of `shape.rows` rows reducing over `reduce` into `cols` columns: its grid, after
+/// checking the weight and `tensors` (name, buffer, expected length).
+fn check_product(
+    kernel: &'static str,
+    shape: LinearShape,
+    cols: usize,
+    reduce: usize,
+    weight: &Buffer<u16>,
+    tensors: &[(&'static str, &Buffer<u16>, usize)],
+) -> Result<[u32; 3]> {
+    let grid = grid(kernel, shape.rows, cols)?;
+    check_features(kernel, reduce)?;
+    check_len(
+        kernel,
+        "weight",
+        weight,
+        shape.in_features * shape.out_features,
+    )?;
+    for &(what, buffer, len) in tensors {
+        check_len(kernel, what, buffer, len)?;
+    }
     Ok(grid)
 }
 
