@@ -7,7 +7,7 @@ use crate::backend::{Backend, LinearId, Memory, NormId, Proj};
 use crate::error::{Error, Result};
 use crate::kernels::{
     self, to_bf16, AttentionHeads, BackwardOptions, Buffer, Device, DeviceRopeTable, Element,
-    LinearShape, LoraAdapter, LoraBackward, Sequences, MAX_LORA_RANK,
+    LinearScratch, LinearShape, LoraAdapter, LoraBackward, Sequences, MAX_LORA_RANK,
 };
 use crate::model::config::LlamaConfig;
 use crate::model::weights::{Linear, LlamaWeights, Param};
@@ -109,8 +109,8 @@ pub struct Kernels {
     layers: Vec<DeviceLayer>,
     norm: DeviceParam<f32>,
     lm_head: DeviceLinear,
-    /// Scratch of the adapters' backward (`dY·B`) and of the loss (per-row losses).
-    dy_b: Option<Buffer<f32>>,
+    /// Scratch of the linear kernels and of the loss (per-row losses).
+    linear_scratch: LinearScratch,
     row_loss: Option<Buffer<f32>>,
 }
 
@@ -264,7 +264,7 @@ impl Kernels {
             },
             config: cfg.clone(),
             device,
-            dy_b: None,
+            linear_scratch: LinearScratch::default(),
             row_loss: None,
         })
     }
@@ -537,6 +537,7 @@ impl Backend for Kernels {
             device,
             layers,
             lm_head,
+            linear_scratch,
             ..
         } = self;
         let lin = linear(layers, lm_head, id);
@@ -554,12 +555,16 @@ impl Backend for Kernels {
             )),
             _ => None,
         };
-        if accumulate {
-            kernels::lora_linear_forward_accumulate(device, shape, x, weight, lora, y)?;
-        } else {
-            kernels::lora_linear_forward(device, shape, x, weight, lora, y)?;
-        }
-        Ok(())
+        Ok(kernels::linear_forward(
+            device,
+            shape,
+            x,
+            weight,
+            lora,
+            y,
+            accumulate,
+            linear_scratch,
+        )?)
     }
 
     fn linear_backward(
@@ -574,7 +579,7 @@ impl Backend for Kernels {
             device,
             layers,
             lm_head,
-            dy_b,
+            linear_scratch,
             ..
         } = self;
         let lin = linear(layers, lm_head, id);
@@ -589,14 +594,20 @@ impl Backend for Kernels {
                     scale: *scale,
                 },
                 xa,
-                dy_b: scratch(device, dy_b, shape.rows * *rank)?,
                 grad_a: a.grad.as_mut().ok_or_else(|| frozen("lora_A"))?,
                 grad_b: b.grad.as_mut().ok_or_else(|| frozen("lora_B"))?,
             }),
             _ => None,
         };
-        Ok(kernels::lora_linear_backward(
-            device, shape, dy, x, weight, lora, dx,
+        Ok(kernels::linear_backward(
+            device,
+            shape,
+            dy,
+            x,
+            weight,
+            lora,
+            dx,
+            linear_scratch,
         )?)
     }
 
