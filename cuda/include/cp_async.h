@@ -17,6 +17,18 @@ __device__ __forceinline__ void cp_async_16(void* shared_destination, const void
 #endif
 }
 
+// The zero-filling form: when `copy` is false nothing is read (src-size 0) and the 16 bytes at the
+// destination become zeros; `global_source` must still be a valid address.
+__device__ __forceinline__ void cp_async_16_or_zeros(void* shared_destination, const void* global_source, bool copy) {
+#if defined(LONGLORA_EMU)
+    emu::cp_async_16(shared_destination, global_source, copy);
+#elif defined(__CUDA_ARCH__)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(shared_destination)),
+                 "l"(global_source), "r"(copy ? 16 : 0)
+                 : "memory");
+#endif
+}
+
 __device__ __forceinline__ void cp_async_commit() {
 #if defined(__CUDA_ARCH__)
     asm volatile("cp.async.commit_group;\n" ::: "memory");

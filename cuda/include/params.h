@@ -266,6 +266,18 @@ typedef enum AttentionMaskMode {
     ATTENTION_MASK_S2_NOSHIFT = 3 /* the "short attention" ablation: every head in unshifted groups */
 } AttentionMaskMode;
 
+/* Block shapes of the attention kernels, which the Rust launcher sizes grids and shared memory from.
+ * FlashAttention-2's for A100 and H100 (csrc/flash_attn/src/flash_{fwd,bwd}_launch_template.h): the
+ * forward takes 128 query rows per block (4 warps of 32) and K/V tiles of 128 keys at head dim 64, 64
+ * at head dim 128; the dk/dv kernel takes 128 keys per block (4 warps of 32 at head dim 64, 8 warps of
+ * 16 at head dim 128, whose dK and dV of 32 rows would not fit in registers) and query tiles of 64. */
+#define ATTENTION_BLOCK_ROWS 128
+#define ATTENTION_FORWARD_KEYS_D64 128
+#define ATTENTION_FORWARD_KEYS_D128 64
+#define ATTENTION_BACKWARD_QUERIES 64
+/* The deterministic dq kernel: 8 warps of 16 query rows, K/V tiles of 64 keys, double-buffered. */
+#define ATTENTION_DQ_KEYS 64
+
 typedef struct AttentionProblem {
     const int32_t* cu_seqlens; /* [batch + 1], or null for equal lengths */
     uint32_t batch;

@@ -4,7 +4,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
-use super::{KernelError, LaunchConfig, Result};
+use super::{emu_counters, KernelError, LaunchConfig, Result};
 
 /// The signature `LONGLORA_EMU_ENTRY` (cuda/emu/launch.h) gives every kernel's entry point.
 pub(crate) type Entry<P> = unsafe extern "C" fn(
@@ -32,6 +32,7 @@ pub(crate) fn launch<P>(
     params: &P,
 ) -> Result<()> {
     let mut error = [0 as c_char; 1024];
+    emu_counters::start_launch();
     // SAFETY: `entry` is the entry point compiled for P's kernel; `params` points into buffers that the
     // launch function borrowed from the caller for the whole (synchronous) launch.
     let status = unsafe {
@@ -44,6 +45,7 @@ pub(crate) fn launch<P>(
             error.len(),
         )
     };
+    emu_counters::end_launch(name);
     if status == 0 {
         return Ok(());
     }

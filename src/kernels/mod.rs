@@ -39,6 +39,7 @@ mod device;
 mod divergent_barrier;
 mod elementwise;
 pub mod emu;
+mod emu_counters;
 mod lora;
 mod mma_loop;
 mod optim;
@@ -48,8 +49,8 @@ mod probe;
 mod reduce;
 
 pub use attention::{
-    attention_backward, attention_forward, from_bf16, to_bf16, AttentionHeads, BackwardOptions,
-    Sequences,
+    attention_backward, attention_forward, attention_tiles, from_bf16, to_bf16, AttentionHeads,
+    AttentionScratch, AttentionTiles, BackwardOptions, Sequences,
 };
 pub use cuda::built_with_kernels;
 pub use device::{Buffer, Device, Element};
@@ -59,6 +60,7 @@ pub use elementwise::{
     embedding_forward, f32_to_bf16, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
     swiglu_backward, swiglu_forward, DeviceRopeTable,
 };
+pub use emu_counters::{count_launches, LaunchCounters};
 pub use lora::{
     lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
     lora_linear_forward_x_tile_loads, LinearShape, LoraAdapter, LoraBackward, MAX_LORA_RANK,
