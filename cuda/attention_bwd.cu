@@ -135,14 +135,14 @@ __device__ void add_dq(const AttentionBackwardParams& p, const Document& doc, in
 // deterministic, dSᵀ also goes to the block's dS tile for the dQ pass.
 template <int D>
 __device__ __forceinline__ void dkdv_slab(float dk[kDkdvM<D>][D / 8][4], float dv[kDkdvM<D>][D / 8][4],
-                                          const AttentionBackwardParams& p, const Spans& lane_spans, bool masked,
+                                          const AttentionBackwardParams& p, const WarpRows& warp_keys, bool masked,
                                           int key_row0, int r0, int col0, const uint16_t* k_tile,
                                           const uint16_t* v_tile, const uint16_t* q_tile, const uint16_t* do_tile,
                                           const float* lse_log2, const float* delta, uint16_t* ds_tile, int lane) {
     constexpr int kM = kDkdvM<D>;
     float s[kM][kSlab / 8][4];
     warp_gemm_abt<D, kSlab, kM>(s, k_tile, key_row0, q_tile, col0, lane);  // Sᵀ = K·Qᵀ
-    if (masked) mask_slab<kM, kSlab>(s, lane_spans, r0 + col0, lane);
+    if (masked) mask_slab<true, kM, kSlab>(s, warp_keys, r0 + col0, lane);
     LONGLORA_UNROLL
     for (int m = 0; m < kM; ++m) {
         LONGLORA_UNROLL
@@ -206,7 +206,7 @@ __device__ void attention_backward_dkdv(const AttentionBackwardParams& p) {
     for (int head = kv_head * group; head < (kv_head + 1) * group; ++head) {
         const HeadMask mask = head_mask(problem, head, doc.len);
         const TileList<kBackwardQueries> tiles = tiles_covering<kBackwardQueries>(queries_of_keys(mask, c0, c_last));
-        const Spans lane_spans = lane_row_spans<true>(mask, c0 + key_row0, lane);
+        const WarpRows warp_keys = warp_rows<true>(mask, c0 + key_row0, lane);
         load_query_tile<D, kThreads>(q_tiles, do_tiles, lse_log2, delta, p, doc, head, tiles.start(0), thread);
         cp_async_commit();
 
@@ -222,12 +222,12 @@ __device__ void attention_backward_dkdv(const AttentionBackwardParams& p) {
                 cp_async_wait<0>();
             }
             __syncthreads();
-            const int r0 = tiles.start(t), key0 = c0 + key_row0;
+            const int r0 = tiles.start(t);
             const int buffer = t % 2;
-            const bool masked = !mask_allows_all(mask, r0, r0 + kBackwardQueries - 1, key0, key0 + 16 * kM - 1);
+            const bool masked = !warp_allows_all<true>(warp_keys, 16 * kM, r0, r0 + kBackwardQueries - 1);
             LONGLORA_NO_UNROLL
             for (int col0 = 0; col0 < kBackwardQueries; col0 += kSlab) {
-                dkdv_slab<D>(dk, dv, p, lane_spans, masked, key_row0, r0, col0, k_tile, v_tile,
+                dkdv_slab<D>(dk, dv, p, warp_keys, masked, key_row0, r0, col0, k_tile, v_tile,
                              q_tiles + buffer * kQueryTile, do_tiles + buffer * kQueryTile,
                              lse_log2 + buffer * kBackwardQueries, delta + buffer * kBackwardQueries, ds_tile, lane);
             }
@@ -292,7 +292,7 @@ __device__ void attention_backward_dq(const AttentionBackwardParams& p) {
         row_delta[h] = row < doc.len ? load_global(p.delta + at) : 0.0f;
     }
 
-    const Spans lane_spans = lane_row_spans<false>(mask, row0, lane);
+    const WarpRows warp_queries = warp_rows<false>(mask, row0, lane);
     float dq[1][D / 8][4] = {};
     for (int t = 0; t < tiles.size(); ++t) {
         if (t + 1 < tiles.size()) {
@@ -309,8 +309,8 @@ __device__ void attention_backward_dq(const AttentionBackwardParams& p) {
 
         float s[1][kDqKeys / 8][4];
         warp_gemm_abt<D, kDqKeys, 1>(s, q_tile, warp * kDqWarpRows, k_tile, 0, lane);  // S = Q·Kᵀ
-        if (!mask_allows_all(mask, row0, row0 + kDqWarpRows - 1, k0, k0 + kDqKeys - 1)) {
-            mask_slab<1, kDqKeys>(s, lane_spans, k0, lane);
+        if (!warp_allows_all<false>(warp_queries, kDqWarpRows, k0, k0 + kDqKeys - 1)) {
+            mask_slab<false, 1, kDqKeys>(s, warp_queries, k0, lane);
         }
         float dp[1][kDqKeys / 8][4];
         warp_gemm_abt<D, kDqKeys, 1>(dp, do_tile, warp * kDqWarpRows, v_tile, 0, lane);  // dP = dO·Vᵀ

@@ -134,7 +134,7 @@ __device__ void attention_forward(const AttentionForwardParams& p) {
     load_head_rows_async<D, kTileKeys, kForwardThreads>(k_tile, p.k, doc, n_kv_heads, kv_head, tiles.start(0), thread);
     cp_async_commit();
 
-    const Spans lane_spans = lane_row_spans<false>(mask, row0, lane);
+    const WarpRows warp_queries = warp_rows<false>(mask, row0, lane);
     ForwardRows<D> rows;
     LONGLORA_UNROLL
     for (int m = 0; m < kForwardM; ++m) {
@@ -152,8 +152,8 @@ __device__ void attention_forward(const AttentionForwardParams& p) {
 
         float s[kForwardM][kTileKeys / 8][4];
         warp_gemm_abt<D, kTileKeys, kForwardM>(s, q_tile, warp * kForwardWarpRows, k_tile, 0, lane);  // S = Q·Kᵀ
-        if (!mask_allows_all(mask, row0, row0 + kForwardWarpRows - 1, k0, k0 + kTileKeys - 1)) {
-            mask_slab<kForwardM, kTileKeys>(s, lane_spans, k0, lane);
+        if (!warp_allows_all<false>(warp_queries, kForwardWarpRows, k0, k0 + kTileKeys - 1)) {
+            mask_slab<false, kForwardM, kTileKeys>(s, warp_queries, k0, lane);
         }
         cp_async_wait<0>();
         __syncthreads();  // V landed; every warp is done with K
@@ -166,9 +166,8 @@ __device__ void attention_forward(const AttentionForwardParams& p) {
         uint32_t p_fragments[kForwardM][kTileKeys / 16][4];
         to_a_fragments<kForwardM, kTileKeys>(p_fragments, s);
         warp_gemm_ab<D, kTileKeys, kForwardM>(rows.o, p_fragments, v_tile, 0, lane);  // O += P·V
-
-        if (p.tiles_visited != nullptr && thread == 0) atomic_add_global(p.tiles_visited, 1u);
     }
+    if (p.tiles_visited != nullptr && thread == 0) atomic_add_global(p.tiles_visited, static_cast<unsigned>(tiles.size()));
     forward_store<D>(p, doc, head, row0, rows, q_tile, warp, lane);
 }
 

@@ -1,9 +1,8 @@
 // The attention mask of DESIGN §2 for one head of one document of n tokens, in the forms the kernels
 // need: the spans of keys a query may see (and of queries that may see a key), which mask a tile's
 // rows with two compares per element and from which a block finds the K/V (or Q) tiles it must
-// visit, so fully masked tiles are never loaded; and a test that a whole tile is allowed, so that
-// most tiles skip masking. The shift is pure index arithmetic; the Rust tests check the kernels
-// against the exact rule (ops::attention::AttnMask::allows) for every mode.
+// visit, so fully masked tiles are never loaded. The shift is pure index arithmetic; the Rust tests
+// check the kernels against the exact rule (ops::attention::AttnMask::allows) for every mode.
 #pragma once
 
 #include "kernel.h"
@@ -131,15 +130,6 @@ __device__ __forceinline__ Spans queries_of_keys(const HeadMask& m, int c0, int 
     Spans s = queries_of_key(m, c1);
     s.main.lo = c0;
     return s;
-}
-
-// Whether every query r0..r1 may attend to every key c0..c1 (padding past n is never allowed). By the
-// monotonicity above it suffices that the keys lie in the last query's main span and at or below the
-// first query, or in the last query's wrap (which every earlier query then also has, starting no later).
-__device__ __forceinline__ bool mask_allows_all(const HeadMask& m, int r0, int r1, int c0, int c1) {
-    if (r1 >= m.n || c1 >= m.n) return false;
-    const Spans last = keys_of_query(m, r1);
-    return (c0 >= last.main.lo && c1 <= r0) || (!span_empty(last.wrap) && c0 >= last.wrap.lo);
 }
 
 // The tiles of kTile positions that a block visits: up to two ranges, in order.
