@@ -37,7 +37,7 @@ template <int D>
 constexpr int kDkdvWarps = D == 64 ? 4 : 8;
 template <int D>
 constexpr int kDkdvM = kBlockRows / kDkdvWarps<D> / 16;  // m-tiles (of 16 keys) per warp
-constexpr int kSlab = 32;  // query columns per score slab: with 64, ptxas spilled at both head dims
+constexpr int kSlab = 16;  // query columns per score slab: with 32, ptxas spilled at both head dims
 constexpr int kDqColumns = 64;  // dQ columns per warp in the dk/dv kernel's atomic dQ pass
 
 constexpr int kDqWarps = 8;
@@ -103,16 +103,16 @@ __device__ void add_dq(const AttentionBackwardParams& p, const Document& doc, in
     const int query0 = warp % 4 * 16, col0 = warp / 4 * kDqColumns;
     float acc[kDqColumns / 8][4] = {};
     // dS = (dSᵀ)ᵀ: the transposing load reads the tile's rows (keys) k0.. and columns (queries) query0...
-    const SwizzledRows<kBackwardQueries> ds_rows = rows_for_b<kBackwardQueries>(ds_tile, 0, lane);
-    const SwizzledRows<D> k_rows = rows_for_a<D>(k_tile, 0, lane);
+    const SwizzledRows<kBackwardQueries> ds_rows = rows_for_b<kBackwardQueries>(ds_tile, 0, query0, lane);
+    const SwizzledRows<D> k_rows = rows_for_a<D>(k_tile, 0, col0, lane);
     LONGLORA_UNROLL
     for (int k0 = 0; k0 < kBlockRows; k0 += 16) {
         uint32_t ds[4];
-        ldmatrix_x4_trans(ds, ds_rows.at(k0, query0 / 16));
+        ldmatrix_x4_trans(ds, ds_rows.at(k0, 0));
         LONGLORA_UNROLL
         for (int n0 = 0; n0 < kDqColumns; n0 += 16) {
             uint32_t b[4];
-            ldmatrix_x4_trans(b, k_rows.at(k0, (col0 + n0) / 16));
+            ldmatrix_x4_trans(b, k_rows.at(k0, n0 / 16));
             mma_m16n8k16_bf16(acc[n0 / 8], ds, &b[0], acc[n0 / 8]);
             mma_m16n8k16_bf16(acc[n0 / 8 + 1], ds, &b[2], acc[n0 / 8 + 1]);
         }

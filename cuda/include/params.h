@@ -267,12 +267,13 @@ typedef enum AttentionMaskMode {
 } AttentionMaskMode;
 
 /* Block shapes of the attention kernels, which the Rust launcher sizes grids and shared memory from.
- * FlashAttention-2's for A100 and H100 (csrc/flash_attn/src/flash_{fwd,bwd}_launch_template.h): the
- * forward takes 128 query rows per block (4 warps of 32) and K/V tiles of 128 keys at head dim 64, 64
- * at head dim 128; the dk/dv kernel takes 128 keys per block (4 warps of 32 at head dim 64, 8 warps of
- * 16 at head dim 128, whose dK and dV of 32 rows would not fit in registers) and query tiles of 64. */
+ * FlashAttention-2's for A100 and H100 (csrc/flash_attn/src/flash_{fwd,bwd}_launch_template.h) where
+ * our registers allow: the forward takes 128 query rows per block (4 warps of 32) and K/V tiles of 64
+ * keys (FA2: 128 at head dim 64, where our kernel spills; 64 at 128); the dk/dv kernel takes 128 keys
+ * per block (4 warps of 32 at head dim 64, 8 warps of 16 at head dim 128, whose dK and dV of 32 rows
+ * would not fit in registers) and query tiles of 64 (FA2: 128 at head dim 64, with 8 warps). */
 #define ATTENTION_BLOCK_ROWS 128
-#define ATTENTION_FORWARD_KEYS_D64 128
+#define ATTENTION_FORWARD_KEYS_D64 64
 #define ATTENTION_FORWARD_KEYS_D128 64
 #define ATTENTION_BACKWARD_QUERIES 64
 /* The deterministic dq kernel: 8 warps of 16 query rows, K/V tiles of 64 keys, double-buffered. */

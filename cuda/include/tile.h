@@ -74,31 +74,37 @@ struct SwizzledRows {
     }
 };
 
+// Pair p of the result is chunk pair pair0 + p: a column offset known only at run time (a warp's
+// share of the columns) goes in here, so that `at` still indexes `pairs` with constants.
 template <int kCols>
-__device__ __forceinline__ SwizzledRows<kCols> swizzled_rows(const uint16_t* tile, int row, int chunk_bit) {
+__device__ __forceinline__ SwizzledRows<kCols> swizzled_rows(const uint16_t* tile, int row, int pair0, int chunk_bit) {
     SwizzledRows<kCols> rows;
     LONGLORA_UNROLL
-    for (int j = 0; j < 4; ++j) rows.pairs[j] = shared_row(tile + row * kCols + ((2 * j + chunk_bit) ^ (row & 7)) * 8);
+    for (int j = 0; j < 4; ++j) {
+        rows.pairs[j] = shared_row(tile + row * kCols + ((2 * (pair0 + j) + chunk_bit) ^ (row & 7)) * 8);
+    }
     return rows;
 }
 
-// Matrices 0..3 at (rows +0, chunk +0), (+8, +0), (+0, +1), (+8, +1) from rows row0..: the A fragment
+// Matrices 0..3 at (rows +0, chunk +0), (+8, +0), (+0, +1), (+8, +1) from rows row0.. and columns
+// col0.. (a multiple of 16): the A fragment
 // (16 x 16, row-major) of a tile that stores A as is, whose registers a0..a3 are those quadrants; and,
 // through .trans, two B fragments (n-tiles n0.. and n0 + 8..) of a tile that stores B with one row
 // per k (V for P·V).
 template <int kCols>
-__device__ __forceinline__ SwizzledRows<kCols> rows_for_a(const uint16_t* tile, int row0, int lane) {
+__device__ __forceinline__ SwizzledRows<kCols> rows_for_a(const uint16_t* tile, int row0, int col0, int lane) {
     const int matrix = lane / 8;
-    return swizzled_rows<kCols>(tile, row0 + matrix % 2 * 8 + lane % 8, matrix / 2);
+    return swizzled_rows<kCols>(tile, row0 + matrix % 2 * 8 + lane % 8, col0 / 16, matrix / 2);
 }
 
-// Matrices 0..3 at (rows +0, chunk +0), (+0, +1), (+8, +0), (+8, +1) from rows row0..: two B fragments
+// Matrices 0..3 at (rows +0, chunk +0), (+0, +1), (+8, +0), (+8, +1) from rows row0.. and columns
+// col0..: two B fragments
 // (b[0..1] for n-tile n0.., b[2..3] for n0 + 8..) of a tile that stores B's transpose, one row per n
 // (K for Q·Kᵀ); and, through .trans, the A fragment of A = Mᵀ from a tile that stores M.
 template <int kCols>
-__device__ __forceinline__ SwizzledRows<kCols> rows_for_b(const uint16_t* tile, int row0, int lane) {
+__device__ __forceinline__ SwizzledRows<kCols> rows_for_b(const uint16_t* tile, int row0, int col0, int lane) {
     const int matrix = lane / 8;
-    return swizzled_rows<kCols>(tile, row0 + matrix / 2 * 8 + lane % 8, matrix % 2);
+    return swizzled_rows<kCols>(tile, row0 + matrix / 2 * 8 + lane % 8, col0 / 16, matrix % 2);
 }
 
 // Writes a warp's kM x kN/8 C fragments (16 kM rows from row0, kN columns from col0, a multiple of 8),

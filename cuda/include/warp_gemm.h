@@ -24,7 +24,7 @@ __device__ __forceinline__ void warp_gemm_abt(float c[kM][kN / 8][4], const uint
             for (int i = 0; i < 4; ++i) c[m][nt][i] = 0.0f;
         }
     }
-    const SwizzledRows<kK> a_rows = rows_for_a<kK>(a, a_row0, lane), b_rows = rows_for_b<kK>(b, b_row0, lane);
+    const SwizzledRows<kK> a_rows = rows_for_a<kK>(a, a_row0, 0, lane), b_rows = rows_for_b<kK>(b, b_row0, 0, lane);
     LONGLORA_UNROLL
     for (int k0 = 0; k0 < kK; k0 += 16) {
         uint32_t a_fragments[kM][4];
@@ -65,7 +65,7 @@ __device__ __forceinline__ void to_a_fragments(uint32_t a[kM][kK / 16][4], const
 template <int kN, int kK, int kM>
 __device__ __forceinline__ void warp_gemm_ab(float c[kM][kN / 8][4], const uint32_t a[kM][kK / 16][4],
                                              const uint16_t* b, int b_row0, int lane) {
-    const SwizzledRows<kN> b_rows = rows_for_a<kN>(b, b_row0, lane);  // the .trans order of B from k rows
+    const SwizzledRows<kN> b_rows = rows_for_a<kN>(b, b_row0, 0, lane);  // the .trans order of B from k rows
     LONGLORA_UNROLL
     for (int s = 0; s < kK / 16; ++s) {
         LONGLORA_UNROLL
