@@ -3,8 +3,7 @@
 //   attention_backward_delta_kernel: delta = rowsum(dO ∘ O) per query row (dS = P ∘ (dP − delta)),
 //     and clears the f32 dQ accumulator unless deterministic;
 //   attention_backward_dkdv_d{64,128}_kernel: block (x, y) owns keys 128x..128x+127 of kv head
-//     y % n_kv_heads of document y / n_kv_heads (4 warps of 32 keys at head dim 64, 8 warps of 16 at
-//     128, where 32 rows of dK and dV would not fit in registers), and walks the 64-query tiles that
+//     y % n_kv_heads of document y / n_kv_heads (8 warps of 16 keys), and walks the 64-query tiles that
 //     may see them, for every query head of the kv head's GQA group in turn: dK and dV sum over the
 //     group in registers, so they need neither atomics nor an f32 buffer, and K and V are loaded once.
 //     dQ goes to the f32 accumulator with atomics (FlashAttention-2's choice: the fastest), unless
@@ -33,12 +32,15 @@ namespace {
 constexpr int kDeltaThreads = 128;
 constexpr int kConvertThreads = 128;
 
-template <int D>
-constexpr int kDkdvWarps = D == 64 ? 4 : 8;
-template <int D>
-constexpr int kDkdvM = kBlockRows / kDkdvWarps<D> / 16;  // m-tiles (of 16 keys) per warp
+// 8 warps of 16 keys: with 32 keys per warp dK and dV alone would take 256 registers per lane at
+// head dim 128, and at 64 ptxas spilled a few bytes on sm_90.
+constexpr int kDkdvWarps = 8;
+constexpr int kDkdvThreads = 32 * kDkdvWarps;
+constexpr int kDkdvM = kBlockRows / kDkdvWarps / 16;  // m-tiles (of 16 keys) per warp
 constexpr int kSlab = 16;  // query columns per score slab: with 32, ptxas spilled at both head dims
-constexpr int kDqColumns = 64;  // dQ columns per warp in the dk/dv kernel's atomic dQ pass
+// The atomic dQ pass splits the 64 x D block of dQ into 16-query slabs (4) times column halves (2).
+template <int D>
+constexpr int kDqColumns = D / 2;
 
 constexpr int kDqWarps = 8;
 constexpr int kDqThreads = 32 * kDqWarps;
@@ -93,15 +95,15 @@ __device__ void load_query_tile(uint16_t* q_tile, uint16_t* do_tile, float* lse_
     }
 }
 
-// dQ[queries r0 + 16 (warp % 4).., columns 64 (warp / 4)..] += dS · K over the block's 128 keys, added
+// dQ[queries r0 + 16 (warp % 4).., columns D / 2 (warp / 4)..] += dS · K over the block's 128 keys, added
 // to the f32 accumulator with atomics (other key blocks add to the same rows). dS comes from the dSᵀ
 // tile (keys x queries) through transposing loads; K is the block's K tile, read as B one key per row.
 template <int D>
 __device__ void add_dq(const AttentionBackwardParams& p, const Document& doc, int head, int r0,
                        const uint16_t* ds_tile, const uint16_t* k_tile, int warp, int lane) {
     const int heads = static_cast<int>(p.problem.n_heads);
-    const int query0 = warp % 4 * 16, col0 = warp / 4 * kDqColumns;
-    float acc[kDqColumns / 8][4] = {};
+    const int query0 = warp % 4 * 16, col0 = warp / 4 * kDqColumns<D>;
+    float acc[kDqColumns<D> / 8][4] = {};
     // dS = (dSᵀ)ᵀ: the transposing load reads the tile's rows (keys) k0.. and columns (queries) query0...
     const SwizzledRows<kBackwardQueries> ds_rows = rows_for_b<kBackwardQueries>(ds_tile, 0, query0, lane);
     const SwizzledRows<D> k_rows = rows_for_a<D>(k_tile, 0, col0, lane);
@@ -110,7 +112,7 @@ __device__ void add_dq(const AttentionBackwardParams& p, const Document& doc, in
         uint32_t ds[4];
         ldmatrix_x4_trans(ds, ds_rows.at(k0, 0));
         LONGLORA_UNROLL
-        for (int n0 = 0; n0 < kDqColumns; n0 += 16) {
+        for (int n0 = 0; n0 < kDqColumns<D>; n0 += 16) {
             uint32_t b[4];
             ldmatrix_x4_trans(b, k_rows.at(k0, n0 / 16));
             mma_m16n8k16_bf16(acc[n0 / 8], ds, &b[0], acc[n0 / 8]);
@@ -123,7 +125,7 @@ __device__ void add_dq(const AttentionBackwardParams& p, const Document& doc, in
         if (row >= doc.len) continue;
         float* dq = p.dq_accum + token_offset(doc, row, heads, head, D) + col0 + lane % 4 * 2;
         LONGLORA_UNROLL
-        for (int nt = 0; nt < kDqColumns / 8; ++nt) {
+        for (int nt = 0; nt < kDqColumns<D> / 8; ++nt) {
             atomic_add_global(dq + nt * 8, acc[nt][2 * h]);
             atomic_add_global(dq + nt * 8 + 1, acc[nt][2 * h + 1]);
         }
@@ -134,12 +136,12 @@ __device__ void add_dq(const AttentionBackwardParams& p, const Document& doc, in
 // Pᵀ = exp(scale·Sᵀ − LSE) from Sᵀ = K·Qᵀ and dSᵀ = Pᵀ ∘ (dPᵀ − delta) from dPᵀ = V·dOᵀ; unless
 // deterministic, dSᵀ also goes to the block's dS tile for the dQ pass.
 template <int D>
-__device__ __forceinline__ void dkdv_slab(float dk[kDkdvM<D>][D / 8][4], float dv[kDkdvM<D>][D / 8][4],
+__device__ __forceinline__ void dkdv_slab(float dk[kDkdvM][D / 8][4], float dv[kDkdvM][D / 8][4],
                                           const AttentionBackwardParams& p, const WarpRows& warp_keys, bool masked,
                                           int key_row0, int r0, int col0, const uint16_t* k_tile,
                                           const uint16_t* v_tile, const uint16_t* q_tile, const uint16_t* do_tile,
                                           const float* lse_log2, const float* delta, uint16_t* ds_tile, int lane) {
-    constexpr int kM = kDkdvM<D>;
+    constexpr int kM = kDkdvM;
     float s[kM][kSlab / 8][4];
     warp_gemm_abt<D, kSlab, kM>(s, k_tile, key_row0, q_tile, col0, lane);  // Sᵀ = K·Qᵀ
     if (masked) mask_slab<true, kM, kSlab>(s, warp_keys, r0 + col0, lane);
@@ -178,7 +180,7 @@ __device__ __forceinline__ void dkdv_slab(float dk[kDkdvM<D>][D / 8][4], float d
 
 template <int D>
 __device__ void attention_backward_dkdv(const AttentionBackwardParams& p) {
-    constexpr int kThreads = 32 * kDkdvWarps<D>, kM = kDkdvM<D>, kQueryTile = kBackwardQueries * D;
+    constexpr int kThreads = kDkdvThreads, kM = kDkdvM, kQueryTile = kBackwardQueries * D;
     const AttentionProblem& problem = p.problem;
     const int n_kv_heads = static_cast<int>(problem.n_kv_heads);
     const int kv_head = static_cast<int>(blockIdx.y) % n_kv_heads;
@@ -283,13 +285,14 @@ __device__ void attention_backward_dq(const AttentionBackwardParams& p) {
     load_dq_kv<D>(k_tiles, v_tiles, p, doc, kv_head, tiles.start(0), 0, thread);
     cp_async_commit();
 
-    float row_lse_log2[2], row_delta[2];  // rows g and g + 8 of the warp's 16
+    float row_lse_log2[2], row_delta[2];  // rows g and g + 8 of the warp's 16, read once per row
     LONGLORA_UNROLL
     for (int h = 0; h < 2; ++h) {
         const int row = row0 + lane / 4 + 8 * h;
         const size_t at = row_stat_offset(doc, n_heads, head, row);
-        row_lse_log2[h] = row < doc.len ? load_global(p.lse + at) * kLog2e : 0.0f;
-        row_delta[h] = row < doc.len ? load_global(p.delta + at) : 0.0f;
+        const bool reads = row < doc.len && lane % 4 == 0;
+        row_lse_log2[h] = __shfl_sync(0xffffffffu, reads ? load_global(p.lse + at) * kLog2e : 0.0f, lane & ~3);
+        row_delta[h] = __shfl_sync(0xffffffffu, reads ? load_global(p.delta + at) : 0.0f, lane & ~3);
     }
 
     const WarpRows warp_queries = warp_rows<false>(mask, row0, lane);
@@ -368,13 +371,13 @@ extern "C" __global__ void __launch_bounds__(kDeltaThreads)
 }
 LONGLORA_EMU_ENTRY(attention_backward_delta_kernel, AttentionBackwardParams)
 
-extern "C" __global__ void __launch_bounds__(32 * kDkdvWarps<64>)
+extern "C" __global__ void __launch_bounds__(kDkdvThreads)
     attention_backward_dkdv_d64_kernel(const AttentionBackwardParams p) {
     attention_backward_dkdv<64>(p);
 }
 LONGLORA_EMU_ENTRY(attention_backward_dkdv_d64_kernel, AttentionBackwardParams)
 
-extern "C" __global__ void __launch_bounds__(32 * kDkdvWarps<128>)
+extern "C" __global__ void __launch_bounds__(kDkdvThreads)
     attention_backward_dkdv_d128_kernel(const AttentionBackwardParams p) {
     attention_backward_dkdv<128>(p);
 }

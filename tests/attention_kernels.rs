@@ -8,8 +8,8 @@ mod common;
 
 use common::assert_close;
 use longlora::kernels::{
-    attention_backward, attention_forward, attention_tiles, from_bf16, to_bf16, AttentionHeads,
-    AttentionScratch, BackwardOptions, Buffer, Device, Sequences,
+    attention_backward, attention_forward, attention_tiles, count_launches, from_bf16, to_bf16,
+    AttentionHeads, AttentionScratch, BackwardOptions, Buffer, Device, LaunchCounters, Sequences,
 };
 use longlora::ops::attention::{self as reference, AttnMask, AttnMode, AttnShape};
 use longlora::rng::Rng;
@@ -443,17 +443,18 @@ fn accumulating_backward_adds_to_the_gradients() {
     }
 }
 
-/// The (block, tile) pairs holding an allowed (query, key) pair, by the exact rule: blocks of `rows`
-/// queries against tiles of `cols` keys, or, `keys_in_rows`, blocks of `rows` keys against tiles of
-/// `cols` queries.
-fn tiles_needed(
+/// The tiles a kernel must visit, by the exact rule: for blocks of `rows` queries against tiles of
+/// `cols` keys, or, `keys_in_rows`, blocks of `rows` keys against tiles of `cols` queries, the
+/// positions (first, end) of every tile holding an allowed (query, key) pair with the block, for
+/// every head and block of a document of n tokens.
+fn visited_tiles(
     n: usize,
     h: usize,
     mask: &AttnMask,
     (rows, cols): (usize, usize),
     keys_in_rows: bool,
-) -> u32 {
-    let mut count = 0;
+) -> Vec<(usize, usize)> {
+    let mut tiles = Vec::new();
     for head in 0..h {
         for block in 0..n.div_ceil(rows) {
             for tile in 0..n.div_ceil(cols) {
@@ -467,12 +468,22 @@ fn tiles_needed(
                     .clone()
                     .any(|a| tile_positions.clone().any(|b| allowed(a, b)))
                 {
-                    count += 1;
+                    tiles.push((tile_positions.start, tile_positions.end));
                 }
             }
         }
     }
-    count
+    tiles
+}
+
+fn tiles_needed(
+    n: usize,
+    h: usize,
+    mask: &AttnMask,
+    shape: (usize, usize),
+    keys_in_rows: bool,
+) -> u32 {
+    visited_tiles(n, h, mask, shape, keys_in_rows).len() as u32
 }
 
 /// The forward's (query block, K/V tile) shape and the dk/dv kernel's (key block, query tile) shape.
@@ -627,6 +638,195 @@ fn kernels_visit_exactly_the_tiles_with_allowed_pairs() {
             }
         }
     }
+}
+
+/// Rows of the visited tiles: what a kernel reads of the tensors it streams (padding rows past the
+/// document's end are zero-filled, not read).
+fn tile_rows(tiles: &[(usize, usize)]) -> u64 {
+    tiles.iter().map(|&(first, end)| (end - first) as u64).sum()
+}
+
+/// What the emulator counted in each kernel of an S²-Attn forward and backward (GQA: 2 query heads
+/// on 1 kv head) of one document of n tokens, with the launches' kernel names.
+fn counted_launches(n: usize, d: usize, deterministic: bool) -> Vec<LaunchCounters> {
+    let device = Device::emulator();
+    let (h, hkv) = (2, 1);
+    let heads = AttentionHeads {
+        n_heads: h,
+        n_kv_heads: hkv,
+        head_dim: d,
+    };
+    let mask = AttnMask::new(AttnMode::S2, 100).unwrap();
+    let mut rng = Rng::new(950 + d as u64);
+    let mut random = |len: usize| upload(&device, &random_bf16(&mut rng, len, 1.0).0);
+    let (q, k, v, dout) = (
+        random(n * h * d),
+        random(n * hkv * d),
+        random(n * hkv * d),
+        random(n * h * d),
+    );
+    let sequences = Sequences::equal(1, n);
+    let mut out = upload(&device, &vec![BF16_NAN; n * h * d]);
+    let mut lse = upload(&device, &vec![f32::NAN; n * h]);
+    let (mut dq, mut dk, mut dv) = (random(n * h * d), random(n * hkv * d), random(n * hkv * d));
+    let options = BackwardOptions {
+        deterministic,
+        accumulate: false,
+    };
+    let ((), launches) = count_launches(|| {
+        attention_forward(
+            &device, &mut out, &mut lse, &q, &k, &v, &sequences, heads, &mask, None,
+        )
+        .unwrap();
+        attention_backward(
+            &device,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            &dout,
+            &q,
+            &k,
+            &v,
+            &out,
+            &lse,
+            &sequences,
+            heads,
+            &mask,
+            options,
+            &mut AttentionScratch::new(),
+            None,
+        )
+        .unwrap();
+    });
+    for l in &launches {
+        assert_eq!(
+            (
+                l.ldmatrix_bank_conflicts(),
+                l.shared_store_bank_conflicts(),
+                l.shared_load_bank_conflicts()
+            ),
+            (0, 0, 0),
+            "bank conflicts (ldmatrix, st.shared, ld.shared) in {l:?}"
+        );
+    }
+    launches
+}
+
+/// FlashAttention-2's memory traffic, proven by the emulator's counters at both head dims, and no
+/// shared-memory bank conflicts in any kernel: the forward reads Q once and K, V once for each
+/// (query block, K/V tile) pair the mask needs, and writes O and LSE once; the backward reads O and
+/// dO once for delta, K and V once per key block (the GQA group shares them), Q, dO, LSE and delta
+/// once per (key block, query tile) pair, and writes dK and dV once; dQ goes through one f32 atomic
+/// per element per visited pair. Every tile pair costs 2 tile products forward and 5 backward.
+#[test]
+fn kernels_move_each_tensor_the_flashattention_2_number_of_times() {
+    let (n, h, hkv) = (300u64, 2u64, 1u64);
+    let mask = AttnMask::new(AttnMode::S2, 100).unwrap();
+    for d in [64u64, 128] {
+        let t = attention_tiles(d as usize);
+        let (q_bytes, kv_bytes, rows) = (n * h * d * 2, n * hkv * d * 2, n * h);
+        let forward = visited_tiles(n as usize, 2, &mask, forward_tiles(d as usize), false);
+        let backward = visited_tiles(n as usize, 2, &mask, backward_tiles(d as usize), true);
+        let launches = counted_launches(n as usize, d as usize, false);
+        let names: Vec<_> = launches.iter().map(|l| l.kernel).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        let (fwd, delta, dkdv, convert) = (&launches[0], &launches[1], &launches[2], &launches[3]);
+        let tile_product = |rows: usize, cols: usize| (rows * cols) as u64 * d / (16 * 8 * 16);
+        let context = |what: &str| format!("{what} at head dim {d}");
+
+        assert_eq!(
+            fwd.global_read_bytes,
+            q_bytes + 2 * tile_rows(&forward) * d * 2,
+            "{}",
+            context("forward reads")
+        );
+        assert_eq!(
+            fwd.global_write_bytes,
+            q_bytes + rows * 4,
+            "{}",
+            context("forward writes")
+        );
+        assert_eq!(fwd.global_atomic_bytes, 0);
+        assert_eq!(
+            fwd.mma,
+            forward.len() as u64 * 2 * tile_product(t.query_block, t.forward_keys),
+            "{}",
+            context("forward mma")
+        );
+
+        assert_eq!(
+            delta.global_read_bytes,
+            2 * q_bytes,
+            "{}",
+            context("delta reads")
+        );
+        // delta, and the f32 dQ accumulator cleared.
+        assert_eq!(delta.global_write_bytes, rows * 4 + n * h * d * 4);
+
+        let query_rows = tile_rows(&backward);
+        assert_eq!(
+            dkdv.global_read_bytes,
+            2 * kv_bytes + query_rows * (2 * d * 2 + 2 * 4),
+            "{}",
+            context("dk/dv reads (K, V; Q, dO, LSE, delta per visited pair)")
+        );
+        assert_eq!(
+            dkdv.global_write_bytes,
+            2 * kv_bytes,
+            "{}",
+            context("dk/dv writes")
+        );
+        assert_eq!(
+            dkdv.global_atomic_bytes,
+            query_rows * d * 4,
+            "{}",
+            context("dQ atomics")
+        );
+        assert_eq!(
+            dkdv.mma,
+            backward.len() as u64 * 5 * tile_product(t.key_block, t.backward_queries),
+            "{}",
+            context("dk/dv mma")
+        );
+
+        assert_eq!(convert.global_read_bytes, n * h * d * 4);
+        assert_eq!(convert.global_write_bytes, q_bytes);
+    }
+}
+
+/// The deterministic path's traffic: no atomics; dk/dv computes 4 tile products per pair, and the dQ
+/// kernel reads Q, dO, LSE and delta once and K, V once per (query block, K/V tile) pair, computes
+/// S, dP and dQ again (3 products), and writes dQ once.
+#[test]
+fn deterministic_dq_reads_kv_once_per_visited_tile_without_atomics() {
+    let (n, h, d) = (300u64, 2u64, 64u64);
+    let mask = AttnMask::new(AttnMode::S2, 100).unwrap();
+    let t = attention_tiles(d as usize);
+    let q_bytes = n * h * d * 2;
+    let backward = visited_tiles(n as usize, 2, &mask, backward_tiles(d as usize), true);
+    let dq_tiles = visited_tiles(n as usize, 2, &mask, (t.query_block, t.dq_keys), false);
+    let launches = counted_launches(n as usize, d as usize, true);
+    let (delta, dkdv, dq) = (&launches[1], &launches[2], &launches[3]);
+    let tile_product = |rows: usize, cols: usize| (rows * cols) as u64 * d / (16 * 8 * 16);
+    assert_eq!(
+        delta.global_write_bytes,
+        n * h * 4,
+        "delta only: no dQ accumulator"
+    );
+    assert_eq!(dkdv.global_atomic_bytes + dq.global_atomic_bytes, 0);
+    assert_eq!(
+        dkdv.mma,
+        backward.len() as u64 * 4 * tile_product(t.key_block, t.backward_queries)
+    );
+    assert_eq!(
+        dq.global_read_bytes,
+        2 * q_bytes + n * h * 2 * 4 + 2 * tile_rows(&dq_tiles) * d * 2
+    );
+    assert_eq!(dq.global_write_bytes, q_bytes);
+    assert_eq!(
+        dq.mma,
+        dq_tiles.len() as u64 * 3 * tile_product(t.query_block, t.dq_keys)
+    );
 }
 
 fn forward_error(device: &Device, c: &Case, q_len: usize, kv_len: usize) -> String {

@@ -30,12 +30,15 @@ __device__ __forceinline__ Document attention_document(const AttentionProblem& p
 // Element offset of (position, head) in a token-major tensor with `heads` heads of head_dim elements.
 __device__ __forceinline__ size_t token_offset(const Document& d, int position, int heads, int head,
                                                int head_dim) {
-    return (static_cast<size_t>(d.start + position) * heads + head) * head_dim;
+    return (static_cast<size_t>(static_cast<unsigned>(d.start + position)) * static_cast<unsigned>(heads) +
+            static_cast<unsigned>(head)) *
+           static_cast<unsigned>(head_dim);
 }
 
 // Offset of (head, position) in the per-row statistics (lse, delta): [document][head][position].
 __device__ __forceinline__ size_t row_stat_offset(const Document& d, int n_heads, int head, int position) {
-    return static_cast<size_t>(d.start) * n_heads + static_cast<size_t>(head) * d.len + position;
+    return static_cast<size_t>(static_cast<unsigned>(d.start)) * static_cast<unsigned>(n_heads) +
+           static_cast<size_t>(static_cast<unsigned>(head)) * static_cast<unsigned>(d.len) + static_cast<unsigned>(position);
 }
 
 __device__ __forceinline__ int kv_head_of(const AttentionProblem& p, int head) {

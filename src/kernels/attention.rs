@@ -26,13 +26,15 @@ const ELEMENTWISE_THREADS: u32 = 128;
 /// kernel visits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionTiles {
-    /// Query rows of a forward block (4 warps of 32), and of a deterministic dq block (8 warps of 16).
+    /// Query rows of a forward block, and of a deterministic dq block (8 warps of 16).
     pub query_block: usize,
+    /// Warps of a forward block: 4 of 32 rows at head dim 64, 8 of 16 at 128.
+    pub forward_warps: usize,
     /// Keys of the forward's K/V tiles.
     pub forward_keys: usize,
     /// Keys of a dk/dv block.
     pub key_block: usize,
-    /// Warps of a dk/dv block: 4 of 32 keys at head dim 64, 8 of 16 at 128.
+    /// Warps of a dk/dv block, 16 keys each.
     pub dkdv_warps: usize,
     /// Queries of the dk/dv kernel's query tiles.
     pub backward_queries: usize,
@@ -45,13 +47,14 @@ pub fn attention_tiles(head_dim: usize) -> AttentionTiles {
     let d64 = head_dim == 64;
     AttentionTiles {
         query_block: ATTENTION_BLOCK_ROWS as usize,
+        forward_warps: if d64 { 4 } else { 8 },
         forward_keys: if d64 {
             ATTENTION_FORWARD_KEYS_D64
         } else {
             ATTENTION_FORWARD_KEYS_D128
         } as usize,
         key_block: ATTENTION_BLOCK_ROWS as usize,
-        dkdv_warps: if d64 { 4 } else { 8 },
+        dkdv_warps: 8,
         backward_queries: ATTENTION_BACKWARD_QUERIES as usize,
         dq_keys: ATTENTION_DQ_KEYS as usize,
     }
@@ -383,7 +386,7 @@ pub fn attention_forward(
     // The Q block, and one K and one V tile.
     let tiles = attention_tiles(heads.head_dim);
     let shared = bf16_rows(tiles.query_block + 2 * tiles.forward_keys, heads.head_dim);
-    let config = block_grid(sequences, heads.n_heads, 128, shared);
+    let config = block_grid(sequences, heads.n_heads, 32 * tiles.forward_warps, shared);
     device.launch(&kernel, config, &params)
 }
 

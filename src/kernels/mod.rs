@@ -47,6 +47,7 @@ mod optim;
 pub mod params;
 mod probe;
 mod reduce;
+mod shared_access;
 
 pub use attention::{
     attention_backward, attention_forward, attention_tiles, from_bf16, to_bf16, AttentionHeads,
@@ -70,6 +71,7 @@ pub use optim::{adamw_step, clip_coefficient, grad_norm, AdamwTensor};
 pub use params::Divergence;
 pub use probe::{probe, ProbeInputs, ProbeOutputs, LDMATRIX_REGISTERS};
 pub use reduce::reduce_sum;
+pub use shared_access::{shared_access_counters, SharedAccess};
 
 /// Errors from preparing or running a kernel.
 #[derive(Debug, thiserror::Error)]
