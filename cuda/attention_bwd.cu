@@ -37,7 +37,9 @@ constexpr int kConvertThreads = 128;
 constexpr int kDkdvWarps = 8;
 constexpr int kDkdvThreads = 32 * kDkdvWarps;
 constexpr int kDkdvM = kBlockRows / kDkdvWarps / 16;  // m-tiles (of 16 keys) per warp
-constexpr int kSlab = 16;  // query columns per score slab: with 32, ptxas spilled at both head dims
+// Query columns per score slab: 32 at head dim 64; at 128, where 32 spilled, 16.
+template <int D>
+constexpr int kSlab = D == 64 ? 32 : 16;
 // The atomic dQ pass splits the 64 x D block of dQ into 16-query slabs (4) times column halves (2).
 template <int D>
 constexpr int kDqColumns = D / 2;
@@ -132,7 +134,7 @@ __device__ void add_dq(const AttentionBackwardParams& p, const Document& doc, in
     }
 }
 
-// One 32-query slab of a query tile for the warp's keys: dV += Pᵀ·dO and dK += dSᵀ·Q, with
+// One slab of kSlab queries of a query tile for the warp's keys: dV += Pᵀ·dO and dK += dSᵀ·Q, with
 // Pᵀ = exp(scale·Sᵀ − LSE) from Sᵀ = K·Qᵀ and dSᵀ = Pᵀ ∘ (dPᵀ − delta) from dPᵀ = V·dOᵀ; unless
 // deterministic, dSᵀ also goes to the block's dS tile for the dQ pass.
 template <int D>
@@ -142,13 +144,13 @@ __device__ __forceinline__ void dkdv_slab(float dk[kDkdvM][D / 8][4], float dv[k
                                           const uint16_t* v_tile, const uint16_t* q_tile, const uint16_t* do_tile,
                                           const float* lse_log2, const float* delta, uint16_t* ds_tile, int lane) {
     constexpr int kM = kDkdvM;
-    float s[kM][kSlab / 8][4];
-    warp_gemm_abt<D, kSlab, kM>(s, k_tile, key_row0, q_tile, col0, lane);  // Sᵀ = K·Qᵀ
-    if (masked) mask_slab<true, kM, kSlab>(s, warp_keys, r0 + col0, lane);
+    float s[kM][kSlab<D> / 8][4];
+    warp_gemm_abt<D, kSlab<D>, kM>(s, k_tile, key_row0, q_tile, col0, lane);  // Sᵀ = K·Qᵀ
+    if (masked) mask_slab<true, kM, kSlab<D>>(s, warp_keys, r0 + col0, lane);
     LONGLORA_UNROLL
     for (int m = 0; m < kM; ++m) {
         LONGLORA_UNROLL
-        for (int nt = 0; nt < kSlab / 8; ++nt) {  // Pᵀ = exp(scale·Sᵀ − LSE), by query column
+        for (int nt = 0; nt < kSlab<D> / 8; ++nt) {  // Pᵀ = exp(scale·Sᵀ − LSE), by query column
             LONGLORA_UNROLL
             for (int i = 0; i < 4; ++i) {
                 const int col = col0 + nt * 8 + lane % 4 * 2 + (i & 1);
@@ -156,16 +158,16 @@ __device__ __forceinline__ void dkdv_slab(float dk[kDkdvM][D / 8][4], float dv[k
             }
         }
     }
-    uint32_t fragments[kM][kSlab / 16][4];
-    to_a_fragments<kM, kSlab>(fragments, s);
-    warp_gemm_ab<D, kSlab, kM>(dv, fragments, do_tile, col0, lane);  // dV += Pᵀ·dO
+    uint32_t fragments[kM][kSlab<D> / 16][4];
+    to_a_fragments<kM, kSlab<D>>(fragments, s);
+    warp_gemm_ab<D, kSlab<D>, kM>(dv, fragments, do_tile, col0, lane);  // dV += Pᵀ·dO
 
-    float dp[kM][kSlab / 8][4];
-    warp_gemm_abt<D, kSlab, kM>(dp, v_tile, key_row0, do_tile, col0, lane);  // dPᵀ = V·dOᵀ
+    float dp[kM][kSlab<D> / 8][4];
+    warp_gemm_abt<D, kSlab<D>, kM>(dp, v_tile, key_row0, do_tile, col0, lane);  // dPᵀ = V·dOᵀ
     LONGLORA_UNROLL
     for (int m = 0; m < kM; ++m) {
         LONGLORA_UNROLL
-        for (int nt = 0; nt < kSlab / 8; ++nt) {  // dSᵀ = Pᵀ ∘ (dPᵀ − delta)
+        for (int nt = 0; nt < kSlab<D> / 8; ++nt) {  // dSᵀ = Pᵀ ∘ (dPᵀ − delta)
             LONGLORA_UNROLL
             for (int i = 0; i < 4; ++i) {
                 const int col = col0 + nt * 8 + lane % 4 * 2 + (i & 1);
@@ -173,9 +175,9 @@ __device__ __forceinline__ void dkdv_slab(float dk[kDkdvM][D / 8][4], float dv[k
             }
         }
     }
-    to_a_fragments<kM, kSlab>(fragments, s);
-    warp_gemm_ab<D, kSlab, kM>(dk, fragments, q_tile, col0, lane);  // dK += dSᵀ·Q
-    if (!p.deterministic) store_c_fragments<kBackwardQueries, kM, kSlab>(ds_tile, key_row0, col0, s, lane);
+    to_a_fragments<kM, kSlab<D>>(fragments, s);
+    warp_gemm_ab<D, kSlab<D>, kM>(dk, fragments, q_tile, col0, lane);  // dK += dSᵀ·Q
+    if (!p.deterministic) store_c_fragments<kBackwardQueries, kM, kSlab<D>>(ds_tile, key_row0, col0, s, lane);
 }
 
 template <int D>
@@ -228,7 +230,7 @@ __device__ void attention_backward_dkdv(const AttentionBackwardParams& p) {
             const int buffer = t % 2;
             const bool masked = !warp_allows_all<true>(warp_keys, 16 * kM, r0, r0 + kBackwardQueries - 1);
             LONGLORA_NO_UNROLL
-            for (int col0 = 0; col0 < kBackwardQueries; col0 += kSlab) {
+            for (int col0 = 0; col0 < kBackwardQueries; col0 += kSlab<D>) {
                 dkdv_slab<D>(dk, dv, p, warp_keys, masked, key_row0, r0, col0, k_tile, v_tile,
                              q_tiles + buffer * kQueryTile, do_tiles + buffer * kQueryTile,
                              lse_log2 + buffer * kBackwardQueries, delta + buffer * kBackwardQueries, ds_tile, lane);
