@@ -81,7 +81,7 @@ fn bench_attention(c: &mut Criterion) {
     for n in LENGTHS {
         for mode in MODES {
             let (s, m) = (shape(n), mask(mode, n));
-            let fwd = longlora::flops::attention_forward_flops(&s, &m);
+            let fwd = longlora::cost::flops::attention_forward_flops(&s, &m);
             println!(
                 "  {mode:>5} N={n}: forward {:.3} GFLOP, forward+backward {:.3} GFLOP",
                 fwd / 1e9,
@@ -103,7 +103,7 @@ fn bench_attention(c: &mut Criterion) {
                 let (s, m) = (shape(n), mask(mode, n));
                 let mut x = buffers(&s);
                 group.throughput(Throughput::Elements(
-                    (longlora::flops::attention_forward_flops(&s, &m) * factor) as u64,
+                    (longlora::cost::flops::attention_forward_flops(&s, &m) * factor) as u64,
                 ));
                 group.bench_function(BenchmarkId::new(mode.to_string(), n), |b| {
                     b.iter(|| pass(&mut x, &s, &m))

@@ -2,10 +2,10 @@
 //! shape and the built-in default model (DESIGN §3). Counted, not timed: the timed benches are
 //! `attention` and `train_step`.
 
-use longlora::flops::{attention_forward_flops, matmul_params, train_step_flops};
+use longlora::cost::flops::{attention_forward_flops, matmul_params, train_step_flops};
+use longlora::cost::memory::train_memory;
 use longlora::model::{LlamaConfig, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode, AttnShape};
-use longlora::train_memory::train_memory;
 
 /// A unit to print in: divisor and name.
 type Unit = (f64, &'static str);

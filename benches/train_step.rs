@@ -1,17 +1,17 @@
 //! One LongLoRA training step (forward + backward + AdamW) of the built-in default model
 //! (4 layers, d = 256, 4 heads of 64, byte vocabulary) at context 1024, S²-Attn against dense
 //! attention, on the CPU and, when one is present, on a CUDA GPU (our kernels). Prints the step's
-//! FLOPs (DESIGN §3, `longlora::flops`) so throughput can be read next to the time.
+//! FLOPs (DESIGN §3, `longlora::cost::flops`) so throughput can be read next to the time.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use longlora::backend::{Compute, Engine};
+use longlora::cost::flops::train_step_flops;
 use longlora::data::{synthetic_corpus, WindowSampler};
-use longlora::flops::train_step_flops;
 use longlora::kernels::{built_with_kernels, Device};
 use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode};
-use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
+use longlora::train::optim::{AdamWConfig, Schedule};
 use longlora::train::{TrainConfig, Trainer};
 
 const CONTEXT: usize = 1024;
@@ -24,7 +24,7 @@ fn default_config() -> LlamaConfig {
 }
 
 fn bench_train_step(c: &mut Criterion) {
-    longlora::memory::retain_freed_memory();
+    longlora::allocator::retain_freed_memory();
     let cfg = default_config();
     let sampler = WindowSampler::new(synthetic_corpus(1, 8, 4096), CONTEXT).expect("corpus");
     let mut group = c.benchmark_group("train_step_ctx1024");
@@ -38,7 +38,7 @@ fn bench_train_step(c: &mut Criterion) {
         let mask = AttnMask::from_ratio(attn, 0.25, CONTEXT).expect("even group");
         let flops = train_step_flops(&cfg, 1, CONTEXT, &mask, TrainableSet::LoraEmbedNorm);
         eprintln!(
-            "train step {attn}: {:.2} GFLOP (longlora::flops::train_step_flops)",
+            "train step {attn}: {:.2} GFLOP (longlora::cost::flops::train_step_flops)",
             flops / 1e9
         );
         for on_gpu in [false, true].into_iter().filter(|&g| !g || gpu) {

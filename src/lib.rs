@@ -1,26 +1,20 @@
 //! longlora: LongLoRA fine-tuning (shifted sparse attention, LoRA, RoPE position interpolation)
-//! with plain CPU reference ops and explicit backward passes.
+//! with plain CPU reference ops and explicit backward passes, and CUDA kernels that run on a GPU
+//! or, for tests, in a CPU emulator.
 
-pub mod adapter;
+pub mod allocator;
 pub mod backend;
-pub mod checkpoint;
+pub mod cost;
 pub mod data;
 pub mod error;
 pub mod eval;
 pub mod float;
-pub mod flops;
+pub mod fs;
+pub mod hf;
 pub mod kernels;
-pub mod lora;
-pub mod memory;
 pub mod model;
 pub mod ops;
-pub mod optim;
-pub mod passkey;
 pub mod rng;
-pub mod sft;
-pub mod token_file;
-pub mod tokenizer;
 pub mod train;
-pub mod train_memory;
 
 pub use error::{Error, Result};

@@ -7,11 +7,12 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{rel_error, tiny_config};
-use longlora::adapter::{load_with_adapter, Extension, RUN_FILE, TRAINABLE_PARAMS_FILE};
-use longlora::checkpoint::{load_model, load_tensors, save_model};
-use longlora::lora::{
-    load_adapter, merge_lora, save_adapter, save_trainable_params, ADAPTER_CONFIG, ADAPTER_WEIGHTS,
+use longlora::hf::peft::{
+    load_adapter, load_with_adapter, save_adapter, save_trainable_params, Extension,
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, RUN_FILE, TRAINABLE_PARAMS_FILE,
 };
+use longlora::hf::{load_model, load_tensors, save_model};
+use longlora::model::lora::merge_lora;
 use longlora::model::{Llama, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMask;
 use longlora::rng::Rng;

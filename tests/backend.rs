@@ -11,8 +11,8 @@ use longlora::data::{BatchSource, WindowSampler};
 use longlora::kernels::{from_bf16, to_bf16, Device};
 use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode};
-use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
+use longlora::train::optim::{AdamWConfig, Schedule};
 use longlora::train::{TrainConfig, Trainer};
 
 const SEQ: usize = 128;

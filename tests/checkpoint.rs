@@ -6,9 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
-use longlora::checkpoint::{
+use longlora::fs::write_atomic;
+use longlora::hf::{
     config_to_json, load_config, load_model, load_tensors, save_model, save_model_sharded,
-    save_tensors, save_tensors_renamed, write_atomic,
+    save_tensors, save_tensors_renamed,
 };
 use longlora::model::{LlamaConfig, LlamaWeights, Param};
 use longlora::rng::Rng;

@@ -1,6 +1,6 @@
 //! FLOP counts against hand-counted masks; training memory against the buffers a real step keeps.
 
-use longlora::flops::{attention_forward_flops, attention_pairs};
+use longlora::cost::flops::{attention_forward_flops, attention_pairs};
 use longlora::ops::attention::{AttnMask, AttnMode, AttnShape};
 
 /// The pairs `AttnMask::allows` admits, counted one by one.
@@ -70,9 +70,9 @@ fn s2_roll_counts_its_wrapped_pairs() {
 
 mod common;
 
+use longlora::cost::memory::{activation_elements, train_memory, trained_params};
 use longlora::model::{Llama, LlamaWeights, TrainableSet};
 use longlora::rng::Rng;
-use longlora::train_memory::{activation_elements, train_memory, trained_params};
 
 #[test]
 fn activation_count_matches_what_the_forward_keeps() {

@@ -1,5 +1,5 @@
 //! The device optimizer step (cuda/adamw.cu): global gradient norm, clipping and AdamW over several
-//! tensors in one launch each, against `longlora::optim` (clip_grad_norm, then AdamW::update), for two
+//! tensors in one launch each, against `longlora::train::optim` (clip_grad_norm, then AdamW::update), for two
 //! steps with weight decay, through the emulator and, when one is present, on a GPU.
 
 mod common;
@@ -10,8 +10,8 @@ use common::random_vec;
 use half::bf16;
 use longlora::kernels::{adamw_step, clip_coefficient, grad_norm, AdamwTensor};
 use longlora::model::Param;
-use longlora::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use longlora::rng::Rng;
+use longlora::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
 
 /// f32 arithmetic throughout (DESIGN §4: far under the bf16 band).
 const F32_BAND: f64 = 1e-5;

@@ -3,7 +3,8 @@
 mod common;
 
 use common::tiny_config;
-use longlora::lora::{load_adapter, merge_lora, save_adapter};
+use longlora::hf::peft::{load_adapter, save_adapter};
+use longlora::model::lora::merge_lora;
 use longlora::model::{Llama, LlamaWeights};
 use longlora::ops::attention::AttnMask;
 use longlora::rng::Rng;
@@ -29,7 +30,7 @@ fn adapter_round_trips_with_peft_names_and_merging_keeps_the_function() {
     }
     save_adapter(dir.path(), &w, "base").unwrap();
     let names: Vec<String> =
-        longlora::checkpoint::load_tensors(&dir.path().join("adapter_model.safetensors"))
+        longlora::hf::load_tensors(&dir.path().join("adapter_model.safetensors"))
             .unwrap()
             .into_iter()
             .map(|p| p.name)

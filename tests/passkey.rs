@@ -2,12 +2,12 @@
 //! scorer, on hand-made logits and on a real model against greedy decoding.
 
 use longlora::data::{byte_tokens, BYTE_VOCAB};
-use longlora::model::{Llama, LlamaConfig, LlamaWeights};
-use longlora::ops::attention::AttnMask;
-use longlora::passkey::{
+use longlora::eval::passkey::{
     answered_correctly, build_prompt, information_line, run_passkey, PasskeyPlan, PasskeyPrompt,
     QUESTION, TASK,
 };
+use longlora::model::{Llama, LlamaConfig, LlamaWeights};
+use longlora::ops::attention::AttnMask;
 use longlora::rng::Rng;
 use longlora::Result;
 

@@ -5,14 +5,14 @@ mod common;
 
 use common::tiny_config;
 use longlora::backend::Engine;
-use longlora::checkpoint::{
-    find_checkpoint, load_run_checkpoint, save_run_checkpoint, RunOptions, CHECKPOINT_PREFIX,
-};
 use longlora::data::WindowSampler;
 use longlora::model::{Llama, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
-use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
+use longlora::train::checkpoint::{
+    find_checkpoint, load_run_checkpoint, save_run_checkpoint, RunOptions, CHECKPOINT_PREFIX,
+};
+use longlora::train::optim::{AdamWConfig, Schedule};
 use longlora::train::{StepReport, TrainConfig, Trainer};
 use longlora::Error;
 use serde_json::json;

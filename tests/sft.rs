@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
+use longlora::data::sft::{load_records, SftRecord, SftSampler};
+use longlora::data::tokenizer::Tokenizer;
 use longlora::data::{BatchSource, BYTE_BOS, BYTE_EOS};
 use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
 use longlora::ops::cross_entropy::IGNORE_INDEX;
-use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
-use longlora::sft::{load_records, SftRecord, SftSampler};
-use longlora::tokenizer::Tokenizer;
+use longlora::train::optim::{AdamWConfig, Schedule};
 use longlora::train::{TrainConfig, Trainer};
 
 fn record(instruction: &str, input: Option<&str>, output: &str) -> SftRecord {

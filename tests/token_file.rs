@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use longlora::token_file::{side_file, TokenDtype, TokenFile, TokenFileWriter};
+use longlora::data::token_file::{side_file, TokenDtype, TokenFile, TokenFileWriter};
 
 fn write_u16(path: &Path, ids: &[u16]) {
     let bytes: Vec<u8> = ids.iter().flat_map(|t| t.to_le_bytes()).collect();

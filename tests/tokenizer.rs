@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use longlora::checkpoint::config_to_json;
 use longlora::data::byte_tokens;
+use longlora::data::tokenizer::Tokenizer;
+use longlora::hf::config_to_json;
 use longlora::model::LlamaConfig;
-use longlora::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 
 const SAMPLE: &str = "The pass key is 4821.\nRemember it: ünïcödé, 日本語, tabs\tand emoji 🦙 \

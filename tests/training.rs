@@ -9,8 +9,8 @@ use longlora::data::{synthetic_corpus, WindowSampler};
 use longlora::eval::{perplexity, window_starts};
 use longlora::model::{Llama, LlamaWeights, Param, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode};
-use longlora::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
 use longlora::rng::Rng;
+use longlora::train::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
 use longlora::train::{train, TrainConfig};
 
 fn p(name: &str, data: Vec<f32>) -> Param<f32> {

@@ -4,8 +4,8 @@
 use longlora::data::{synthetic_corpus, WindowSampler};
 use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
-use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
+use longlora::train::optim::{AdamWConfig, Schedule};
 use longlora::train::{train, StepReport, TrainConfig};
 use longlora::Result;
 

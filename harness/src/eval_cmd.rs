@@ -3,15 +3,15 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use longlora::adapter::load_with_adapter;
 use longlora::backend::Engine;
-use longlora::checkpoint::load_model;
+use longlora::data::token_file::TokenFile;
+use longlora::data::tokenizer::Tokenizer;
 use longlora::eval::perplexity;
+use longlora::hf::load_model;
+use longlora::hf::peft::load_with_adapter;
 use longlora::model::{Llama, LlamaWeights};
 use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::rng::Rng;
-use longlora::token_file::TokenFile;
-use longlora::tokenizer::Tokenizer;
 use longlora::{Error, Result};
 
 use crate::builtin;

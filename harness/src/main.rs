@@ -48,7 +48,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    longlora::memory::retain_freed_memory();
+    longlora::allocator::retain_freed_memory();
     let result = match cli.command {
         Command::Finetune(args) => finetune::run(args),
         Command::Eval(args) => eval_cmd::run(args),

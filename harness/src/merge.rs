@@ -5,9 +5,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use longlora::adapter::load_with_adapter;
-use longlora::checkpoint::{save_model_sharded, write_atomic};
-use longlora::lora::merge_lora;
+use longlora::fs::write_atomic;
+use longlora::hf::peft::load_with_adapter;
+use longlora::hf::save_model_sharded;
+use longlora::model::lora::merge_lora;
 use longlora::{Error, Result};
 
 use crate::finetune::prepare_output;

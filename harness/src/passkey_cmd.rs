@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use longlora::adapter::load_with_adapter;
 use longlora::backend::Engine;
-use longlora::checkpoint::load_model;
+use longlora::data::tokenizer::Tokenizer;
+use longlora::eval::passkey::{run_passkey, PasskeyPlan};
+use longlora::hf::load_model;
+use longlora::hf::peft::load_with_adapter;
 use longlora::model::Llama;
 use longlora::ops::attention::{AttnMask, AttnMode};
-use longlora::passkey::{run_passkey, PasskeyPlan};
-use longlora::tokenizer::Tokenizer;
 use longlora::Result;
 use serde_json::json;
 

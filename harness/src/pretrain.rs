@@ -6,13 +6,15 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use longlora::backend::Engine;
-use longlora::checkpoint::{save_model, write_atomic, RunOptions};
+use longlora::data::tokenizer::Tokenizer;
 use longlora::data::WindowSampler;
+use longlora::fs::write_atomic;
+use longlora::hf::save_model;
 use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
-use longlora::optim::{AdamWConfig, Schedule};
 use longlora::rng::Rng;
-use longlora::tokenizer::Tokenizer;
+use longlora::train::checkpoint::RunOptions;
+use longlora::train::optim::{AdamWConfig, Schedule};
 use longlora::train::{TrainConfig, Trainer};
 use longlora::Result;
 use serde_json::json;
@@ -144,7 +146,7 @@ fn run_options(
     data_tokens: usize,
 ) -> RunOptions {
     let mut options = vec![
-        ("model", longlora::checkpoint::config_to_json(cfg)),
+        ("model", longlora::hf::config_to_json(cfg)),
         ("data", json!({"path": args.data, "tokens": data_tokens})),
         ("seed", json!(config.seed)),
         ("context", json!(config.seq_len)),
@@ -234,7 +236,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         "command": "pretrain",
         "preset": format!("{:?}", args.preset).to_lowercase(),
         "parameters": cfg.num_params(),
-        "model": longlora::checkpoint::config_to_json(&cfg),
+        "model": longlora::hf::config_to_json(&cfg),
         "train": config,
         "data": args.data.display().to_string(),
         "data_tokens": data_tokens,

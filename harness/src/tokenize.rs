@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use longlora::data::text_files;
-use longlora::token_file::{side_file, TokenFileWriter};
+use longlora::data::text::text_files;
+use longlora::data::token_file::{side_file, TokenFileWriter};
 use longlora::Result;
 
 use crate::progress::bar;

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use longlora::data::sft::{load_records, SftRecord, SftSampler};
+use longlora::data::token_file::TokenFile;
+use longlora::data::tokenizer::Tokenizer;
 use longlora::data::{BatchSource, WindowSampler};
-use longlora::sft::{load_records, SftRecord, SftSampler};
-use longlora::token_file::TokenFile;
-use longlora::tokenizer::Tokenizer;
 use longlora::{Error, Result};
 
 use crate::progress::bar;
@@ -79,7 +79,7 @@ pub fn load_tokens(path: &Path, tokenizer: &Tokenizer, vocab: usize) -> Result<V
             ),
         ));
     }
-    let files = longlora::data::text_files(path)?;
+    let files = longlora::data::text::text_files(path)?;
     let pb = bar(files.len(), "tokenize");
     let mut tokens = Vec::new();
     for f in &files {

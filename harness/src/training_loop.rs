@@ -10,12 +10,13 @@ use std::sync::Once;
 
 use clap::Args;
 use indicatif::ProgressBar;
-use longlora::checkpoint::{
-    find_checkpoint, load_run_checkpoint, remove_checkpoints, save_run_checkpoint, write_atomic,
-    RunCheckpoint, RunOptions,
-};
 use longlora::data::BatchSource;
+use longlora::fs::write_atomic;
 use longlora::model::Llama;
+use longlora::train::checkpoint::{
+    find_checkpoint, load_run_checkpoint, remove_checkpoints, save_run_checkpoint, RunCheckpoint,
+    RunOptions,
+};
 use longlora::train::{StepReport, TrainConfig, Trainer};
 use longlora::{Error, Result};
 use serde_json::{json, Value};

@@ -7,8 +7,8 @@ mod common;
 use std::process::Output;
 
 use common::{harness, json, s, stderr};
-use longlora::checkpoint::load_model;
-use longlora::tokenizer::Tokenizer;
+use longlora::data::tokenizer::Tokenizer;
+use longlora::hf::load_model;
 
 /// Fails with the command's stderr when it did not succeed.
 fn ok(args: &[&str]) -> Output {
@@ -206,7 +206,7 @@ fn data_errors_exit_non_zero_and_name_what_is_wrong() {
         vocab_size: 1000,
         ..longlora::model::LlamaConfig::builtin()
     };
-    let config = longlora::checkpoint::config_to_json(&cfg).to_string();
+    let config = longlora::hf::config_to_json(&cfg).to_string();
     std::fs::write(model.join("config.json"), config).unwrap();
     let text = dir.path().join("a.txt");
     std::fs::write(&text, "abc").unwrap();

@@ -4,8 +4,8 @@
 mod common;
 
 use common::harness;
-use longlora::checkpoint::save_model;
 use longlora::data::BYTE_VOCAB;
+use longlora::hf::save_model;
 use longlora::model::{LlamaConfig, LlamaWeights};
 use longlora::rng::Rng;
 

@@ -6,7 +6,7 @@ use std::ptr;
 
 use super::params::{AdamwParams, GradSumSquaresParams, OptimTensor};
 use super::{invalid, Buffer, Device, LaunchConfig, Result};
-use crate::optim::AdamWConfig;
+use crate::train::optim::AdamWConfig;
 
 kernels! {
     GRAD_SUM_SQUARES = grad_sum_squares_kernel / longlora_emu_grad_sum_squares_kernel(GradSumSquaresParams);

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod decoder;
 pub mod llama;
+pub mod lora;
 pub mod trainable;
 pub mod weights;
 

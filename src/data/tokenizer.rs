@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
-use crate::checkpoint::{load_config, write_atomic};
 use crate::data::{BYTE_BOS, BYTE_EOS, BYTE_VOCAB};
 use crate::error::{Error, Result};
+use crate::fs::write_atomic;
+use crate::hf::load_config;
 
 /// File name of a Hugging Face fast tokenizer.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";

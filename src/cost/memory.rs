@@ -12,8 +12,8 @@ pub struct TrainMemory {
     pub gradients: f64,
     pub optimizer: f64,
     pub activations: f64,
-    /// Activations if each layer kept only its input and recomputed one layer at a time (the CPU
-    /// path does not recompute yet; this is what it would save).
+    /// Activations when each layer keeps only its input and is recomputed inside its backward
+    /// (`--recompute`).
     pub activations_recomputed: f64,
 }
 

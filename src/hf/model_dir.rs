@@ -53,7 +53,7 @@ pub fn save_model_sharded(
     let total_size: usize = params.iter().map(|p| p.data.len() * size_of::<f32>()).sum();
     let index = json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
     let text = serde_json::to_string_pretty(&index).expect("a JSON value always serialises");
-    super::write_atomic(&dir.join(INDEX_FILE), text.as_bytes())?;
+    crate::fs::write_atomic(&dir.join(INDEX_FILE), text.as_bytes())?;
     written.push(INDEX_FILE.to_string());
     remove_stale_weights(dir, &written)?;
     save_config(dir, cfg)

@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::model::trainable::trained_pairs;
 use crate::model::{Llama, LlamaWeights, TrainableSet};
 use crate::ops::attention::{AttnMask, AttnMode};
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
 use crate::rng::Rng;
+use crate::train::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
 
 /// Everything that defines a training run besides the model and the data.
 #[derive(Clone, Debug, Serialize)]
@@ -23,14 +23,14 @@ pub struct TrainConfig {
     pub seq_len: usize,
     pub lr: f64,
     pub warmup_steps: usize,
-    #[serde(serialize_with = "crate::train::as_display")]
+    #[serde(serialize_with = "crate::train::trainer::as_display")]
     pub schedule: Schedule,
     pub adamw: AdamWConfig,
     pub max_grad_norm: f64,
-    #[serde(serialize_with = "crate::train::as_display")]
+    #[serde(serialize_with = "crate::train::trainer::as_display")]
     pub attn: AttnMode,
     pub group_ratio: f64,
-    #[serde(serialize_with = "crate::train::as_display")]
+    #[serde(serialize_with = "crate::train::trainer::as_display")]
     pub trainable: TrainableSet,
     pub seed: u64,
 }

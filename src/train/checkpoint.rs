@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::assign::assign_tensors;
-use super::{load_tensors, save_tensors, write_atomic};
 use crate::backend::Engine;
 use crate::error::{Error, Result};
+use crate::fs::write_atomic;
+use crate::hf::{assign_tensors, load_tensors, save_tensors};
 use crate::model::weights::{LlamaWeights, Param};
 use crate::model::Llama;
-use crate::optim::{AdamW, AdamWConfig};
+use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::{TrainConfig, Trainer, TrainerProgress};
 
 /// Directory names of checkpoints start with this, followed by the zero-padded step.

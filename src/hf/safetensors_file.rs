@@ -44,7 +44,7 @@ pub fn save_tensors_renamed(
         path: path.into(),
         message: format!("cannot serialise: {e}"),
     })?;
-    super::write_atomic(path, &bytes)
+    crate::fs::write_atomic(path, &bytes)
 }
 
 /// A file with a name twice, or a shape that does not match the data, could only be read back

@@ -1,49 +1,22 @@
-//! LoRA adapters outside the forward pass: merging them into the base weights, and the adapter
-//! files in PEFT's format.
+//! A fine-tune's files in PEFT's and LongLoRA's formats: the LoRA adapter (`adapter_model.safetensors`,
+//! `adapter_config.json`), the trained embeddings and norms (`trainable_params.safetensors`), and a
+//! base model loaded with a fine-tune's output on top, without merging.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::checkpoint::{load_tensors, save_tensors_renamed, write_atomic};
 use crate::error::{Error, Result};
-use crate::float::Float;
-use crate::model::{LlamaWeights, Param, TrainableSet};
-use crate::ops::matmul::matmul_nn;
+use crate::fs::write_atomic;
+use crate::hf::{assign_tensors, load_model, load_tensors, save_tensors_renamed};
+use crate::model::{Llama, LlamaWeights, Param, TrainableSet};
 
 /// PEFT's prefix in front of the base model's tensor names in `adapter_model.safetensors`.
 pub const PEFT_PREFIX: &str = "base_model.model.";
 
 /// The projections LongLoRA adapts (PEFT's `target_modules`).
 pub const TARGET_MODULES: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
-
-/// Folds every adapter into its base weight (`W += (alpha/r)·B·A`) and removes the adapters, so
-/// the model computes the same function without them.
-pub fn merge_lora<T: Float>(weights: &mut LlamaWeights<T>) {
-    for layer in &mut weights.layers {
-        for lin in [
-            &mut layer.q_proj,
-            &mut layer.k_proj,
-            &mut layer.v_proj,
-            &mut layer.o_proj,
-        ] {
-            if let Some(lora) = lin.lora.take() {
-                let (out_f, in_f) = (lin.out_features(), lin.in_features());
-                matmul_nn(
-                    &mut lin.weight.data,
-                    &lora.b.data,
-                    &lora.a.data,
-                    out_f,
-                    lora.rank,
-                    in_f,
-                    lora.scale(),
-                    true,
-                );
-            }
-        }
-    }
-}
 
 /// Writes `adapter_model.safetensors` (PEFT's tensor names) and `adapter_config.json` into `dir`,
 /// so `peft.PeftModel.from_pretrained(base, dir)` loads the adapter. Fails when the model has no
@@ -194,3 +167,75 @@ pub fn save_trainable_params(
 /// File names of a PEFT adapter directory.
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+
+/// LongLoRA's `trainable_params.bin`, as safetensors under Hugging Face names.
+pub const TRAINABLE_PARAMS_FILE: &str = "trainable_params.safetensors";
+/// The run record `harness finetune` writes; its `context` and `rope_factor` describe the extension.
+pub const RUN_FILE: &str = "run.json";
+
+/// The context extension a run trained for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Extension {
+    /// The context the run trained at (the merged model's `max_position_embeddings`).
+    pub context: usize,
+    /// Linear RoPE interpolation factor.
+    pub rope_factor: f64,
+}
+
+/// The extension recorded in `adapter_dir/run.json`, or `None` for an adapter that has no run
+/// record (one written by PEFT, or a run that has not finished).
+pub fn read_extension(adapter_dir: &Path) -> Result<Option<Extension>> {
+    let path = adapter_dir.join(RUN_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let run: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: path.clone(),
+        source: e,
+    })?;
+    let context = run.get("context").and_then(Value::as_u64);
+    let rope_factor = run.get("rope_factor").and_then(Value::as_f64);
+    match (context, rope_factor) {
+        (Some(context), Some(rope_factor)) => Ok(Some(Extension {
+            context: context as usize,
+            rope_factor,
+        })),
+        _ => Err(Error::BadFile {
+            path,
+            message: "expected a numeric `context` and `rope_factor`".into(),
+        }),
+    }
+}
+
+/// Loads the base model in `model_dir` and applies the run in `adapter_dir`: its LoRA adapter,
+/// its trained embeddings and norms when the run saved them, and its RoPE interpolation factor
+/// when it recorded one. Returns the model (adapters attached, unmerged) and the extension. A full
+/// fine-tune's output has no adapter, only trainable params.
+pub fn load_with_adapter(
+    model_dir: &Path,
+    adapter_dir: &Path,
+) -> Result<(Llama<f32>, Option<Extension>)> {
+    let (mut config, mut weights) = load_model(model_dir)?;
+    let trainable = adapter_dir.join(TRAINABLE_PARAMS_FILE);
+    let has_adapter = adapter_dir.join(ADAPTER_CONFIG).exists();
+    if !has_adapter && !trainable.exists() {
+        return Err(Error::BadFile {
+            path: adapter_dir.into(),
+            message: format!(
+                "neither {ADAPTER_CONFIG} nor {TRAINABLE_PARAMS_FILE}: not a fine-tune's output"
+            ),
+        });
+    }
+    if has_adapter {
+        load_adapter(adapter_dir, &mut weights)?;
+    }
+    if trainable.exists() {
+        assign_tensors(&mut weights, load_tensors(&trainable)?, &trainable)?;
+    }
+    let extension = read_extension(adapter_dir)?;
+    if let Some(ext) = extension {
+        config.rope_scaling_factor = ext.rope_factor;
+    }
+    Ok((Llama::new(config, weights)?, extension))
+}

@@ -193,7 +193,7 @@ pub fn config_to_json(cfg: &LlamaConfig) -> Value {
 pub(crate) fn save_config(dir: &Path, cfg: &LlamaConfig) -> Result<()> {
     let text =
         serde_json::to_string_pretty(&config_to_json(cfg)).expect("a JSON value always serialises");
-    super::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
+    crate::fs::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
 }
 
 /// One JSON object of a config file, with typed getters whose errors name the file and the full

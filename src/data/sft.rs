@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::data::tokenizer::Tokenizer;
 use crate::data::{Batch, BatchSource};
 use crate::error::{Error, Result};
 use crate::ops::cross_entropy::IGNORE_INDEX;
 use crate::rng::Rng;
-use crate::tokenizer::Tokenizer;
 
 /// One instruction-following example.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
+use crate::fs::write_atomic;
 
 /// Width of one stored token id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
