@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use longlora::flops::attention_forward_flops;
+use longlora::cost::flops::attention_forward_flops;
 use longlora::kernels::{
     attention_backward, attention_forward, AttentionHeads, AttentionScratch, BackwardOptions,
     Buffer, Device, Sequences,
