@@ -20,9 +20,11 @@ void mma_m16n8k16(MmaType type, float d[4], const uint32_t a[4], const uint32_t 
 // ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16: `row` is this lane's row address.
 void ldmatrix(int matrices, bool trans, uint32_t* registers, const void* row);
 
-// cp.async of 16 bytes: the emulator copies at once, so commit and wait have nothing to do. With
-// `copy` false it is the zero-filling form (src-size 0): nothing is read, 16 zero bytes are written.
-void cp_async_16(void* shared_destination, const void* global_source, bool copy = true);
+// cp.async of 16 bytes: the emulator copies at once, so commit and wait have nothing to do.
+void cp_async_16(void* shared_destination, const void* global_source);
+
+// cp.async of 16 bytes of which only the first `source_bytes` (0 to 16) are read; the rest are zeros.
+void cp_async_16_zero_fill(void* shared_destination, const void* global_source, uint32_t source_bytes);
 
 // ld.shared / st.shared of `bytes` (4, 8 or 16) per lane as a warp collective, so that the emulator
 // sees the whole warp's addresses and counts the wavefronts (counters.h). Every lane of the warp

@@ -39,8 +39,8 @@ __device__ __forceinline__ void load_tile_async(uint16_t* tile, const uint16_t* 
     for (int i = 0; i < kRows / kRowsPerStep; ++i) {
         const bool inside = row + i * kRowsPerStep < valid_rows;
         // A zero-filled row still names a valid address: the tile's first row, which always exists.
-        cp_async_16_or_zeros(destination + i * kRowsPerStep * kCols,
-                             inside ? from + i * kRowsPerStep * row_stride : source + col, inside);
+        cp_async_16_zero_fill(destination + i * kRowsPerStep * kCols,
+                              inside ? from + i * kRowsPerStep * row_stride : source + col, inside ? 16 : 0);
     }
 }
 
