@@ -521,6 +521,11 @@ fn generated_params_match_the_c_layouts() {
         size_of::<AttentionBackwardParams>(),
         align_of::<AttentionBackwardParams>(),
     ));
+    rust.push((
+        "SharedAccessParams",
+        size_of::<params::SharedAccessParams>(),
+        align_of::<params::SharedAccessParams>(),
+    ));
     let mut c: Vec<_> = kernels::emu::param_layouts()
         .into_iter()
         .map(|layout| (layout.name, layout.size, layout.align))

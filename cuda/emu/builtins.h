@@ -12,6 +12,11 @@ struct dim3 {
     unsigned x, y, z;
 };
 
+// CUDA's 16-byte vector type, which 16-byte loads and stores move.
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+
 // Set by the scheduler: the block indices when a block starts, threadIdx on every switch to a fiber.
 // They are per OS thread because cargo test runs several launches at once on different threads.
 inline thread_local uint3 threadIdx;

@@ -19,6 +19,7 @@ constexpr Layout kLayouts[] = {
     LONGLORA_LAYOUT(ReduceSumParams),
     LONGLORA_LAYOUT(DivergentBarrierParams),
     LONGLORA_LAYOUT(MmaLoopParams),
+    LONGLORA_LAYOUT(SharedAccessParams),
     LONGLORA_LAYOUT(LoraLinearParams),
     LONGLORA_LAYOUT(LoraGradAParams),
     LONGLORA_LAYOUT(LoraGradBParams),

@@ -9,12 +9,13 @@
 
 namespace emu {
 
-enum class WarpOp : uint8_t { mma_bf16, mma_f16, ldmatrix, shuffle, syncwarp };
+enum class WarpOp : uint8_t { mma_bf16, mma_f16, ldmatrix, shuffle, syncwarp, shared_load, shared_store };
 
 // What every lane taking part in one warp collective must agree on.
 struct Collective {
     WarpOp op;
-    // ldmatrix: the number of matrices, plus 8 for .trans; shuffle: ShuffleMode and width, packed.
+    // ldmatrix: the number of matrices, plus 8 for .trans; shuffle: ShuffleMode and width, packed;
+    // shared_load, shared_store: the bytes per lane.
     uint32_t variant;
     // The lanes that take part (all 32 for the .aligned instructions mma and ldmatrix).
     uint32_t mask;
@@ -30,6 +31,10 @@ union LaneInput {
         float c[4];
     } mma;
     const void* row;
+    struct {
+        void* address;
+        uint32_t value[4];
+    } shared;
     struct {
         uint64_t value;
         int lane_operand;

@@ -339,6 +339,11 @@ void describe(const Collective& c, char* out, unsigned len) {
             std::snprintf(out, len, "__syncwarp (%s:%d, mask 0x%08x)", base_name(c.site.file), c.site.line,
                           c.mask);
             return;
+        case WarpOp::shared_load:
+        case WarpOp::shared_store:
+            std::snprintf(out, len, "%s of %u bytes", c.op == WarpOp::shared_load ? "ld.shared" : "st.shared",
+                          c.variant);
+            return;
     }
 }
 

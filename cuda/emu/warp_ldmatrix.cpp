@@ -22,11 +22,18 @@ uint16_t load16(const void* row, int column) {
 void compute(Warp& warp, uint32_t) {
     int matrices = static_cast<int>(warp.pending.variant & 7);
     bool trans = warp.pending.variant & 8;
+    uintptr_t rows[32];
     for (int lane = 0; lane < 8 * matrices; ++lane) {
         if (reinterpret_cast<uintptr_t>(warp.in[lane].row) % 16 != 0) {
             fail("ldmatrix: lane %d gives row address %p, which is not 16-byte aligned", lane, warp.in[lane].row);
         }
+        rows[lane] = reinterpret_cast<uintptr_t>(warp.in[lane].row);
     }
+    // One phase per matrix: its 8 rows of 16 bytes (counters.h).
+    Counters& c = counters();
+    ++c.ldmatrix;
+    c.ldmatrix_ideal_wavefronts += static_cast<uint32_t>(matrices);
+    for (int j = 0; j < matrices; ++j) c.ldmatrix_wavefronts += phase_wavefronts(rows + 8 * j, 8, 16);
     for (int lane = 0; lane < 32; ++lane) {
         int g = lane >> 2, t = lane & 3;
         for (int j = 0; j < matrices; ++j) {

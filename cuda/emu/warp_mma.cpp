@@ -44,6 +44,7 @@ float element(uint32_t reg, int half) {
 
 template <MmaType type>
 void compute(Warp& warp, uint32_t) {
+    ++counters().mma;
     float a[16][16], b[16][8], d[16][8];  // d starts as C
     for (int lane = 0; lane < 32; ++lane) {
         int g = lane >> 2, t = lane & 3;

@@ -74,3 +74,21 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* row
                  : "memory");
 #endif
 }
+
+#if !defined(LONGLORA_EMU)
+// The x4 forms with the row address already in the shared window (32 bits, one register where a
+// generic pointer takes two): what kernels that keep a few row addresses per tile in registers use.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], uint32_t shared_row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_row)
+                 : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], uint32_t shared_row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_row)
+                 : "memory");
+}
+#endif

@@ -60,6 +60,14 @@ typedef struct MmaLoopParams {
     uint32_t iterations;
 } MmaLoopParams;
 
+/* shared_access_kernel (emulator only): one warp makes one shared-memory access, lane l at byte
+ * offset offsets[l] of 4 KB of dynamic shared memory: access 0 is ldmatrix.x4, 1 ldmatrix.x1, 2 a
+ * 4-byte st.shared, 3 a 16-byte ld.shared. For the tests of the emulator's bank model. */
+typedef struct SharedAccessParams {
+    const uint32_t* offsets; /* [32] */
+    uint32_t access;
+} SharedAccessParams;
+
 /* ---- Fused LoRA linear (cuda/lora_linear.cu). Tensors are row-major bf16 (uint16_t bits) unless
  * marked f32; s = alpha / rank. Every bf16 operand row starts on a 16-byte boundary: its row stride
  * (*_ld, in elements) is a multiple of LORA_ROW_ALIGN and its pointer 16-byte aligned (the launch
@@ -295,6 +303,19 @@ typedef enum AttentionMaskMode {
     ATTENTION_MASK_S2_ROLL = 2, /* S²-Attn as the paper's roll: the shifted groups wrap around */
     ATTENTION_MASK_S2_NOSHIFT = 3 /* the "short attention" ablation: every head in unshifted groups */
 } AttentionMaskMode;
+
+/* Block shapes of the attention kernels, which the Rust launcher sizes grids and shared memory from.
+ * FlashAttention-2's for A100 and H100 (csrc/flash_attn/src/flash_{fwd,bwd}_launch_template.h) where
+ * our registers allow: the forward takes 128 query rows per block (4 warps of 32 at head dim 64, 8 of
+ * 16 at 128) and K/V tiles of 64 keys (FA2: 128 at head dim 64, where our kernel spills; 64 at 128);
+ * the dk/dv kernel takes 128 keys per block (8 warps of 16: dK and dV of 32 rows would not fit in
+ * registers at head dim 128) and query tiles of 64 (FA2: 128 at head dim 64). */
+#define ATTENTION_BLOCK_ROWS 128
+#define ATTENTION_FORWARD_KEYS_D64 64
+#define ATTENTION_FORWARD_KEYS_D128 64
+#define ATTENTION_BACKWARD_QUERIES 64
+/* The deterministic dq kernel: 8 warps of 16 query rows, K/V tiles of 64 keys, double-buffered. */
+#define ATTENTION_DQ_KEYS 64
 
 typedef struct AttentionProblem {
     const int32_t* cu_seqlens; /* [batch + 1], or null for equal lengths */

@@ -1,8 +1,8 @@
-// The attention mask of DESIGN §2 for one head of one document of n tokens, in the three forms the
-// kernels need: the exact rule for one (query i, key j) pair, which masks inside a tile; the spans of
-// keys a query may see (and of queries that may see a key), from which a block finds the K/V (or Q)
-// tiles it must visit, so fully masked tiles are never loaded; and a test that a whole tile is
-// allowed, so that most tiles skip the per-element rule. The shift is pure index arithmetic.
+// The attention mask of DESIGN §2 for one head of one document of n tokens, in the forms the kernels
+// need: the spans of keys a query may see (and of queries that may see a key), which mask a tile's
+// rows with two compares per element and from which a block finds the K/V (or Q) tiles it must
+// visit, so fully masked tiles are never loaded. The shift is pure index arithmetic; the Rust tests
+// check the kernels against the exact rule (ops::attention::AttnMask::allows) for every mode.
 #pragma once
 
 #include "kernel.h"
@@ -37,21 +37,6 @@ __device__ __forceinline__ int rolled_position(const HeadMask& m, int x) {
     return x >= m.offset ? x - m.offset : x - m.offset + m.n;
 }
 
-// The exact rule: may query i attend to key j (both positions in the document, below n)?
-__device__ __forceinline__ bool mask_allows(const HeadMask& m, int i, int j) {
-    switch (m.kind) {
-        case MaskKind::causal:
-            return j <= i;
-        case MaskKind::grouped:
-            return j <= i && (i + m.offset) / m.g == (j + m.offset) / m.g;
-        case MaskKind::rolled: {
-            const int pi = rolled_position(m, i), pj = rolled_position(m, j);
-            return pj <= pi && pi / m.g == pj / m.g;
-        }
-    }
-    return false;
-}
-
 // An inclusive range of positions, empty when lo > hi.
 struct Span {
     int lo, hi;
@@ -59,11 +44,17 @@ struct Span {
 
 __device__ __forceinline__ bool span_empty(Span s) { return s.lo > s.hi; }
 
+__device__ __forceinline__ bool span_contains(Span s, int x) { return x >= s.lo && x <= s.hi; }
+
 // The allowed positions seen from one query or one key: `main` contains the position itself; `wrap`
 // is the part a rolled group brings around from the other end of the sequence (empty otherwise).
 struct Spans {
     Span main, wrap;
 };
+
+__device__ __forceinline__ bool spans_contain(const Spans& s, int x) {
+    return span_contains(s.main, x) || span_contains(s.wrap, x);
+}
 
 // Rolled positions [x, y] (x <= y < n) back in sequence positions: one span, or two when the rolled
 // range crosses the end, [0, y + offset - n] (`low`) and [x + offset, n - 1] (`high`).
@@ -139,15 +130,6 @@ __device__ __forceinline__ Spans queries_of_keys(const HeadMask& m, int c0, int 
     Spans s = queries_of_key(m, c1);
     s.main.lo = c0;
     return s;
-}
-
-// Whether every query r0..r1 may attend to every key c0..c1 (padding past n is never allowed). By the
-// monotonicity above it suffices that the keys lie in the last query's main span and at or below the
-// first query, or in the last query's wrap (which every earlier query then also has, starting no later).
-__device__ __forceinline__ bool mask_allows_all(const HeadMask& m, int r0, int r1, int c0, int c1) {
-    if (r1 >= m.n || c1 >= m.n) return false;
-    const Spans last = keys_of_query(m, r1);
-    return (c0 >= last.main.lo && c1 <= r0) || (!span_empty(last.wrap) && c0 >= last.wrap.lo);
 }
 
 // The tiles of kTile positions that a block visits: up to two ranges, in order.

@@ -6,8 +6,9 @@
 use crate::backend::{Backend, LinearId, Memory, NormId, Proj};
 use crate::error::{Error, Result};
 use crate::kernels::{
-    self, to_bf16, AttentionHeads, BackwardOptions, Buffer, Device, DeviceRopeTable, Element,
-    LinearScratch, LinearShape, LoraAdapter, LoraBackward, Sequences, MAX_LORA_RANK,
+    self, to_bf16, AttentionHeads, AttentionScratch, BackwardOptions, Buffer, Device,
+    DeviceRopeTable, Element, LinearScratch, LinearShape, LoraAdapter, LoraBackward, Sequences,
+    MAX_LORA_RANK,
 };
 use crate::model::config::LlamaConfig;
 use crate::model::weights::{Linear, LlamaWeights, Param};
@@ -683,9 +684,9 @@ impl Backend for Kernels {
         mask: &AttnMask,
     ) -> Result<()> {
         let sequences = self.sequences(batch, q.len());
-        // Deterministic, so that a training step (and activation recomputation) is reproducible.
+        // Atomic dq, FlashAttention-2's default: the step is not bitwise reproducible anyway.
         let options = BackwardOptions {
-            deterministic: true,
+            deterministic: false,
             accumulate: true,
         };
         Ok(kernels::attention_backward(
@@ -703,6 +704,7 @@ impl Backend for Kernels {
             self.heads(),
             mask,
             options,
+            &mut AttentionScratch::new(),
             None,
         )?)
     }

@@ -10,16 +10,55 @@ use half::bf16;
 
 use super::params::{
     AttentionBackwardParams, AttentionForwardParams, AttentionMaskMode, AttentionProblem,
+    ATTENTION_BACKWARD_QUERIES, ATTENTION_BLOCK_ROWS, ATTENTION_DQ_KEYS,
+    ATTENTION_FORWARD_KEYS_D128, ATTENTION_FORWARD_KEYS_D64,
 };
 use super::{check_len, invalid, Buffer, Device, LaunchConfig, Result};
 use crate::ops::attention::{AttnMask, AttnMode};
 
-/// Rows of a query block and of a K/V tile (cuda/include/warp_gemm.h: kTileRows).
-const TILE_ROWS: usize = 64;
-/// Threads of every attention block (cuda/include/attention.h: kAttentionThreads).
-const THREADS: u32 = 128;
 /// The largest grid y: batch x heads must fit.
 const MAX_GRID_Y: usize = 65_535;
+/// Threads of the delta and dq-convert kernels (cuda/attention_bwd.cu).
+const ELEMENTWISE_THREADS: u32 = 128;
+
+/// The block and tile shapes of the attention kernels at one head dim (cuda/include/params.h,
+/// FlashAttention-2's for A100 and H100), from which launches are sized and tests count the tiles a
+/// kernel visits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionTiles {
+    /// Query rows of a forward block, and of a deterministic dq block (8 warps of 16).
+    pub query_block: usize,
+    /// Warps of a forward block: 4 of 32 rows at head dim 64, 8 of 16 at 128.
+    pub forward_warps: usize,
+    /// Keys of the forward's K/V tiles.
+    pub forward_keys: usize,
+    /// Keys of a dk/dv block.
+    pub key_block: usize,
+    /// Warps of a dk/dv block, 16 keys each.
+    pub dkdv_warps: usize,
+    /// Queries of the dk/dv kernel's query tiles.
+    pub backward_queries: usize,
+    /// Keys of the deterministic dq kernel's K/V tiles.
+    pub dq_keys: usize,
+}
+
+/// The shapes the kernels use at `head_dim` (64 or 128).
+pub fn attention_tiles(head_dim: usize) -> AttentionTiles {
+    let d64 = head_dim == 64;
+    AttentionTiles {
+        query_block: ATTENTION_BLOCK_ROWS as usize,
+        forward_warps: if d64 { 4 } else { 8 },
+        forward_keys: if d64 {
+            ATTENTION_FORWARD_KEYS_D64
+        } else {
+            ATTENTION_FORWARD_KEYS_D128
+        } as usize,
+        key_block: ATTENTION_BLOCK_ROWS as usize,
+        dkdv_warps: 8,
+        backward_queries: ATTENTION_BACKWARD_QUERIES as usize,
+        dq_keys: ATTENTION_DQ_KEYS as usize,
+    }
+}
 
 kernels! {
     FORWARD_D64 = attention_forward_d64_kernel
@@ -123,10 +162,52 @@ pub struct AttentionHeads {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackwardOptions {
     /// dq from a separate query-parallel kernel instead of f32 atomics in arbitrary order: bitwise
-    /// reproducible, at the cost of recomputing the scores once more.
+    /// reproducible, at the cost of computing the scores and dP a second time (7 tile products per
+    /// pair of tiles instead of 5). Off by default, as in FlashAttention-2.
     pub deterministic: bool,
     /// Add the gradients to dq, dk, dv (rounding once to bf16) instead of overwriting them.
     pub accumulate: bool,
+}
+
+/// The backward's f32 scratch buffers, owned by the caller so that repeated backward passes (a
+/// training step's layers) allocate them once: `delta` (one value per query row and head, which the
+/// delta kernel writes in full, so it is never cleared) and, for the atomic dq path, `dq_accum`
+/// (one f32 per element of dq, which the delta kernel clears as it goes). Each grows when a larger
+/// problem needs it and is otherwise reused as is.
+#[derive(Default)]
+pub struct AttentionScratch {
+    delta: Option<Buffer<f32>>,
+    dq_accum: Option<Buffer<f32>>,
+}
+
+impl AttentionScratch {
+    pub fn new() -> AttentionScratch {
+        AttentionScratch::default()
+    }
+
+    /// f32 elements held, for callers that account for memory.
+    pub fn len(&self) -> usize {
+        [&self.delta, &self.dq_accum]
+            .iter()
+            .map(|b| b.as_ref().map_or(0, Buffer::len))
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `slot`'s buffer, replaced by a larger one (allocated on `device`) when it holds fewer than `len`.
+fn scratch_buffer<'a>(
+    device: &Device,
+    slot: &'a mut Option<Buffer<f32>>,
+    len: usize,
+) -> Result<&'a mut Buffer<f32>> {
+    if !slot.as_ref().is_some_and(|b| b.len() >= len) {
+        *slot = Some(device.zeros::<f32>(len)?);
+    }
+    Ok(slot.as_mut().expect("just filled"))
 }
 
 /// f32 values as bf16 bits, rounded to nearest even.
@@ -236,22 +317,28 @@ fn counter(
     }
 }
 
-/// One block per 64 rows of the longest document, for every (document, head).
+/// One block per 128 rows of the longest document, for every (document, head), of `threads`
+/// threads with `shared_bytes` of dynamic shared memory.
 fn block_grid(
     sequences: &Sequences,
     heads: usize,
-    shared_tiles: usize,
-    head_dim: usize,
+    threads: usize,
+    shared_bytes: usize,
 ) -> LaunchConfig {
     LaunchConfig {
         grid: [
-            sequences.max_len.div_ceil(TILE_ROWS) as u32,
+            sequences.max_len.div_ceil(ATTENTION_BLOCK_ROWS as usize) as u32,
             (sequences.batch * heads) as u32,
             1,
         ],
-        block: [THREADS, 1, 1],
-        dynamic_shared_bytes: (shared_tiles * TILE_ROWS * head_dim * size_of::<u16>()) as u32,
+        block: [threads as u32, 1, 1],
+        dynamic_shared_bytes: shared_bytes as u32,
     }
+}
+
+/// Bytes of `rows` bf16 rows of `head_dim`.
+fn bf16_rows(rows: usize, head_dim: usize) -> usize {
+    rows * head_dim * size_of::<u16>()
 }
 
 /// The forward pass: `out` and `lse` (natural log) from `q`, `k`, `v`, overwriting both. When
@@ -296,16 +383,19 @@ pub fn attention_forward(
         lse: device.pointer_mut(lse, "lse")?,
         tiles_visited,
     };
-    // Q, and two buffers each of K and V.
-    let config = block_grid(sequences, heads.n_heads, 5, heads.head_dim);
+    // The Q block, and one K and one V tile.
+    let tiles = attention_tiles(heads.head_dim);
+    let shared = bf16_rows(tiles.query_block + 2 * tiles.forward_keys, heads.head_dim);
+    let config = block_grid(sequences, heads.n_heads, 32 * tiles.forward_warps, shared);
     device.launch(&kernel, config, &params)
 }
 
 /// The backward pass: dq, dk, dv from dout and the forward's q, k, v, out, lse (FlashAttention-2:
 /// delta = rowsum(dout ∘ out); a K/V-parallel kernel that recomputes P and keeps dk, dv in
 /// registers; dq through f32 atomics, or a query-parallel kernel when `options.deterministic`).
-/// Overwrites dq, dk, dv unless `options.accumulate`. When `tiles_visited` is given, every block of
-/// the K/V-parallel kernel adds the number of Q tiles it visited to its one element.
+/// Overwrites dq, dk, dv unless `options.accumulate`. `scratch` holds the f32 buffers between calls.
+/// When `tiles_visited` is given, every block of the K/V-parallel kernel adds the number of Q tiles
+/// it visited to its one element.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     device: &Device,
@@ -322,6 +412,7 @@ pub fn attention_backward(
     heads: AttentionHeads,
     mask: &AttnMask,
     options: BackwardOptions,
+    scratch: &mut AttentionScratch,
     tiles_visited: Option<&mut Buffer<u32>>,
 ) -> Result<()> {
     let d128 = heads.head_dim == 128;
@@ -348,11 +439,14 @@ pub fn attention_backward(
         return Ok(());
     }
 
-    let mut delta = device.zeros::<f32>(rows)?;
-    // Allocated only when used: cuMemAlloc rejects a 0-byte request with CUDA_ERROR_INVALID_VALUE.
-    let mut dq_accum = match options.deterministic {
-        true => None,
-        false => Some(device.zeros::<f32>(q_len)?),
+    let delta = scratch_buffer(device, &mut scratch.delta, rows)?;
+    let delta = device.pointer_mut(delta, "delta")?;
+    let dq_accum = match options.deterministic {
+        true => std::ptr::null_mut(),
+        false => {
+            let accum = scratch_buffer(device, &mut scratch.dq_accum, q_len)?;
+            device.pointer_mut(accum, "dq_accum")?
+        }
     };
     let params = AttentionBackwardParams {
         problem,
@@ -362,11 +456,8 @@ pub fn attention_backward(
         out: device.pointer(out, "out")?,
         dout: device.pointer(dout, "dout")?,
         lse: device.pointer(lse, "lse")?,
-        delta: device.pointer_mut(&mut delta, "delta")?,
-        dq_accum: match &mut dq_accum {
-            Some(accum) => device.pointer_mut(accum, "dq_accum")?,
-            None => std::ptr::null_mut(),
-        },
+        delta,
+        dq_accum,
         dq: device.pointer_mut(dq, "dq")?,
         dk: device.pointer_mut(dk, "dk")?,
         dv: device.pointer_mut(dv, "dv")?,
@@ -375,21 +466,35 @@ pub fn attention_backward(
         tiles_visited,
     };
     let d = heads.head_dim;
-    device.launch(&DELTA, block_grid(sequences, heads.n_heads, 0, d), &params)?;
-    // K and V; two buffers each of Q and dO; the dS tile (64 x 64) and two buffers of lse and delta.
-    let mut config = block_grid(sequences, heads.n_kv_heads, 6, d);
-    config.dynamic_shared_bytes +=
-        (TILE_ROWS * TILE_ROWS * size_of::<u16>() + 4 * TILE_ROWS * size_of::<f32>()) as u32;
+    let tiles = attention_tiles(d);
+    let threads = ELEMENTWISE_THREADS as usize;
+    device.launch(
+        &DELTA,
+        block_grid(sequences, heads.n_heads, threads, 0),
+        &params,
+    )?;
+    // K and V; two buffers each of Q and dO; the dS tile (keys x queries); two buffers of lse and
+    // delta.
+    let shared = bf16_rows(2 * tiles.key_block + 4 * tiles.backward_queries, d)
+        + tiles.key_block * tiles.backward_queries * size_of::<u16>()
+        + 4 * tiles.backward_queries * size_of::<f32>();
+    let config = block_grid(sequences, heads.n_kv_heads, 32 * tiles.dkdv_warps, shared);
     device.launch(&dkdv, config, &params)?;
     if options.deterministic {
         let kernel = if d128 { DQ_D128 } else { DQ_D64 };
         // Q and dO; two buffers each of K and V.
-        device.launch(&kernel, block_grid(sequences, heads.n_heads, 6, d), &params)
+        let shared = bf16_rows(2 * tiles.query_block + 4 * tiles.dq_keys, d);
+        device.launch(
+            &kernel,
+            block_grid(sequences, heads.n_heads, 256, shared),
+            &params,
+        )
     } else {
-        let blocks = q_len.div_ceil(THREADS as usize * 8).min(65_535) as u32;
+        let chunks = q_len / 8;
+        let blocks = chunks.div_ceil(threads).min(65_535) as u32;
         let config = LaunchConfig {
             grid: [blocks, 1, 1],
-            block: [THREADS, 1, 1],
+            block: [ELEMENTWISE_THREADS, 1, 1],
             dynamic_shared_bytes: 0,
         };
         device.launch(&DQ_CONVERT, config, &params)

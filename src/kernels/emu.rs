@@ -5,7 +5,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
-use super::{KernelError, LaunchConfig, Result};
+use super::{emu_counters, KernelError, LaunchConfig, Result};
 
 /// The signature `LONGLORA_EMU_ENTRY` (cuda/emu/launch.h) gives every kernel's entry point. With
 /// null params it only writes the kernel's static shared memory.
@@ -68,6 +68,7 @@ pub(crate) fn launch<P>(
 ) -> Result<()> {
     let mut error = [0 as c_char; 1024];
     let mut static_bytes = 0;
+    emu_counters::start_launch();
     // SAFETY: `entry` is the entry point compiled for P's kernel; `params` points into buffers that the
     // launch function borrowed from the caller for the whole (synchronous) launch.
     let status = unsafe {
@@ -83,6 +84,7 @@ pub(crate) fn launch<P>(
             error.len(),
         )
     };
+    emu_counters::end_launch(name);
     if status == 0 {
         return Ok(());
     }

@@ -44,6 +44,7 @@ mod device;
 mod divergent_barrier;
 mod elementwise;
 pub mod emu;
+mod emu_counters;
 mod launch;
 mod linear;
 mod lora;
@@ -53,10 +54,11 @@ mod optim;
 pub mod params;
 mod probe;
 mod reduce;
+mod shared_access;
 
 pub use attention::{
-    attention_backward, attention_forward, from_bf16, to_bf16, AttentionHeads, BackwardOptions,
-    Sequences,
+    attention_backward, attention_forward, attention_tiles, from_bf16, to_bf16, AttentionHeads,
+    AttentionScratch, AttentionTiles, BackwardOptions, Sequences,
 };
 pub use cuda::built_with_kernels;
 pub use device::{Buffer, Device, Element};
@@ -66,6 +68,7 @@ pub use elementwise::{
     embedding_forward, f32_to_bf16, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
     swiglu_backward, swiglu_forward, DeviceRopeTable,
 };
+pub use emu_counters::{count_launches, LaunchCounters};
 pub(crate) use launch::{note_launch, shared_memory_opt_in, LaunchConfig};
 pub use launch::{record_launches, without_shared_memory_opt_in, GpuTarget, LaunchRecord};
 pub use linear::{linear_backward, linear_forward};
@@ -79,6 +82,7 @@ pub use optim::{adamw_step, clip_coefficient, grad_norm, AdamwTensor};
 pub use params::Divergence;
 pub use probe::{probe, ProbeInputs, ProbeOutputs, LDMATRIX_REGISTERS};
 pub use reduce::reduce_sum;
+pub use shared_access::{shared_access_counters, SharedAccess};
 
 /// Errors from preparing or running a kernel.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,11 @@ pub const LORA_GRAD_BLOCK: u32 = 64;
 pub const LORA_GRAD_THREADS: u32 = 128;
 pub const LORA_MAX_RANK: u32 = 64;
 pub const LORA_ROW_ALIGN: u32 = 8;
+pub const ATTENTION_BLOCK_ROWS: u32 = 128;
+pub const ATTENTION_FORWARD_KEYS_D64: u32 = 64;
+pub const ATTENTION_FORWARD_KEYS_D128: u32 = 64;
+pub const ATTENTION_BACKWARD_QUERIES: u32 = 64;
+pub const ATTENTION_DQ_KEYS: u32 = 64;
 #[doc = " probe_kernel: one block of one warp applies every device primitive to the given inputs and stores\n each lane's raw output registers. [32][k] arrays hold lane l's k registers at l * k."]
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -157,6 +162,23 @@ const _: () = {
     ["Offset of field: MmaLoopParams::d"][::std::mem::offset_of!(MmaLoopParams, d) - 16usize];
     ["Offset of field: MmaLoopParams::iterations"]
         [::std::mem::offset_of!(MmaLoopParams, iterations) - 24usize];
+};
+#[doc = " shared_access_kernel (emulator only): one warp makes one shared-memory access, lane l at byte\n offset offsets[l] of 4 KB of dynamic shared memory: access 0 is ldmatrix.x4, 1 ldmatrix.x1, 2 a\n 4-byte st.shared, 3 a 16-byte ld.shared. For the tests of the emulator's bank model."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct SharedAccessParams {
+    #[doc = " [32]"]
+    pub offsets: *const u32,
+    pub access: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SharedAccessParams"][::std::mem::size_of::<SharedAccessParams>() - 16usize];
+    ["Alignment of SharedAccessParams"][::std::mem::align_of::<SharedAccessParams>() - 8usize];
+    ["Offset of field: SharedAccessParams::offsets"]
+        [::std::mem::offset_of!(SharedAccessParams, offsets) - 0usize];
+    ["Offset of field: SharedAccessParams::access"]
+        [::std::mem::offset_of!(SharedAccessParams, access) - 8usize];
 };
 #[doc = " lora_linear_forward_kernel: output = input·Wᵀ + s·(input·Aᵀ)·Bᵀ and low = input·Aᵀ, with\n input = x [rows][reduce], weight = W [cols][reduce], down = A [rank][reduce], up = B [cols][rank].\n lora_linear_backward_input_kernel: output (+)= input·W + s·(input·B)·A and low = input·B, with\n input = dY [rows][reduce], weight = W [reduce][cols], down = B [reduce][rank], up = A [rank][cols].\n rank = 0 is the plain product (down, up and low unused)."]
 #[repr(C)]
