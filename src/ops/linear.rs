@@ -2,16 +2,17 @@
 //! `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ`, `s = alpha / r`, every intermediate kept at rank r.
 
 use crate::float::Float;
-use crate::model::weights::Linear;
+use crate::model::{Linear, Param};
 use crate::ops::matmul::{matmul_nn, matmul_nt, matmul_tn};
 
-/// Rank of the layer's adapter (0 without one): the width of the `x·Aᵀ` buffer it saves.
-pub fn lora_rank<T: Float>(lin: &Linear<T>) -> usize {
-    lin.lora.as_ref().map_or(0, |l| l.rank)
-}
-
 /// Writes `y[m × out] = x[m × in]·Wᵀ (+ s·(x·Aᵀ)·Bᵀ)` and saves `xa = x·Aᵀ` (`m × r`) for backward.
-pub fn linear_forward<T: Float>(y: &mut [T], xa: &mut [T], x: &[T], lin: &Linear<T>, m: usize) {
+pub fn linear_forward<T: Float>(
+    y: &mut [T],
+    xa: &mut [T],
+    x: &[T],
+    lin: &Linear<Param<T>>,
+    m: usize,
+) {
     let (n_in, n_out) = (lin.in_features(), lin.out_features());
     assert_eq!(x.len(), m * n_in, "{}: input", lin.weight.name);
     assert_eq!(y.len(), m * n_out, "{}: output", lin.weight.name);
@@ -23,22 +24,22 @@ pub fn linear_forward<T: Float>(y: &mut [T], xa: &mut [T], x: &[T], lin: &Linear
     }
 }
 
-/// Accumulates the input gradient (when `dx` is given) and the gradients of every tensor of
-/// `grad` whose buffer is non-empty (empty = frozen):
+/// Accumulates the input gradient (when `dx` is given) and the gradients of the tensors `grad`
+/// holds (the trained ones; `None` is frozen):
 /// `dX += dY·W + s·(dY·B)·A`, `dW += dYᵀ·X`, `dB += s·dYᵀ·(X·Aᵀ)`, `dA += s·(dY·B)ᵀ·X`.
 pub fn linear_backward<T: Float>(
     dx: Option<&mut [T]>,
-    grad: &mut Linear<T>,
+    grad: &mut Linear<Option<Param<T>>>,
     dy: &[T],
     x: &[T],
-    lin: &Linear<T>,
+    lin: &Linear<Param<T>>,
     xa: &[T],
     m: usize,
 ) {
     let (n_in, n_out) = (lin.in_features(), lin.out_features());
     assert_eq!(dy.len(), m * n_out, "{}: output gradient", lin.weight.name);
-    if !grad.weight.data.is_empty() {
-        matmul_tn(&mut grad.weight.data, dy, x, n_out, m, n_in, T::one(), true);
+    if let Some(dw) = grad.weight.as_mut() {
+        matmul_tn(&mut dw.data, dy, x, n_out, m, n_in, T::one(), true);
     }
     let dy_b = lin.lora.as_ref().map(|lora| {
         let mut t = vec![T::zero(); m * lora.rank];
@@ -54,11 +55,13 @@ pub fn linear_backward<T: Float>(
         );
         t
     });
-    if let (Some(lora), Some(dy_b)) = (&lin.lora, &dy_b) {
-        if let Some(g) = grad.lora.as_mut().filter(|g| !g.a.data.is_empty()) {
-            let s = lora.scale();
-            matmul_tn(&mut g.b.data, dy, xa, n_out, m, lora.rank, s, true);
-            matmul_tn(&mut g.a.data, dy_b, x, lora.rank, m, n_in, s, true);
+    if let (Some(lora), Some(dy_b), Some(g)) = (&lin.lora, &dy_b, grad.lora.as_mut()) {
+        let s = lora.scale();
+        if let Some(db) = g.b.as_mut() {
+            matmul_tn(&mut db.data, dy, xa, n_out, m, lora.rank, s, true);
+        }
+        if let Some(da) = g.a.as_mut() {
+            matmul_tn(&mut da.data, dy_b, x, lora.rank, m, n_in, s, true);
         }
     }
     if let Some(dx) = dx {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::float::{cst, Float};
-use crate::model::weights::Param;
+use crate::model::Param;
 
 /// AdamW hyper-parameters (PyTorch's defaults, LongLoRA's weight decay of 0).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
