@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
+use crate::backend::engine::evaluation_only;
 use crate::backend::host_training::HostTraining;
 use crate::backend::{Cpu, HostBuffers};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hf::assign_tensors;
 use crate::model::{Grads, Llama, Loss, Param, ParamId, TrainableSet, Workspace};
 use crate::ops::attention::AttnMask;
@@ -30,6 +31,11 @@ impl CpuEngine {
 
     pub fn model(&self) -> &Llama<f32> {
         &self.model
+    }
+
+    /// The largest LoRA rank of the model's adapters.
+    pub fn lora_rank(&self) -> usize {
+        self.model.weights.max_lora_rank()
     }
 
     pub fn into_model(self) -> Llama<f32> {
@@ -114,12 +120,4 @@ impl CpuEngine {
     pub fn assign_tensors(&mut self, tensors: Vec<Param<f32>>, path: &Path) -> Result<()> {
         assign_tensors(&mut self.model.weights, tensors, path)
     }
-}
-
-/// The error for training through an engine opened without gradients.
-pub(super) fn evaluation_only() -> Error {
-    Error::option(
-        "trainable",
-        "the engine was opened for evaluation only: it holds no gradients",
-    )
 }

@@ -76,10 +76,15 @@ pub fn zero_grads(
     })
 }
 
-/// Adds the device gradients into `host` (the same trained set) and zeroes them on the device.
-pub fn take_grads(device: &Device, grads: &mut DeviceGrads, host: &mut Grads<f32>) -> Result<()> {
+/// Writes the device gradients, multiplied by `scale`, into `host` (the same trained set).
+pub fn download_grads(
+    device: &Device,
+    grads: &DeviceGrads,
+    host: &mut Grads<f32>,
+    scale: f32,
+) -> Result<()> {
     for (id, h) in host.present_mut() {
-        let Some(Some(grad)) = grads.param_mut(id) else {
+        let Some(Some(grad)) = grads.param(id) else {
             return Err(Error::option(
                 "trainable",
                 format!(
@@ -88,10 +93,10 @@ pub fn take_grads(device: &Device, grads: &mut DeviceGrads, host: &mut Grads<f32
                 ),
             ));
         };
-        for (h, d) in h.data.iter_mut().zip(device.download(grad)?) {
-            *h += d;
+        h.data = device.download(grad)?;
+        if scale != 1.0 {
+            h.data.iter_mut().for_each(|v| *v *= scale);
         }
-        device.fill_zeros(grad)?;
     }
     Ok(())
 }

@@ -107,20 +107,23 @@ impl Engine {
         Ok(match self {
             Engine::Cpu(e) => (Compute::Cpu, e.into_model()),
             Engine::Kernels(e) => {
-                let (device, model) = e.into_parts();
+                let (device, model) = e.into_parts()?;
                 (Compute::Kernels(device), model)
             }
         })
     }
 
-    /// The model with the weights the engine trained so far.
+    /// The model with the weights the engine trained so far (on a device: copied to the host).
     pub fn model(&mut self) -> Result<&Llama<f32>> {
-        Ok(on_engine!(self, e => e.model()))
+        match self {
+            Engine::Cpu(e) => Ok(e.model()),
+            Engine::Kernels(e) => e.model(),
+        }
     }
 
     /// The largest LoRA rank of the model's adapters (0 without adapters).
     pub fn lora_rank(&self) -> usize {
-        on_engine!(self, e => e.model().weights.max_lora_rank())
+        on_engine!(self, e => e.lora_rank())
     }
 
     /// Runs the decoder on `batch` sequences of `seq_len` tokens, keeping what backward needs.
@@ -196,4 +199,21 @@ impl Engine {
     pub fn assign_tensors(&mut self, tensors: Vec<Param<f32>>, path: &Path) -> Result<()> {
         on_engine!(self, e => e.assign_tensors(tensors, path))
     }
+}
+
+/// The error for training through an engine opened without gradients.
+pub(super) fn evaluation_only() -> Error {
+    Error::option(
+        "trainable",
+        "the engine was opened for evaluation only: it holds no gradients",
+    )
+}
+
+/// The error for an optimizer step before the trainer started the optimizer.
+pub(super) fn no_optimizer() -> Error {
+    Error::option(
+        "trainable",
+        "the optimizer has not been started: the engine was opened for training but no trainer \
+         drives it",
+    )
 }

@@ -1,7 +1,8 @@
 //! The training state on the host: the gradients of the trained tensors, their AdamW moments, and
 //! the optimizer step over them (clip to the global norm, then AdamW on the f32 master weights).
 
-use crate::error::{Error, Result};
+use crate::backend::engine::no_optimizer;
+use crate::error::Result;
 use crate::model::{Grads, LlamaWeights, Param, ParamId, TrainableSet};
 use crate::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
 
@@ -59,14 +60,7 @@ impl HostTraining {
     /// Continues from `optimizer`'s state (a checkpoint's), which must hold moments for exactly
     /// the trained tensors.
     pub fn set_optimizer(&mut self, optimizer: AdamW) -> Result<()> {
-        let sizes = |moments: &[Vec<f32>]| moments.iter().map(Vec::len).collect::<Vec<_>>();
-        let trained = self.trained_sizes();
-        if sizes(&optimizer.m) != trained || sizes(&optimizer.v) != trained {
-            return Err(Error::option(
-                "trainable",
-                "the checkpoint's optimizer state does not match the tensors this run trains",
-            ));
-        }
+        optimizer.check_sizes(&self.trained_sizes())?;
         self.optimizer = Some(optimizer);
         Ok(())
     }
@@ -101,12 +95,4 @@ impl HostTraining {
         optimizer.update(&mut pairs, lr);
         Ok(norm)
     }
-}
-
-fn no_optimizer() -> Error {
-    Error::option(
-        "trainable",
-        "the optimizer has not been started: the engine was opened for training but no trainer \
-         drives it",
-    )
 }

@@ -3,7 +3,7 @@
 //! weights as f32 copies); the gradients of the trained tensors are f32 device buffers.
 
 use crate::backend::device_weights::{
-    check_supported, take_grads, upload_weights, zero_grads, DeviceGrads, DeviceWeights,
+    check_supported, download_grads, upload_weights, zero_grads, DeviceGrads, DeviceWeights,
 };
 use crate::backend::{Backend, BatchShape, Buffers};
 use crate::error::{Error, Result};
@@ -103,9 +103,14 @@ impl Kernels {
         result
     }
 
-    /// Adds the device gradients into `grads` (the trained set's) and zeroes them on the device.
-    pub fn take_grads(&mut self, grads: &mut Grads<f32>) -> Result<()> {
-        take_grads(&self.device, &mut self.grads, grads)
+    /// Writes the device gradients, multiplied by `scale`, into `grads` (the trained set's).
+    pub fn download_grads(&self, grads: &mut Grads<f32>, scale: f32) -> Result<()> {
+        download_grads(&self.device, &self.grads, grads, scale)
+    }
+
+    /// The device, the weights on it and their gradients, for the optimizer step.
+    pub(super) fn parts_mut(&mut self) -> (&Device, &mut DeviceWeights, &DeviceGrads) {
+        (&self.device, &mut self.weights, &self.grads)
     }
 
     /// Zeroes the device gradients.

@@ -4,6 +4,7 @@
 
 mod cpu;
 mod cpu_engine;
+mod device_training;
 mod device_weights;
 mod engine;
 mod host_training;

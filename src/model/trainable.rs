@@ -36,6 +36,17 @@ impl TrainableSet {
         self != TrainableSet::Full
     }
 
+    /// The tensors of `weights` this set trains, in parameter order.
+    pub fn trained_ids<P>(self, weights: &LlamaWeights<P>) -> Vec<ParamId> {
+        let mut ids = Vec::new();
+        weights.visit(|id, _| {
+            if self.trains(id) {
+                ids.push(id);
+            }
+        });
+        ids
+    }
+
     /// Zero gradients for the tensors of `weights` this set trains.
     pub fn grads_for<T: Float>(self, weights: &LlamaWeights<Param<T>>) -> Grads<T> {
         weights.map(|id, p| {

@@ -51,6 +51,19 @@ impl AdamW {
         }
     }
 
+    /// Fails unless these moments are for tensors of exactly `sizes` (a checkpoint's state must
+    /// match the tensors the run trains).
+    pub fn check_sizes(&self, sizes: &[usize]) -> crate::Result<()> {
+        let lens = |moments: &[Vec<f32>]| moments.iter().map(Vec::len).collect::<Vec<_>>();
+        if lens(&self.m) == sizes && lens(&self.v) == sizes {
+            return Ok(());
+        }
+        Err(Error::option(
+            "trainable",
+            "the checkpoint's optimizer state does not match the tensors this run trains",
+        ))
+    }
+
     /// One decoupled-weight-decay Adam update of each `(param, grad)` pair at learning rate `lr`.
     pub fn update<T: Float>(&mut self, pairs: &mut [(&mut Param<T>, &Param<T>)], lr: f64) {
         assert_eq!(pairs.len(), self.m.len(), "AdamW: tensor count changed");
