@@ -170,7 +170,8 @@ impl KernelEngine {
         Ok(training.moments.insert(moments))
     }
 
-    /// Clipping and AdamW on the device (see [`DeviceOptimizer::step`]).
+    /// Clips the device gradients to a global norm of `max_grad_norm` and updates the trained
+    /// tensors with AdamW at `lr`, in two launches on the device. Returns the norm before clipping.
     pub fn optimizer_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {
         let training = self.training.as_mut().ok_or_else(evaluation_only)?;
         let optimizer = training.optimizer.as_mut().ok_or_else(no_optimizer)?;
