@@ -1,4 +1,6 @@
-//! Tiled CPU attention, dense vs S²-Attn (group ratio 0.25), f32, B=1, H=8, D=64.
+//! Tiled CPU attention, dense vs S²-Attn (group ratio 0.25), f32, B=1, H=8, D=64, at N = 1024, 4096
+//! and 16384 (forward + backward only at 16384: a dense pass there is ~1 TFLOP, seconds per
+//! iteration, and criterion takes at least 10 samples).
 //!
 //! FLOPs follow DESIGN §3: forward = 4·D per unmasked (query, key) pair, counted exactly from the
 //! mask (the causal halving and S²-Attn's groups included); backward = 2.5x forward. Criterion's
@@ -7,13 +9,17 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use longlora::ops::attention::{
     attention_backward, attention_forward, AttnMask, AttnMode, AttnShape,
 };
 use longlora::rng::Rng;
 
-const LENGTHS: [usize; 2] = [1024, 2048];
+const LENGTHS: [usize; 3] = [1024, 4096, 16384];
+/// The forward alone is timed up to this length.
+const FORWARD_MAX: usize = 4096;
 const MODES: [AttnMode; 2] = [AttnMode::Dense, AttnMode::S2];
 
 fn shape(seq_len: usize) -> AttnShape {
@@ -89,16 +95,18 @@ fn bench_attention(c: &mut Criterion) {
             );
         }
     }
-    for (name, pass, factor) in [
+    for (name, pass, factor, max_len) in [
         (
             "forward",
             forward as fn(&mut Buffers, &AttnShape, &AttnMask),
             1.0,
+            FORWARD_MAX,
         ),
-        ("forward_backward", forward_backward, 3.5),
+        ("forward_backward", forward_backward, 3.5, usize::MAX),
     ] {
         let mut group = c.benchmark_group(format!("attention_{name}"));
-        for n in LENGTHS {
+        group.sampling_mode(SamplingMode::Flat);
+        for n in LENGTHS.into_iter().filter(|&n| n <= max_len) {
             for mode in MODES {
                 let (s, m) = (shape(n), mask(mode, n));
                 let mut x = buffers(&s);

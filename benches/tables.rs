@@ -2,30 +2,16 @@
 //! shape and the built-in default model (DESIGN §3). Counted, not timed: the timed benches are
 //! `attention` and `train_step`.
 
-use longlora::cost::flops::{attention_forward_flops, matmul_params, train_step_flops};
+use longlora::cost::flops::{
+    attention_forward_flops, paper_forward_flops, train_step_flops, PAPER_FIGURE_CONTEXTS,
+};
+use longlora::cost::llama2_7b;
 use longlora::cost::memory::train_memory;
 use longlora::model::{LlamaConfig, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode, AttnShape};
 
 /// A unit to print in: divisor and name.
 type Unit = (f64, &'static str);
-
-fn llama2_7b() -> LlamaConfig {
-    LlamaConfig {
-        vocab_size: 32000,
-        hidden_size: 4096,
-        intermediate_size: 11008,
-        num_hidden_layers: 32,
-        num_attention_heads: 32,
-        num_key_value_heads: 32,
-        rope_theta: 10000.0,
-        rms_norm_eps: 1e-5,
-        max_position_embeddings: 4096,
-        rope_scaling_factor: 1.0,
-        bos_token_id: Some(1),
-        eos_token_id: Some(2),
-    }
-}
 
 fn s2_mask(n: usize) -> AttnMask {
     AttnMask::from_ratio(AttnMode::S2, 0.25, n).expect("N/4 is even at these lengths")
@@ -61,26 +47,37 @@ fn flops_table(name: &str, cfg: &LlamaConfig, lengths: &[usize], (scale, unit): 
             step(&dense) / step(&s2)
         );
     }
-    println!("\n{name}: forward FLOPs in the LongLoRA paper's convention");
+}
+
+/// The LongLoRA paper's FLOPs figure: forward only, full attention against S²-Attn (G = N/4).
+fn paper_flops_table(name: &str, cfg: &LlamaConfig, lengths: &[usize], (scale, unit): Unit) {
+    println!("\n{name}: forward FLOPs in the LongLoRA paper's convention (its FLOPs figure)");
     println!(
-        "(attention 4·N·G·d·layers with no causal halving, G = N for dense; the rest 2·params·N)"
+        "(attention 4·N·G·d_model per layer, both N×N products, no causal halving, G = N for full, \
+         N/4 for S²-Attn; the rest 2·P·N with P = all parameters but the input embedding)"
     );
     println!(
-        "{:>8} {:>14} {:>14} {:>8}",
+        "{:>8} {:>14} {:>11} {:>14} {:>11} {:>8}",
         "N",
-        format!("dense {unit}"),
+        format!("full {unit}"),
+        "full attn%",
         format!("s2 {unit}"),
+        "s2 attn%",
         "ratio"
     );
     for &n in lengths {
-        let (nf, d, layers) = (
-            n as f64,
-            cfg.hidden_size as f64,
-            cfg.num_hidden_layers as f64,
+        let (full, s2) = (
+            paper_forward_flops(cfg, n, 1.0),
+            paper_forward_flops(cfg, n, 0.25),
         );
-        let paper = |g: f64| (4.0 * nf * g * d * layers + 2.0 * matmul_params(cfg) * nf) / scale;
-        let (dense, s2) = (paper(nf), paper((n / 4) as f64));
-        println!("{n:>8} {dense:>14.2} {s2:>14.2} {:>7.2}x", dense / s2);
+        println!(
+            "{n:>8} {:>14.2} {:>10.1}% {:>14.2} {:>10.1}% {:>7.2}x",
+            full.total() / scale,
+            100.0 * full.attention_share(),
+            s2.total() / scale,
+            100.0 * s2.attention_share(),
+            full.total() / s2.total()
+        );
     }
 }
 
@@ -127,8 +124,15 @@ fn main() {
     const MIB: Unit = (1048576.0, "MiB");
     let lengths_7b = [8192, 16384, 32768, 65536, 102400];
     flops_table("Llama-2-7B", &llama2_7b(), &lengths_7b, TFLOP);
+    paper_flops_table("Llama-2-7B", &llama2_7b(), &PAPER_FIGURE_CONTEXTS, TFLOP);
     memory_table("Llama-2-7B", &llama2_7b(), 8192, GIB);
     flops_table(
+        "built-in model",
+        &LlamaConfig::builtin(),
+        &[1024, 4096],
+        GFLOP,
+    );
+    paper_flops_table(
         "built-in model",
         &LlamaConfig::builtin(),
         &[1024, 4096],

@@ -22,7 +22,7 @@ extern "C" __global__ void grad_sum_squares_kernel(const GradSumSquaresParams p)
     squares = block_sum(squares);
     if (threadIdx.x == 0) atomicAdd(p.sum_squares, squares);
 }
-LONGLORA_EMU_ENTRY(grad_sum_squares_kernel, GradSumSquaresParams)
+LONGLORA_EMU_ENTRY(grad_sum_squares_kernel, GradSumSquaresParams, kBlockSumSharedBytes)
 
 extern "C" __global__ void adamw_kernel(const AdamwParams p) {
     const OptimTensor tensor = p.tensors[blockIdx.y];

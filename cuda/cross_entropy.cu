@@ -36,7 +36,7 @@ extern "C" __global__ void cross_entropy_forward_kernel(const CrossEntropyForwar
         p.loss[blockIdx.x] = lse - bf16_to_float(logits[target]);
     }
 }
-LONGLORA_EMU_ENTRY(cross_entropy_forward_kernel, CrossEntropyForwardParams)
+LONGLORA_EMU_ENTRY(cross_entropy_forward_kernel, CrossEntropyForwardParams, kBlockLogSumExpSharedBytes)
 
 extern "C" __global__ void cross_entropy_backward_kernel(const CrossEntropyBackwardParams p) {
     const int32_t target = p.targets[blockIdx.x];

@@ -30,8 +30,10 @@ __device__ void probe_mma(const ProbeParams& p, int lane) {
     for (int i = 0; i < 4; ++i) p.mma_f16_d[lane * 4 + i] = d[i];
 }
 
+constexpr unsigned kProbeSharedBytes = 32 * 8 * sizeof(uint16_t);  // 32 rows of 8 elements
+
 __device__ void probe_ldmatrix(const ProbeParams& p, int lane) {
-    __shared__ __align__(16) uint16_t tile[32 * 8];
+    __shared__ __align__(16) uint16_t tile[kProbeSharedBytes / sizeof(uint16_t)];
     cp_async_16(&tile[lane * 8], &p.ldmatrix_source[lane * 8]);
     cp_async_commit();
     cp_async_wait<0>();
@@ -67,4 +69,4 @@ extern "C" __global__ void __launch_bounds__(32) probe_kernel(const ProbeParams 
     probe_ldmatrix(p, lane);
     probe_shuffles(p, lane);
 }
-LONGLORA_EMU_ENTRY(probe_kernel, ProbeParams)
+LONGLORA_EMU_ENTRY(probe_kernel, ProbeParams, kProbeSharedBytes)

@@ -22,7 +22,7 @@ extern "C" __global__ void rmsnorm_forward_kernel(const RmsnormForwardParams p) 
     }
     if (threadIdx.x == 0) p.rstd[blockIdx.x] = rstd;
 }
-LONGLORA_EMU_ENTRY(rmsnorm_forward_kernel, RmsnormForwardParams)
+LONGLORA_EMU_ENTRY(rmsnorm_forward_kernel, RmsnormForwardParams, kBlockSumSharedBytes)
 
 // Each block strides over rows and sums its rows' dweight in shared memory, adding it to dweight once:
 // atomics per element drop from one per row to one per block. Thread t owns elements t, t + blockDim.x,
@@ -56,4 +56,4 @@ extern "C" __global__ void rmsnorm_backward_kernel(const RmsnormBackwardParams p
         for (unsigned i = threadIdx.x; i < p.dim; i += blockDim.x) atomicAdd(&p.dweight[i], dweight_partial[i]);
     }
 }
-LONGLORA_EMU_ENTRY(rmsnorm_backward_kernel, RmsnormBackwardParams)
+LONGLORA_EMU_ENTRY(rmsnorm_backward_kernel, RmsnormBackwardParams, kBlockSumSharedBytes)

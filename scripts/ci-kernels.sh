@@ -6,7 +6,9 @@
 #      shared-memory and spill report is printed into the log (LONGLORA_PTXAS_REPORT=1);
 #   3. runs the emulator tests against that build, so the fatbin-embedding path is exercised too;
 #   4. checks that src/kernels/params.rs is what bindgen generates from cuda/include/params.h
-#      (installs libclang and bindgen-cli on first use).
+#      (installs libclang and bindgen-cli on first use);
+#   5. prints the kernel report (scripts/kernel-report.sh: registers, spills, shared memory,
+#      occupancy and main-loop SASS of every kernel on sm_80 and sm_90), failing on any spill.
 # Call it from .ci/run as `bash scripts/ci-kernels.sh`. To share the nvcc build with later cargo
 # commands (and not rebuild the emulator without it), export NVCC first:
 #   export NVCC="$(scripts/install-nvcc.sh | tail -n1)"; bash scripts/ci-kernels.sh
@@ -34,4 +36,5 @@ fi
 LONGLORA_PTXAS_REPORT=1 cargo test --test emulator
 
 scripts/gen-params.sh --check
+bash scripts/kernel-report.sh
 echo "ci-kernels: all kernel checks passed"

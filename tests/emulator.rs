@@ -437,6 +437,11 @@ fn generated_params_match_the_c_layouts() {
         align_of::<LoraGradBParams>(),
     ));
     rust.push((
+        "PadRowsParams",
+        size_of::<params::PadRowsParams>(),
+        align_of::<params::PadRowsParams>(),
+    ));
+    rust.push((
         "ConvertParams",
         size_of::<params::ConvertParams>(),
         align_of::<params::ConvertParams>(),
@@ -561,6 +566,29 @@ fn without_a_gpu_the_cuda_backend_is_an_error_not_a_panic() {
             "built without CUDA kernels: run scripts/install-nvcc.sh and rebuild"
         );
     }
+}
+
+/// A device opened on one thread launches from another: the launch layer binds the GPU's context to
+/// the calling thread before it looks a kernel up or sets its attributes.
+fn check_launch_from_a_second_thread(device: &Device) {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| check_reduce_sum(device, 7, 3, 100, 64))
+            .join()
+            .unwrap();
+    });
+    check_reduce_sum(device, 8, 2, 50, 32);
+}
+
+#[test]
+fn kernels_launch_from_a_second_os_thread() {
+    check_launch_from_a_second_thread(&Device::emulator());
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_kernels_launch_from_a_second_os_thread() {
+    check_launch_from_a_second_thread(&Device::cuda(0).unwrap());
 }
 
 #[test]

@@ -13,7 +13,8 @@ use half::bf16;
 use longlora::kernels::{
     bf16_to_f32, cross_entropy_backward, cross_entropy_forward, embedding_backward,
     embedding_forward, f32_to_bf16, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
-    swiglu_backward, swiglu_forward, DeviceRopeTable,
+    swiglu_backward, swiglu_forward, without_shared_memory_opt_in, Device, DeviceRopeTable,
+    GpuTarget, KernelError,
 };
 use longlora::ops::cross_entropy::{self, IGNORE_INDEX};
 use longlora::ops::rope::RopeTable;
@@ -140,64 +141,123 @@ fn embedding_gathers_rows_and_scatter_adds_repeated_tokens() {
 fn rmsnorm_matches_reference_forward_and_backward() {
     // 19 rows: three blocks of the backward, each summing dweight over several rows.
     for (rows, dim) in [(5, 37), (19, 300)] {
-        let mut rng = Rng::new(5 + dim as u64);
-        let x = random_bf16(&mut rng, rows * dim, 2.0);
-        // f32 weights, as the kernels take them: not bf16 values.
-        let weight: Vec<f64> = from_f32(&to_f32(&random_vec(&mut rng, dim, 1.5)));
-        let dout = random_bf16(&mut rng, rows * dim, 1.0);
-        let dx0 = random_bf16(&mut rng, rows * dim, 1.0);
-        let dweight0 = random_bf16(&mut rng, dim, 1.0);
-        let eps = 1e-5;
-        let (mut out_ref, mut rstd_ref) = (vec![0.0; rows * dim], vec![0.0; rows]);
-        rmsnorm::rmsnorm_forward(&mut out_ref, &mut rstd_ref, &x, &weight, dim, eps);
-        let (mut dx_ref, mut dweight_ref) = (dx0.clone(), dweight0.clone());
-        rmsnorm::rmsnorm_backward(
-            &mut dx_ref,
-            Some(&mut dweight_ref),
-            &dout,
-            &x,
-            &weight,
-            &rstd_ref,
-            dim,
-        );
-
         for device in devices() {
-            let what = format!("rows {rows} dim {dim} on {}", device.name());
-            let x_d = device.upload(&to_bits(&x)).unwrap();
-            let w_d = device.upload(&to_f32(&weight)).unwrap();
-            let mut out = device.upload(&vec![BF16_NAN; rows * dim]).unwrap();
-            let mut rstd = device.upload(&vec![f32::NAN; rows]).unwrap();
-            rmsnorm_forward(&device, &mut out, &mut rstd, &x_d, &w_d, dim, eps as f32).unwrap();
-            let got = from_bits(&device.download(&out).unwrap());
-            assert_close(&format!("rmsnorm out, {what}"), &got, &out_ref, BF16_BAND);
-            let got = from_f32(&device.download(&rstd).unwrap());
-            assert_close(&format!("rmsnorm rstd, {what}"), &got, &rstd_ref, F32_BAND);
-
-            let dout_d = device.upload(&to_bits(&dout)).unwrap();
-            let mut dx = device.upload(&to_bits(&dx0)).unwrap();
-            let mut dweight = device.upload(&to_f32(&dweight0)).unwrap();
-            rmsnorm_backward(
-                &device,
-                &mut dx,
-                Some(&mut dweight),
-                &dout_d,
-                &x_d,
-                &w_d,
-                &rstd,
-                dim,
-            )
-            .unwrap();
-            let got = from_bits(&device.download(&dx).unwrap());
-            assert_close(&format!("rmsnorm dx, {what}"), &got, &dx_ref, BF16_BAND);
-            let got = from_f32(&device.download(&dweight).unwrap());
-            assert_close(
-                &format!("rmsnorm dweight, {what}"),
-                &got,
-                &dweight_ref,
-                F32_BAND,
-            );
+            check_rmsnorm(&device, rows, dim);
         }
     }
+}
+
+/// The backward's 128 B of static shared memory (block_sum) plus dim·4 B of dynamic cross 48 KB from
+/// dim 12257 on: the launch must opt in although the dynamic part alone is at most 48 KB up to 12288.
+#[test]
+fn rmsnorm_backward_opts_in_when_static_plus_dynamic_shared_memory_exceed_48_kb() {
+    for dim in [12257, 12288] {
+        for device in devices() {
+            check_rmsnorm(&device, 3, dim);
+        }
+    }
+}
+
+/// What the launch layer did before the fix (no opt-in while the dynamic part fits in 48 KB) is
+/// refused by the emulator, as by a GPU; 48 KB exactly needs no opt-in.
+#[test]
+fn emulator_refuses_rmsnorm_backward_without_the_opt_in_as_a_gpu_does() {
+    let device = Device::emulator();
+    let error =
+        without_shared_memory_opt_in(|| rmsnorm_backward_at(&device, 2, 12288)).unwrap_err();
+    match &error {
+        KernelError::Emulator { kernel, message } => {
+            assert_eq!(*kernel, "rmsnorm_backward_kernel");
+            assert!(message.contains("without opting in"), "{message}");
+        }
+        other => panic!("expected the emulator to refuse the launch, got {other:?}"),
+    }
+    without_shared_memory_opt_in(|| rmsnorm_backward_at(&device, 2, 12256)).unwrap();
+}
+
+/// 180 KB of shared memory: more than an A100's block may have, less than an H100's.
+#[test]
+fn rmsnorm_backward_beyond_an_a100_block_runs_only_on_the_h100_emulator() {
+    let dim = 45_000;
+    let error = rmsnorm_backward_at(&Device::emulator(), 2, dim).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("rmsnorm_backward_kernel: invalid shared memory"),
+        "{error}"
+    );
+    check_rmsnorm(&Device::emulator_for(GpuTarget::Sm90), 2, dim);
+}
+
+/// Runs the backward on `rows` rows of width `dim` (inputs of no interest) and returns its result.
+fn rmsnorm_backward_at(device: &Device, rows: usize, dim: usize) -> Result<(), KernelError> {
+    let bits = device.upload(&vec![0x3f80u16; rows * dim])?;
+    let weight = device.upload(&vec![1.0f32; dim])?;
+    let rstd = device.upload(&vec![1.0f32; rows])?;
+    let mut dx = device.upload(&vec![0u16; rows * dim])?;
+    let mut dweight = device.upload(&vec![0.0f32; dim])?;
+    let dweight = Some(&mut dweight);
+    rmsnorm_backward(device, &mut dx, dweight, &bits, &bits, &weight, &rstd, dim)
+}
+
+/// RMSNorm forward and backward on `device` against the f64 reference, outputs poisoned, gradients
+/// accumulated onto random values.
+fn check_rmsnorm(device: &Device, rows: usize, dim: usize) {
+    let mut rng = Rng::new(5 + dim as u64);
+    let x = random_bf16(&mut rng, rows * dim, 2.0);
+    // f32 weights, as the kernels take them: not bf16 values.
+    let weight: Vec<f64> = from_f32(&to_f32(&random_vec(&mut rng, dim, 1.5)));
+    let dout = random_bf16(&mut rng, rows * dim, 1.0);
+    let dx0 = random_bf16(&mut rng, rows * dim, 1.0);
+    let dweight0 = random_bf16(&mut rng, dim, 1.0);
+    let eps = 1e-5;
+    let (mut out_ref, mut rstd_ref) = (vec![0.0; rows * dim], vec![0.0; rows]);
+    rmsnorm::rmsnorm_forward(&mut out_ref, &mut rstd_ref, &x, &weight, dim, eps);
+    let (mut dx_ref, mut dweight_ref) = (dx0.clone(), dweight0.clone());
+    rmsnorm::rmsnorm_backward(
+        &mut dx_ref,
+        Some(&mut dweight_ref),
+        &dout,
+        &x,
+        &weight,
+        &rstd_ref,
+        dim,
+    );
+
+    let what = format!("rows {rows} dim {dim} on {}", device.name());
+    let x_d = device.upload(&to_bits(&x)).unwrap();
+    let w_d = device.upload(&to_f32(&weight)).unwrap();
+    let mut out = device.upload(&vec![BF16_NAN; rows * dim]).unwrap();
+    let mut rstd = device.upload(&vec![f32::NAN; rows]).unwrap();
+    rmsnorm_forward(device, &mut out, &mut rstd, &x_d, &w_d, dim, eps as f32).unwrap();
+    let got = from_bits(&device.download(&out).unwrap());
+    assert_close(&format!("rmsnorm out, {what}"), &got, &out_ref, BF16_BAND);
+    let got = from_f32(&device.download(&rstd).unwrap());
+    assert_close(&format!("rmsnorm rstd, {what}"), &got, &rstd_ref, F32_BAND);
+
+    let dout_d = device.upload(&to_bits(&dout)).unwrap();
+    let mut dx = device.upload(&to_bits(&dx0)).unwrap();
+    let mut dweight = device.upload(&to_f32(&dweight0)).unwrap();
+    rmsnorm_backward(
+        device,
+        &mut dx,
+        Some(&mut dweight),
+        &dout_d,
+        &x_d,
+        &w_d,
+        &rstd,
+        dim,
+    )
+    .unwrap();
+    let got = from_bits(&device.download(&dx).unwrap());
+    assert_close(&format!("rmsnorm dx, {what}"), &got, &dx_ref, BF16_BAND);
+    let got = from_f32(&device.download(&dweight).unwrap());
+    assert_close(
+        &format!("rmsnorm dweight, {what}"),
+        &got,
+        &dweight_ref,
+        F32_BAND,
+    );
 }
 
 #[test]
@@ -291,7 +351,7 @@ fn rmsnorm_reads_weights_below_bf16_spacing() {
 
 #[test]
 fn row_kernels_reject_mismatched_tensors_naming_them() {
-    let device = longlora::kernels::Device::emulator();
+    let device = Device::emulator();
     let bits = |n: usize| device.upload(&vec![0u16; n]).unwrap();
     let (x, weight) = (bits(12), device.upload(&[0f32; 5]).unwrap());
     let (mut out, mut rstd) = (bits(12), device.upload(&[0f32; 3]).unwrap());

@@ -95,7 +95,7 @@ fn linear_loss(lin: &Linear<Param<f64>>, x: &[f64], r: &[f64], m: usize) -> (f64
     let rank = lin.lora.as_ref().map_or(0, |l| l.rank);
     let mut y = vec![f64::NAN; m * lin.out_features()];
     let mut xa = vec![f64::NAN; m * rank];
-    linear_forward(&mut y, &mut xa, x, lin, m);
+    linear_forward(&mut y, &mut xa, x, lin, m, false);
     (dot(&y, r), xa)
 }
 
@@ -149,6 +149,21 @@ fn check_linear(m: usize, n_in: usize, n_out: usize, rank: usize, seed: u64) {
         assert_close("lora dA", &g.a.as_ref().unwrap().data, &da, TOL);
         assert_close("lora dB", &g.b.as_ref().unwrap().data, &db, TOL);
     }
+}
+
+#[test]
+fn linear_forward_with_accumulate_adds_the_product_to_its_output() {
+    let mut rng = Rng::new(23);
+    let (m, n_in, n_out) = (5, 7, 6);
+    let lin = lora_linear(&mut rng, n_in, n_out, 3);
+    let x = random_vec(&mut rng, m * n_in, 1.0);
+    let start = random_vec(&mut rng, m * n_out, 1.0);
+    let mut product = vec![f64::NAN; m * n_out];
+    linear_forward(&mut product, &mut vec![f64::NAN; m * 3], &x, &lin, m, false);
+    let mut sum = start.clone();
+    linear_forward(&mut sum, &mut vec![f64::NAN; m * 3], &x, &lin, m, true);
+    let want: Vec<f64> = start.iter().zip(&product).map(|(a, b)| a + b).collect();
+    assert_close("accumulated linear output", &sum, &want, 1e-14);
 }
 
 #[test]
@@ -231,10 +246,10 @@ fn swiglu_mlp_backward_matches_finite_differences() {
             vec![0.0; m * ff],
             vec![0.0; m * d],
         );
-        linear_forward(&mut g, &mut [], x, &gate_p, m);
-        linear_forward(&mut u, &mut [], x, &up_p, m);
+        linear_forward(&mut g, &mut [], x, &gate_p, m, false);
+        linear_forward(&mut u, &mut [], x, &up_p, m, false);
         swiglu_forward(&mut a, &g, &u);
-        linear_forward(&mut y, &mut [], &a, &down_p, m);
+        linear_forward(&mut y, &mut [], &a, &down_p, m, false);
         (dot(&y, &r), g, u, a)
     };
     let (_, g, u, a) = mlp(&x);

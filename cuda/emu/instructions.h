@@ -18,4 +18,7 @@ void ldmatrix(int matrices, bool trans, uint32_t* registers, const void* row);
 // cp.async of 16 bytes: the emulator copies at once, so commit and wait have nothing to do.
 void cp_async_16(void* shared_destination, const void* global_source);
 
+// cp.async of 16 bytes of which only the first `source_bytes` (0 to 16) are read; the rest are zeros.
+void cp_async_16_zero_fill(void* shared_destination, const void* global_source, uint32_t source_bytes);
+
 }  // namespace emu

@@ -22,6 +22,7 @@ constexpr Layout kLayouts[] = {
     LONGLORA_LAYOUT(LoraLinearParams),
     LONGLORA_LAYOUT(LoraGradAParams),
     LONGLORA_LAYOUT(LoraGradBParams),
+    LONGLORA_LAYOUT(PadRowsParams),
     LONGLORA_LAYOUT(ConvertParams),
     LONGLORA_LAYOUT(SwigluParams),
     LONGLORA_LAYOUT(SwigluBackwardParams),

@@ -250,6 +250,8 @@ bool run_block(Launch& launch) {
     return true;
 }
 
+// The launch limits of every GPU since sm_80: at most 1024 threads per block (z at most 64), grid x
+// below 2^31, y and z at most 65535.
 bool valid_config(const uint32_t grid[3], const uint32_t block[3], char* error, size_t error_len) {
     uint64_t threads = uint64_t{block[0]} * block[1] * block[2];
     if (threads == 0 || threads > kMaxBlockThreads || block[2] > 64) {
@@ -257,8 +259,40 @@ bool valid_config(const uint32_t grid[3], const uint32_t block[3], char* error, 
                       block[1], block[2], kMaxBlockThreads);
         return false;
     }
-    if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || grid[1] > 65535 || grid[2] > 65535) {
-        std::snprintf(error, error_len, "invalid grid (%u,%u,%u)", grid[0], grid[1], grid[2]);
+    if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || grid[0] > 0x7fffffffu || grid[1] > 65535 ||
+        grid[2] > 65535) {
+        std::snprintf(error, error_len, "invalid grid (%u,%u,%u): x 1 to 2^31 - 1, y and z 1 to 65535", grid[0],
+                      grid[1], grid[2]);
+        return false;
+    }
+    return true;
+}
+
+// What the driver checks of shared memory: without the opt-in attribute a launch gets 48 KB, static and
+// dynamic together; the attribute raises the dynamic limit to its value, which with the static part must
+// fit in a block's maximum (cuFuncSetAttribute fails otherwise).
+bool valid_shared_memory(const SharedMemory& shared, char* error, size_t error_len) {
+    constexpr uint32_t kDefaultBytes = 48 * 1024;
+    const uint64_t total = uint64_t{shared.static_bytes} + shared.dynamic_bytes;
+    if (shared.max_dynamic_bytes != 0 && uint64_t{shared.static_bytes} + shared.max_dynamic_bytes > shared.max_per_block) {
+        std::snprintf(error, error_len,
+                      "the opt-in limit of %u bytes of dynamic shared memory plus %u static exceeds the %u bytes a "
+                      "block may have: setting CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES would fail",
+                      shared.max_dynamic_bytes, shared.static_bytes, shared.max_per_block);
+        return false;
+    }
+    if (shared.max_dynamic_bytes == 0 && total > kDefaultBytes) {
+        std::snprintf(error, error_len,
+                      "%u bytes of static plus %u of dynamic shared memory exceed the %u a launch gets without "
+                      "opting in (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES was not set)",
+                      shared.static_bytes, shared.dynamic_bytes, kDefaultBytes);
+        return false;
+    }
+    if (shared.max_dynamic_bytes != 0 && shared.dynamic_bytes > shared.max_dynamic_bytes) {
+        std::snprintf(error, error_len,
+                      "%u bytes of dynamic shared memory exceed the opt-in limit of %u "
+                      "(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES)",
+                      shared.dynamic_bytes, shared.max_dynamic_bytes);
         return false;
     }
     return true;
@@ -368,10 +402,14 @@ void sync_block(Site site) {
 
 void* dynamic_shared() { return tl_launch->shared; }
 
+void requirement_failed(const char* what) { fail("requirement failed: %s", what); }
+
 int launch(KernelBody body, const void* params, const uint32_t grid[3], const uint32_t block[3],
-           uint32_t dynamic_shared_bytes, char* error, size_t error_len) {
+           SharedMemory shared, char* error, size_t error_len) {
     if (error_len > 0) error[0] = '\0';
     if (!valid_config(grid, block, error, error_len)) return 1;
+    if (!valid_shared_memory(shared, error, error_len)) return 1;
+    const uint32_t dynamic_shared_bytes = shared.dynamic_bytes;
     Launch launch = {};
     launch.body = body;
     launch.params = params;

@@ -7,13 +7,17 @@
 
 #include "kernel.h"
 
+// The static shared memory each reduction adds to a kernel that calls it (for LONGLORA_EMU_ENTRY).
+constexpr unsigned kBlockSumSharedBytes = 32 * sizeof(float);
+constexpr unsigned kBlockLogSumExpSharedBytes = 32 * 2 * sizeof(float);
+
 __device__ __forceinline__ float warp_sum(float value) {
     for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
     return value;
 }
 
 __device__ __forceinline__ float block_sum(float value) {
-    __shared__ float warp_totals[32];
+    __shared__ float warp_totals[kBlockSumSharedBytes / sizeof(float)];
     value = warp_sum(value);
     if (threadIdx.x % 32 == 0) warp_totals[threadIdx.x / 32] = value;
     __syncthreads();
@@ -28,6 +32,7 @@ struct LogSumExp {
     float max;
     float sum;
 };
+static_assert(sizeof(LogSumExp) * 32 == kBlockLogSumExpSharedBytes, "one running log-sum-exp per warp");
 
 __device__ __forceinline__ LogSumExp lse_add(LogSumExp a, LogSumExp b) {
     const float max = fmaxf(a.max, b.max);
@@ -36,7 +41,7 @@ __device__ __forceinline__ LogSumExp lse_add(LogSumExp a, LogSumExp b) {
 }
 
 __device__ __forceinline__ LogSumExp block_logsumexp(LogSumExp value) {
-    __shared__ LogSumExp warp_totals[32];
+    __shared__ LogSumExp warp_totals[kBlockLogSumExpSharedBytes / sizeof(LogSumExp)];
     for (int offset = 16; offset > 0; offset /= 2) {
         const LogSumExp other = {__shfl_xor_sync(0xffffffffu, value.max, offset),
                                  __shfl_xor_sync(0xffffffffu, value.sum, offset)};

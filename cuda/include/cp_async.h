@@ -17,6 +17,20 @@ __device__ __forceinline__ void cp_async_16(void* shared_destination, const void
 #endif
 }
 
+// The same copy reading only the first `source_bytes` (0 to 16) bytes of the source and writing zeros
+// for the rest (the src-size operand): tiles past a matrix's edge load as zeros in the same pipeline.
+// The source address must be valid and 16-byte aligned even when nothing is read.
+__device__ __forceinline__ void cp_async_16_zero_fill(void* shared_destination, const void* global_source,
+                                                      uint32_t source_bytes) {
+#if defined(LONGLORA_EMU)
+    emu::cp_async_16_zero_fill(shared_destination, global_source, source_bytes);
+#elif defined(__CUDA_ARCH__)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(shared_destination)),
+                 "l"(global_source), "r"(source_bytes)
+                 : "memory");
+#endif
+}
+
 __device__ __forceinline__ void cp_async_commit() {
 #if defined(__CUDA_ARCH__)
     asm volatile("cp.async.commit_group;\n" ::: "memory");

@@ -1,13 +1,13 @@
-// Block-level tiling for the m16n8k16 bf16 products: guarded copies of a matrix tile from global into
-// padded shared memory, and the ldmatrix addressing that turns such tiles into mma fragments.
+// Block-level tiling for the m16n8k16 bf16 products of the LoRA kernels: asynchronous copies of a
+// matrix tile from global into padded shared memory, with zeros past the matrix's edges, and the
+// ldmatrix addressing that turns such tiles into mma fragments.
 //
-// A shared tile is row-major with `stride` elements per row; strides of (columns + 8) keep every row
-// 16-byte aligned for ldmatrix and shift consecutive rows by 4 banks, so the 8 rows of one 8x8 matrix
-// hit different banks. Fragment helpers come in two forms, by how the tile stores the product's
-// reduction dimension k: "rows x k" tiles (k contiguous) use plain ldmatrix, "k x rows" tiles use .trans.
+// A shared tile is row-major with `stride` elements per row; strides of (columns + 8), with columns a
+// multiple of 8, keep every row 16-byte aligned for ldmatrix and shift consecutive rows by 4 banks
+// (mod 32), so the 8 rows of one 8x8 matrix hit different banks. Fragment helpers come in two forms,
+// by how the tile stores the product's reduction dimension k: "rows x k" tiles (k contiguous) use
+// plain ldmatrix, "k x rows" tiles use .trans.
 #pragma once
-
-#include <type_traits>
 
 #include "bf16.h"
 #include "cp_async.h"
@@ -16,34 +16,48 @@
 
 constexpr int kTilePad = 8;
 
-// Copies the ROWS x COLS tile at (row0, col0) of a row-major global matrix with `ld` elements per row
-// into `tile` as bf16, writing zeros at and beyond (row_end, col_end), so that partial tiles multiply
-// as if the matrix were padded with zeros. All threads of the block take part. A bf16 tile that lies
-// wholly inside the matrix on 16-byte boundaries moves in 16-byte cp.async copies (coalesced, and
-// through no registers), which the caller commits and awaits (cp_async.h) before its barrier; edge
-// tiles and f32 sources are stored element by element at once.
-template <int ROWS, int COLS, class T>
-__device__ __forceinline__ void load_tile(uint16_t* tile, int stride, const T* global, size_t ld, uint32_t row0,
-                                          uint32_t col0, uint32_t row_end, uint32_t col_end) {
+// Starts copying the ROWS x COLS tile at (row0, col0) of a row-major bf16 matrix into `tile`, every
+// element in a 16-byte cp.async copy, of which only the first rows_used x cols_used (cols_used a
+// multiple of 8) are touched. What lies at or beyond (row_end, col_end) reads nothing and lands as
+// zeros (the src-size operand), so a partial tile multiplies as if the matrix were padded with
+// zeros. The matrix's rows start on 16-byte boundaries: `matrix` is 16-byte aligned and its row
+// stride `ld` a multiple of 8. All kThreads threads of the block take part; the caller commits the
+// group and waits for it.
+template <int ROWS, int COLS, int kThreads>
+__device__ __forceinline__ void load_matrix_tile(uint16_t* tile, uint32_t stride, const uint16_t* matrix,
+                                                 uint32_t ld, uint32_t row0, uint32_t col0, uint32_t row_end,
+                                                 uint32_t col_end, uint32_t rows_used = ROWS,
+                                                 uint32_t cols_used = COLS) {
     static_assert(COLS % 8 == 0, "tiles are whole 16-byte chunks wide");
-    if constexpr (std::is_same_v<T, uint16_t>) {
-        const bool inside = row0 + ROWS <= row_end && col0 + COLS <= col_end;
-        const bool aligned =
-            ld % 8 == 0 && col0 % 8 == 0 && reinterpret_cast<uintptr_t>(global) % 16 == 0 && stride % 8 == 0;
-        if (inside && aligned) {
-            constexpr int kChunksPerRow = COLS / 8;
-            for (unsigned c = threadIdx.x; c < ROWS * kChunksPerRow; c += blockDim.x) {
-                const uint32_t r = c / kChunksPerRow, k = c % kChunksPerRow * 8;
-                cp_async_16(tile + r * stride + k, global + static_cast<size_t>(row0 + r) * ld + col0 + k);
-            }
-            return;
-        }
+    constexpr int kChunksPerRow = COLS / 8;
+    constexpr int kChunks = ROWS * kChunksPerRow;
+    LONGLORA_UNROLL
+    for (int i = 0; i < (kChunks + kThreads - 1) / kThreads; ++i) {
+        const unsigned chunk = threadIdx.x + i * kThreads;
+        const uint32_t r = chunk / kChunksPerRow, k = chunk % kChunksPerRow * 8;
+        if (chunk >= kChunks || r >= rows_used || k >= cols_used) continue;
+        const uint32_t row = row0 + r, col = col0 + k;
+        const bool inside = row < row_end && col < col_end;
+        const uint32_t bytes = !inside ? 0 : col_end - col >= 8 ? 16 : 2 * (col_end - col);
+        const uint16_t* source = inside ? matrix + static_cast<size_t>(row) * ld + col : matrix;
+        cp_async_16_zero_fill(tile + r * stride + k, source, bytes);
     }
-    for (unsigned i = threadIdx.x; i < ROWS * COLS; i += blockDim.x) {
-        const uint32_t r = i / COLS, c = i % COLS;
+}
+
+// Stores the ROWS x COLS tile at (row0, col0) of a row-major f32 matrix into `tile` as bf16 at once
+// (through registers: a conversion cp.async cannot do), zeros at and beyond (row_end, col_end).
+template <int ROWS, int COLS, int kThreads>
+__device__ __forceinline__ void convert_matrix_tile(uint16_t* tile, uint32_t stride, const float* matrix, uint32_t ld,
+                                                    uint32_t row0, uint32_t col0, uint32_t row_end,
+                                                    uint32_t col_end) {
+    static_assert(ROWS * COLS % kThreads == 0, "every thread converts as many elements");
+    LONGLORA_UNROLL
+    for (int i = 0; i < ROWS * COLS / kThreads; ++i) {
+        const unsigned element = threadIdx.x + i * kThreads;
+        const uint32_t r = element / COLS, c = element % COLS;
         const uint32_t row = row0 + r, col = col0 + c;
-        tile[r * stride + c] =
-            row < row_end && col < col_end ? to_bf16(global[static_cast<size_t>(row) * ld + col]) : uint16_t{0};
+        const bool inside = row < row_end && col < col_end;
+        tile[r * stride + c] = inside ? float_to_bf16(matrix[static_cast<size_t>(row) * ld + col]) : uint16_t{0};
     }
 }
 
@@ -81,12 +95,33 @@ __device__ __forceinline__ void load_b_fragments_trans(uint32_t b[2][2], const u
     b[0][0] = r[0], b[0][1] = r[1], b[1][0] = r[2], b[1][1] = r[3];
 }
 
-// The C fragments of two adjacent 16 x 8 f32 results, scaled and rounded to bf16, are the A fragment of
-// a product that reduces over those 16 columns: the result never leaves registers.
-__device__ __forceinline__ void accumulators_to_a_fragment(uint32_t a[4], const float c0[4], const float c1[4],
-                                                           float scale) {
-    a[0] = pack_bf16x2(scale * c0[0], scale * c0[1]);
-    a[1] = pack_bf16x2(scale * c0[2], scale * c0[3]);
-    a[2] = pack_bf16x2(scale * c1[0], scale * c1[1]);
-    a[3] = pack_bf16x2(scale * c1[2], scale * c1[3]);
+// The B fragments of two adjacent n-tiles at (n0, k0), from an n x k tile (kKMajor: k contiguous) or
+// a k x n tile.
+template <bool kKMajor>
+__device__ __forceinline__ void load_b_pair(uint32_t b[2][2], const uint16_t* tile, int stride, int n0, int k0) {
+    if (kKMajor) {
+        load_b_fragments(b, tile, stride, n0, k0);
+    } else {
+        load_b_fragments_trans(b, tile, stride, n0, k0);
+    }
+}
+
+// Two adjacent bf16 values as one 4-byte access (`address` 4-byte aligned). The emulator copies bytes,
+// which C++ allows where a uint32_t access to uint16_t storage would not.
+__device__ __forceinline__ uint32_t load_bf16_pair(const uint16_t* address) {
+#if defined(LONGLORA_EMU)
+    uint32_t pair;
+    memcpy(&pair, address, sizeof pair);
+    return pair;
+#else
+    return *reinterpret_cast<const uint32_t*>(address);
+#endif
+}
+
+__device__ __forceinline__ void store_bf16_pair(uint16_t* address, uint32_t pair) {
+#if defined(LONGLORA_EMU)
+    memcpy(address, &pair, sizeof pair);
+#else
+    *reinterpret_cast<uint32_t*>(address) = pair;
+#endif
 }

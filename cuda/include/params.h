@@ -61,7 +61,21 @@ typedef struct MmaLoopParams {
 } MmaLoopParams;
 
 /* ---- Fused LoRA linear (cuda/lora_linear.cu). Tensors are row-major bf16 (uint16_t bits) unless
- * marked f32; s = alpha / rank. ---- */
+ * marked f32; s = alpha / rank. Every bf16 operand row starts on a 16-byte boundary: its row stride
+ * (*_ld, in elements) is a multiple of LORA_ROW_ALIGN and its pointer 16-byte aligned (the launch
+ * functions pad rows that are not, and the kernels trap otherwise). ---- */
+
+/* The block of the linear kernels: LORA_BLOCK_ROWS x LORA_BLOCK_COLS outputs, LORA_THREADS threads
+ * (8 warps), the reduction in slices of LORA_BLOCK_REDUCE; of the weight-gradient kernels:
+ * LORA_GRAD_BLOCK x LORA_GRAD_BLOCK outputs, LORA_GRAD_THREADS threads. */
+#define LORA_BLOCK_ROWS 128
+#define LORA_BLOCK_COLS 128
+#define LORA_BLOCK_REDUCE 32
+#define LORA_THREADS 256
+#define LORA_GRAD_BLOCK 64
+#define LORA_GRAD_THREADS 128
+#define LORA_MAX_RANK 64
+#define LORA_ROW_ALIGN 8
 
 /* lora_linear_forward_kernel: output = input·Wᵀ + s·(input·Aᵀ)·Bᵀ and low = input·Aᵀ, with
  * input = x [rows][reduce], weight = W [cols][reduce], down = A [rank][reduce], up = B [cols][rank].
@@ -79,13 +93,17 @@ typedef struct LoraLinearParams {
     uint32_t rows;
     uint32_t reduce;
     uint32_t cols;
-    uint32_t rank; /* 0 to 64 */
+    uint32_t rank; /* 0 to LORA_MAX_RANK */
+    uint32_t input_ld;
+    uint32_t weight_ld;
+    uint32_t down_ld;
+    uint32_t up_ld;
     float scale;
     uint32_t accumulate; /* nonzero: output += the product, else output = the product */
 } LoraLinearParams;
 
 /* lora_grad_a_kernel: grad_a [rank][in_features] f32 += s·dy_bᵀ·x, with dy_b = dY·B [rows][rank] f32
- * and x [rows][in_features]. */
+ * and x [rows][in_features] (row stride x_ld). */
 typedef struct LoraGradAParams {
     const float* dy_b;
     const uint16_t* x;
@@ -93,11 +111,12 @@ typedef struct LoraGradAParams {
     uint32_t rows;
     uint32_t in_features;
     uint32_t rank;
+    uint32_t x_ld;
     float scale;
 } LoraGradAParams;
 
-/* lora_grad_b_kernel: grad_b [out_features][rank] f32 += s·dyᵀ·xa, with dy [rows][out_features] and
- * xa = x·Aᵀ [rows][rank] f32. */
+/* lora_grad_b_kernel: grad_b [out_features][rank] f32 += s·dyᵀ·xa, with dy [rows][out_features] (row
+ * stride dy_ld) and xa = x·Aᵀ [rows][rank] f32. */
 typedef struct LoraGradBParams {
     const uint16_t* dy;
     const float* xa;
@@ -105,8 +124,19 @@ typedef struct LoraGradBParams {
     uint32_t rows;
     uint32_t out_features;
     uint32_t rank;
+    uint32_t dy_ld;
     float scale;
 } LoraGradBParams;
+
+/* pad_rows_kernel (cuda/pad_rows.cu): destination [rows][ld] = source [rows][cols] with zeros in columns
+ * cols..ld, so that every row starts on a 16-byte boundary for the LoRA kernels. */
+typedef struct PadRowsParams {
+    const uint16_t* source;
+    uint16_t* destination;
+    uint32_t rows;
+    uint32_t cols;
+    uint32_t ld;
+} PadRowsParams;
 
 /* ---- Elementwise and per-row kernels of a Llama training step (cuda/convert.cu, swiglu.cu, rope.cu,
  * embedding.cu, rmsnorm.cu, cross_entropy.cu). Activations and their gradients are bf16 (uint16_t

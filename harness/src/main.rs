@@ -8,9 +8,12 @@ mod eval_cmd;
 mod finetune;
 mod merge;
 mod passkey_cmd;
+mod passkey_corpus;
+mod plot;
 mod pretrain;
 mod progress;
 mod tokenize;
+mod train_tokenizer;
 mod training_data;
 mod training_loop;
 
@@ -44,6 +47,14 @@ enum Command {
     /// Fold a fine-tune's LoRA adapter, trained embeddings and norms into the base model and write
     /// a Hugging Face directory with the extended context in config.json.
     Merge(merge::MergeArgs),
+    /// Draw PNG charts: training loss, perplexity against context, passkey accuracy against
+    /// length, and the LongLoRA paper's FLOPs figure.
+    Plot(plot::PlotArgs),
+    /// Train a Llama-2-like BPE tokenizer with byte fallback on text, for `pretrain --tokenizer`.
+    TrainTokenizer(train_tokenizer::TrainTokenizerArgs),
+    /// Write passkey-style training documents (the test's template, keys from another random
+    /// stream than the test's), one .txt each, to mix into pretrain or finetune data.
+    PasskeyCorpus(passkey_corpus::PasskeyCorpusArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +67,9 @@ fn main() -> ExitCode {
         Command::Pretrain(args) => pretrain::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Plot(args) => plot::run(args),
+        Command::TrainTokenizer(args) => train_tokenizer::run(args),
+        Command::PasskeyCorpus(args) => passkey_corpus::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

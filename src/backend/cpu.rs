@@ -192,14 +192,7 @@ impl<T: Float> Backend for Cpu<'_, T> {
         accumulate: bool,
     ) -> Result<()> {
         let xa = xa.map_or(&mut [][..], |xa| xa.as_mut_slice());
-        let lin = self.weights.linear(id);
-        if accumulate {
-            let mut product = vec![T::zero(); y.len()];
-            linear_forward(&mut product, xa, x, lin, rows);
-            y.iter_mut().zip(&product).for_each(|(y, &p)| *y += p);
-        } else {
-            linear_forward(y, xa, x, lin, rows);
-        }
+        linear_forward(y, xa, x, self.weights.linear(id), rows, accumulate);
         Ok(())
     }
 

@@ -8,8 +8,8 @@ use crate::backend::device_weights::{
 use crate::backend::{Backend, BatchShape, Buffers};
 use crate::error::{Error, Result};
 use crate::kernels::{
-    self, AttentionHeads, BackwardOptions, Buffer, Device, DeviceRopeTable, LinearShape,
-    LoraAdapter, LoraBackward, Sequences,
+    self, AttentionHeads, BackwardOptions, Buffer, Device, DeviceRopeTable, LinearScratch,
+    LinearShape, LoraAdapter, LoraBackward, Sequences,
 };
 use crate::model::config::LlamaConfig;
 use crate::model::ids::{LinearId, NormId, ParamId};
@@ -41,8 +41,8 @@ pub struct Kernels {
     config: LlamaConfig,
     weights: DeviceWeights,
     grads: DeviceGrads,
-    /// Scratch of the adapters' backward (`dY·B`) and of the loss (per-row losses).
-    dy_b: Option<Buffer<f32>>,
+    /// Scratch of the linear kernels and of the loss (per-row losses).
+    linear_scratch: LinearScratch,
     row_loss: Option<Buffer<f32>>,
 }
 
@@ -74,7 +74,7 @@ impl Kernels {
             grads: zero_grads(&device, &model.weights, trainable)?,
             config: model.config.clone(),
             device,
-            dy_b: None,
+            linear_scratch: LinearScratch::default(),
             row_loss: None,
         })
     }
@@ -287,12 +287,10 @@ impl Backend for Kernels {
             _ => None,
         };
         let (device, weight) = (&self.device, lin.weight.bf16());
-        if accumulate {
-            kernels::lora_linear_forward_accumulate(device, shape, x, weight, lora, y)?;
-        } else {
-            kernels::lora_linear_forward(device, shape, x, weight, lora, y)?;
-        }
-        Ok(())
+        let scratch = &mut self.linear_scratch;
+        Ok(kernels::linear_forward(
+            device, shape, x, weight, lora, y, accumulate, scratch,
+        )?)
     }
 
     fn linear_backward(
@@ -309,7 +307,7 @@ impl Backend for Kernels {
             device,
             weights,
             grads,
-            dy_b,
+            linear_scratch,
             ..
         } = self;
         let (lin, grad) = (weights.linear(id), grads.linear_mut(id));
@@ -327,7 +325,6 @@ impl Backend for Kernels {
                         scale: l.scale(),
                     },
                     xa,
-                    dy_b: scratch(device, dy_b, rows * l.rank)?,
                     grad_a: g.a.as_mut().ok_or_else(|| frozen("lora_A"))?,
                     grad_b: g.b.as_mut().ok_or_else(|| frozen("lora_B"))?,
                 })
@@ -335,8 +332,15 @@ impl Backend for Kernels {
             _ => None,
         };
         let weight = lin.weight.bf16();
-        Ok(kernels::lora_linear_backward(
-            device, shape, dy, x, weight, lora, dx,
+        Ok(kernels::linear_backward(
+            device,
+            shape,
+            dy,
+            x,
+            weight,
+            lora,
+            dx,
+            linear_scratch,
         )?)
     }
 

@@ -74,3 +74,41 @@ pub fn train_step_flops(
     let attention = 3.5 * attention_forward_flops(&shape, mask) * cfg.num_hidden_layers as f64;
     passes * 2.0 * matmul_params(cfg) * tokens + attention
 }
+
+/// The contexts of the LongLoRA paper's FLOPs figure (Llama-2-7B).
+pub const PAPER_FIGURE_CONTEXTS: [usize; 4] = [8192, 16384, 32768, 65536];
+
+/// Forward FLOPs of one sequence in the LongLoRA paper's convention (its FLOPs figure and the
+/// abstract's "16x"), split into attention and the rest.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PaperFlops {
+    /// Both N×N products of every layer, no causal halving.
+    pub attention: f64,
+    /// Everything else: 2 per parameter per token, the input embedding (a gather) excluded.
+    pub other: f64,
+}
+
+impl PaperFlops {
+    pub fn total(&self) -> f64 {
+        self.attention + self.other
+    }
+
+    /// The attention's part of the total, in [0, 1].
+    pub fn attention_share(&self) -> f64 {
+        self.attention / self.total()
+    }
+}
+
+/// Forward FLOPs of one sequence of `seq_len` tokens as the LongLoRA paper counts them: attention
+/// `4·N·G·d_model` per layer with groups of `G = group_ratio · N` (1 for full attention, giving
+/// `4·N²·d_model`; S²-Attn's default 1/4 gives a quarter of it), and `2·P·N` for the rest, where P
+/// is every parameter except the input embedding. Unlike [`train_step_flops`], no causal halving
+/// and no exact mask count: this is the paper's figure, for comparing with it.
+pub fn paper_forward_flops(cfg: &LlamaConfig, seq_len: usize, group_ratio: f64) -> PaperFlops {
+    let n = seq_len as f64;
+    let group = group_ratio * n;
+    PaperFlops {
+        attention: 4.0 * n * group * cfg.hidden_size as f64 * cfg.num_hidden_layers as f64,
+        other: 2.0 * matmul_params(cfg) * n,
+    }
+}

@@ -1,7 +1,8 @@
-//! Data: the byte vocabulary, text files, the built-in synthetic corpus, tokenizers, token files,
-//! SFT records, and the batches training reads.
+//! Data: the byte vocabulary, text files, the built-in synthetic corpus, tokenizers (and training
+//! one), token files, SFT records, and the batches training reads.
 
 pub mod batches;
+pub mod bpe_training;
 pub mod sft;
 pub mod synthetic;
 pub mod text;

@@ -33,3 +33,15 @@ pub fn text_files(path: &Path) -> Result<Vec<PathBuf>> {
     }
     Ok(files)
 }
+
+/// The contents `bytes` of the file at `path` as text, or an error naming the file and the first
+/// invalid byte; `why` says what needs UTF-8.
+pub fn utf8_text(path: &Path, bytes: Vec<u8>, why: &str) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| Error::BadFile {
+        path: path.to_path_buf(),
+        message: format!(
+            "not UTF-8 (invalid byte at offset {}); {why}",
+            e.utf8_error().valid_up_to()
+        ),
+    })
+}

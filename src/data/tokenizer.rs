@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
+use crate::data::text::utf8_text;
 use crate::data::{BYTE_BOS, BYTE_EOS, BYTE_VOCAB};
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
@@ -147,13 +148,7 @@ impl Tokenizer {
         match self {
             Tokenizer::Bytes => Ok(bytes.into_iter().map(u32::from).collect()),
             Tokenizer::HuggingFace { .. } => {
-                let text = String::from_utf8(bytes).map_err(|e| Error::BadFile {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "not UTF-8 (invalid byte at offset {}); tokenizer.json tokenizes text",
-                        e.utf8_error().valid_up_to()
-                    ),
-                })?;
+                let text = utf8_text(path, bytes, "tokenizer.json tokenizes text")?;
                 self.encode(&text)
             }
         }

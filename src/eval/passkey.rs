@@ -104,6 +104,16 @@ pub fn build_prompt(
     passkey: u32,
     depth: f64,
 ) -> Result<PasskeyPrompt> {
+    fit_prompt(encode, length, passkey, depth).map(|(_, prompt)| prompt)
+}
+
+/// [`build_prompt`] with the number of filler characters that fills the length.
+fn fit_prompt(
+    encode: &dyn Fn(&str) -> Result<Vec<u32>>,
+    length: usize,
+    passkey: u32,
+    depth: f64,
+) -> Result<(usize, PasskeyPrompt)> {
     if !(0.0..=1.0).contains(&depth) {
         return Err(Error::option(
             "depth",
@@ -134,7 +144,20 @@ pub fn build_prompt(
             too_long = mid;
         }
     }
-    Ok(best)
+    Ok((fits, best))
+}
+
+/// A training document in the test's exact template: the prompt [`build_prompt`] makes for
+/// `case` followed by its answer, so it encodes to that prompt's tokens (at most `case.length`).
+/// `encode` is the tokenizer as training data goes through it (no BOS: documents are joined by
+/// EOS). Mixed into pre-training or fine-tuning data, such documents teach the task.
+pub fn passkey_document(
+    encode: &dyn Fn(&str) -> Result<Vec<u32>>,
+    case: &PasskeyCase,
+) -> Result<String> {
+    let (filler_chars, _) = fit_prompt(encode, case.length, case.passkey, case.depth)?;
+    let prompt = prompt_text(filler_chars, case.depth, case.passkey);
+    Ok(format!("{prompt} {}", case.passkey))
 }
 
 /// Whether greedy decoding after the prompt would produce the answer: `logits` are the
@@ -212,6 +235,58 @@ pub struct PasskeyPlan {
     pub seed: u64,
 }
 
+/// One key hidden at one depth in a prompt or document of at most `length` tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PasskeyCase {
+    pub length: usize,
+    pub passkey: u32,
+    pub depth: f64,
+}
+
+/// The random stream of the test's keys and depths (from its seed).
+const TEST_STREAM: u64 = 0x7061_7373;
+/// The random stream of training documents' keys and depths: another stream than the test's, so
+/// that for any seeds a document repeats a test case only by chance.
+const CORPUS_STREAM: u64 = 0x636f_7270;
+
+/// A uniform key, then a uniform depth unless the depth is fixed.
+fn draw_case(rng: &mut Rng, length: usize, depth: Option<f64>) -> PasskeyCase {
+    let passkey = 1 + rng.below(MAX_PASSKEY as usize) as u32;
+    let depth = depth.unwrap_or_else(|| rng.uniform());
+    PasskeyCase {
+        length,
+        passkey,
+        depth,
+    }
+}
+
+/// The cases [`run_passkey`] tests, in its order: per length, per depth (one slot of random depths
+/// when none are fixed), `trials` each.
+pub fn test_cases(plan: &PasskeyPlan) -> Vec<PasskeyCase> {
+    let mut rng = Rng::derive(plan.seed, TEST_STREAM);
+    let depths: Vec<Option<f64>> = match plan.depths.is_empty() {
+        true => vec![None],
+        false => plan.depths.iter().copied().map(Some).collect(),
+    };
+    let mut cases = Vec::new();
+    for &length in &plan.lengths {
+        for &depth in &depths {
+            cases.extend((0..plan.trials).map(|_| draw_case(&mut rng, length, depth)));
+        }
+    }
+    cases
+}
+
+/// `count` training cases per length with uniform keys and depths, from the corpus's stream.
+pub fn corpus_cases(lengths: &[usize], count: usize, seed: u64) -> Vec<PasskeyCase> {
+    let mut rng = Rng::derive(seed, CORPUS_STREAM);
+    lengths
+        .iter()
+        .flat_map(|&length| vec![length; count])
+        .map(|length| draw_case(&mut rng, length, None))
+        .collect()
+}
+
 /// Runs the plan. `logits_of(tokens)` runs the model over `tokens` and returns its `[len][vocab]`
 /// logits; `on_trial(done, total)` reports progress.
 pub fn run_passkey(
@@ -228,21 +303,20 @@ pub fn run_passkey(
         ));
     }
     let depth_count = plan.depths.len().max(1);
-    let total = plan.lengths.len() * depth_count * plan.trials;
-    let mut rng = Rng::derive(plan.seed, 0x7061_7373);
+    let cases = test_cases(plan);
+    let total = cases.len();
     let mut done = 0;
     let mut results = Vec::with_capacity(plan.lengths.len());
-    for &length in &plan.lengths {
+    for (&length, length_cases) in plan
+        .lengths
+        .iter()
+        .zip(cases.chunks(depth_count * plan.trials))
+    {
         let mut per_depth = vec![Vec::with_capacity(plan.trials); depth_count];
         let mut max_prompt_tokens = 0;
-        for (d, outcomes) in per_depth.iter_mut().enumerate() {
-            for _ in 0..plan.trials {
-                let passkey = 1 + rng.below(MAX_PASSKEY as usize) as u32;
-                let depth = match plan.depths.get(d) {
-                    Some(&depth) => depth,
-                    None => rng.uniform(),
-                };
-                let prompt = build_prompt(encode, length, passkey, depth)?;
+        for (outcomes, depth_cases) in per_depth.iter_mut().zip(length_cases.chunks(plan.trials)) {
+            for case in depth_cases {
+                let prompt = build_prompt(encode, length, case.passkey, case.depth)?;
                 max_prompt_tokens = max_prompt_tokens.max(prompt.tokens.len());
                 let inputs = &prompt.tokens[..prompt.tokens.len() - 1];
                 let logits = logits_of(inputs)?;

@@ -2,7 +2,11 @@
 //! memory" is ordinary host memory.
 
 use super::cuda::{DeviceSlice, Gpu};
-use super::{check_len, emu, Kernel, KernelError, LaunchConfig, Result};
+use super::emu::SharedMemoryLimits;
+use super::{
+    check_len, emu, note_launch, shared_memory_opt_in, GpuTarget, Kernel, KernelError,
+    LaunchConfig, Result,
+};
 
 mod sealed {
     pub trait Sealed {}
@@ -34,7 +38,8 @@ impl Element for super::params::OptimTensor {}
 pub struct Device(Backend);
 
 enum Backend {
-    Emulator,
+    /// Refusing what a GPU of this generation refuses.
+    Emulator(GpuTarget),
     Cuda(Gpu),
 }
 
@@ -48,9 +53,15 @@ enum Storage<T: Element> {
 }
 
 impl Device {
-    /// The CPU emulator: slow, for tests.
+    /// The CPU emulator: slow, for tests. It refuses launches that an A100 (sm_80) would refuse, the
+    /// smaller of the targets (163 KB of shared memory per block), so that what passes here runs on both.
     pub fn emulator() -> Device {
-        Device(Backend::Emulator)
+        Device::emulator_for(GpuTarget::Sm80)
+    }
+
+    /// The CPU emulator, refusing what a GPU of `target` would.
+    pub fn emulator_for(target: GpuTarget) -> Device {
+        Device(Backend::Emulator(target))
     }
 
     /// CUDA GPU number `ordinal`. Fails with a clear error when the library was built without the
@@ -67,19 +78,19 @@ impl Device {
     /// "CPU emulator", or the GPU's name.
     pub fn name(&self) -> &str {
         match &self.0 {
-            Backend::Emulator => "CPU emulator",
+            Backend::Emulator(_) => "CPU emulator",
             Backend::Cuda(gpu) => gpu.name(),
         }
     }
 
     pub fn is_emulator(&self) -> bool {
-        matches!(self.0, Backend::Emulator)
+        matches!(self.0, Backend::Emulator(_))
     }
 
     /// Copies `data` to the device.
     pub fn upload<T: Element>(&self, data: &[T]) -> Result<Buffer<T>> {
         Ok(Buffer(match &self.0 {
-            Backend::Emulator => Storage::Host(data.to_vec()),
+            Backend::Emulator(_) => Storage::Host(data.to_vec()),
             Backend::Cuda(gpu) => Storage::Cuda(gpu.upload(data)?),
         }))
     }
@@ -87,8 +98,23 @@ impl Device {
     /// A buffer of `len` zeros.
     pub fn zeros<T: Element>(&self, len: usize) -> Result<Buffer<T>> {
         Ok(Buffer(match &self.0 {
-            Backend::Emulator => Storage::Host(vec![T::default(); len]),
+            Backend::Emulator(_) => Storage::Host(vec![T::default(); len]),
             Backend::Cuda(gpu) => Storage::Cuda(gpu.zeros(len)?),
+        }))
+    }
+
+    /// A buffer of `len` elements whose contents are unspecified until written, for scratch that
+    /// kernels overwrite in full (no zeroing pass). The emulator fills it with all-ones bytes (NaN in
+    /// every float format), so that a kernel reading it before writing shows in the results.
+    pub fn scratch<T: Element>(&self, len: usize) -> Result<Buffer<T>> {
+        Ok(Buffer(match &self.0 {
+            Backend::Emulator(_) => {
+                let mut data = vec![T::default(); len];
+                // SAFETY: every Element is integers, floats or raw pointers, valid for any bits.
+                unsafe { std::ptr::write_bytes(data.as_mut_ptr(), 0xff, len) };
+                Storage::Host(data)
+            }
+            Backend::Cuda(gpu) => Storage::Cuda(gpu.uninitialized(len)?),
         }))
     }
 
@@ -96,7 +122,7 @@ impl Device {
     pub fn write<T: Element>(&self, buffer: &mut Buffer<T>, data: &[T]) -> Result<()> {
         check_len("write", "buffer", buffer, data.len())?;
         match (&self.0, &mut buffer.0) {
-            (Backend::Emulator, Storage::Host(dst)) => {
+            (Backend::Emulator(_), Storage::Host(dst)) => {
                 dst.copy_from_slice(data);
                 Ok(())
             }
@@ -108,7 +134,7 @@ impl Device {
     /// Sets every element of `buffer` to zero.
     pub fn fill_zeros<T: Element>(&self, buffer: &mut Buffer<T>) -> Result<()> {
         match (&self.0, &mut buffer.0) {
-            (Backend::Emulator, Storage::Host(data)) => {
+            (Backend::Emulator(_), Storage::Host(data)) => {
                 data.fill(T::default());
                 Ok(())
             }
@@ -121,7 +147,7 @@ impl Device {
     pub fn copy<T: Element>(&self, src: &Buffer<T>, dst: &mut Buffer<T>) -> Result<()> {
         check_len("copy", "destination", dst, src.len())?;
         match (&self.0, &src.0, &mut dst.0) {
-            (Backend::Emulator, Storage::Host(from), Storage::Host(to)) => {
+            (Backend::Emulator(_), Storage::Host(from), Storage::Host(to)) => {
                 to.copy_from_slice(from);
                 Ok(())
             }
@@ -133,7 +159,7 @@ impl Device {
     /// Copies `buffer` back to the host, after every kernel launched before has finished.
     pub fn download<T: Element>(&self, buffer: &Buffer<T>) -> Result<Vec<T>> {
         match (&self.0, &buffer.0) {
-            (Backend::Emulator, Storage::Host(data)) => Ok(data.clone()),
+            (Backend::Emulator(_), Storage::Host(data)) => Ok(data.clone()),
             (Backend::Cuda(gpu), Storage::Cuda(slice)) => gpu.download(slice),
             _ => Err(self.wrong_device("download", buffer)),
         }
@@ -147,11 +173,31 @@ impl Device {
         params: &P,
     ) -> Result<()> {
         match &self.0 {
-            Backend::Emulator => emu::launch(kernel.name, kernel.emulator, config, params),
+            Backend::Emulator(target) => {
+                let static_bytes = emu::static_shared_bytes(kernel.emulator);
+                let max_per_block = target.max_shared_per_block();
+                let dynamic_bytes = config.dynamic_shared_bytes;
+                let max_dynamic_bytes =
+                    shared_memory_opt_in(kernel.name, static_bytes, dynamic_bytes, max_per_block)?;
+                note_launch(kernel.name, config, static_bytes, max_dynamic_bytes);
+                let limits = SharedMemoryLimits {
+                    max_dynamic_bytes,
+                    max_per_block,
+                };
+                emu::launch(kernel.name, kernel.emulator, config, limits, params)
+            }
             Backend::Cuda(_) if !kernel.on_gpu => Err(KernelError::EmulatorOnly {
                 kernel: kernel.name,
             }),
             Backend::Cuda(gpu) => gpu.launch(kernel.name, config, params),
+        }
+    }
+
+    /// The GPU, when this device is one.
+    pub(crate) fn gpu(&self) -> Option<&Gpu> {
+        match &self.0 {
+            Backend::Cuda(gpu) => Some(gpu),
+            Backend::Emulator(_) => None,
         }
     }
 
@@ -162,7 +208,7 @@ impl Device {
         what: &'static str,
     ) -> Result<*const T> {
         match (&self.0, &buffer.0) {
-            (Backend::Emulator, Storage::Host(data)) => Ok(data.as_ptr()),
+            (Backend::Emulator(_), Storage::Host(data)) => Ok(data.as_ptr()),
             (Backend::Cuda(gpu), Storage::Cuda(slice)) => Ok(gpu.address(slice) as *const T),
             _ => Err(self.wrong_device(what, buffer)),
         }
@@ -175,7 +221,7 @@ impl Device {
         what: &'static str,
     ) -> Result<*mut T> {
         match (&self.0, &mut buffer.0) {
-            (Backend::Emulator, Storage::Host(data)) => Ok(data.as_mut_ptr()),
+            (Backend::Emulator(_), Storage::Host(data)) => Ok(data.as_mut_ptr()),
             (Backend::Cuda(gpu), Storage::Cuda(slice)) => Ok(gpu.address(slice) as *mut T),
             _ => Err(self.wrong_device(what, buffer)),
         }

@@ -1,20 +1,54 @@
 //! The CPU emulator's side of the FFI: one C entry point per kernel (exported by
 //! `LONGLORA_EMU_ENTRY` in each kernel file), which runs the whole grid on the calling thread and
-//! returns an error message when a barrier or warp collective diverged.
+//! returns an error message when a barrier or warp collective diverged or the launch is one a GPU
+//! would refuse.
 
 use std::ffi::{c_char, c_int, CStr};
 
 use super::{KernelError, LaunchConfig, Result};
 
-/// The signature `LONGLORA_EMU_ENTRY` (cuda/emu/launch.h) gives every kernel's entry point.
+/// The signature `LONGLORA_EMU_ENTRY` (cuda/emu/launch.h) gives every kernel's entry point. With
+/// null params it only writes the kernel's static shared memory.
 pub(crate) type Entry<P> = unsafe extern "C" fn(
     params: *const P,
     grid: *const u32,
     block: *const u32,
     dynamic_shared_bytes: u32,
+    max_dynamic_shared_bytes: u32,
+    max_shared_per_block: u32,
+    static_shared_bytes: *mut u32,
     error: *mut c_char,
     error_len: usize,
 ) -> c_int;
+
+/// The static shared memory the kernel of `entry` declares.
+pub(crate) fn static_shared_bytes<P>(entry: Entry<P>) -> u32 {
+    let mut bytes = 0;
+    let mut error = [0 as c_char; 1];
+    // SAFETY: with null params the entry point only writes `bytes`.
+    unsafe {
+        entry(
+            std::ptr::null(),
+            [0; 3].as_ptr(),
+            [0; 3].as_ptr(),
+            0,
+            0,
+            0,
+            &mut bytes,
+            error.as_mut_ptr(),
+            error.len(),
+        )
+    };
+    bytes
+}
+
+/// The shared memory of one launch as the driver would see it: the opt-in limit the launch layer
+/// set (None: not set) and the target's per-block maximum.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SharedMemoryLimits {
+    pub(crate) max_dynamic_bytes: Option<u32>,
+    pub(crate) max_per_block: u32,
+}
 
 extern "C" {
     fn longlora_emu_param_layout(
@@ -29,9 +63,11 @@ pub(crate) fn launch<P>(
     name: &'static str,
     entry: Entry<P>,
     config: LaunchConfig,
+    limits: SharedMemoryLimits,
     params: &P,
 ) -> Result<()> {
     let mut error = [0 as c_char; 1024];
+    let mut static_bytes = 0;
     // SAFETY: `entry` is the entry point compiled for P's kernel; `params` points into buffers that the
     // launch function borrowed from the caller for the whole (synchronous) launch.
     let status = unsafe {
@@ -40,6 +76,9 @@ pub(crate) fn launch<P>(
             config.grid.as_ptr(),
             config.block.as_ptr(),
             config.dynamic_shared_bytes,
+            limits.max_dynamic_bytes.unwrap_or(0),
+            limits.max_per_block,
+            &mut static_bytes,
             error.as_mut_ptr(),
             error.len(),
         )

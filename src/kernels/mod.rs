@@ -15,6 +15,9 @@ macro_rules! kernels {
                 grid: *const u32,
                 block: *const u32,
                 dynamic_shared_bytes: u32,
+                max_dynamic_shared_bytes: u32,
+                max_shared_per_block: u32,
+                static_shared_bytes: *mut u32,
                 error: *mut std::ffi::c_char,
                 error_len: usize,
             ) -> std::ffi::c_int;)*
@@ -33,12 +36,16 @@ macro_rules! kernels {
     };
 }
 
+mod aligned;
 mod attention;
+mod cublas;
 mod cuda;
 mod device;
 mod divergent_barrier;
 mod elementwise;
 pub mod emu;
+mod launch;
+mod linear;
 mod lora;
 mod mma_loop;
 mod optim;
@@ -59,9 +66,13 @@ pub use elementwise::{
     embedding_forward, f32_to_bf16, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
     swiglu_backward, swiglu_forward, DeviceRopeTable,
 };
+pub(crate) use launch::{note_launch, shared_memory_opt_in, LaunchConfig};
+pub use launch::{record_launches, without_shared_memory_opt_in, GpuTarget, LaunchRecord};
+pub use linear::{linear_backward, linear_forward};
 pub use lora::{
     lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
-    lora_linear_forward_x_tile_loads, LinearShape, LoraAdapter, LoraBackward, MAX_LORA_RANK,
+    lora_linear_forward_x_tile_loads, LinearScratch, LinearShape, LoraAdapter, LoraBackward,
+    MAX_LORA_RANK,
 };
 pub use mma_loop::mma_loop;
 pub use optim::{adamw_step, clip_coefficient, grad_norm, AdamwTensor};
@@ -102,20 +113,17 @@ pub enum KernelError {
     #[error("no CUDA driver found (libcuda could not be loaded)")]
     NoDriver,
 
+    #[error(
+        "no cuBLAS library found (libcublas could not be loaded): the plain GEMMs on a GPU need it"
+    )]
+    NoCublas,
+
     #[error("CUDA {what}: {message}")]
     Cuda { what: String, message: String },
 }
 
 /// The result type of this module.
 pub type Result<T, E = KernelError> = std::result::Result<T, E>;
-
-/// Grid and block shape and dynamic shared memory of one launch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LaunchConfig {
-    pub(crate) grid: [u32; 3],
-    pub(crate) block: [u32; 3],
-    pub(crate) dynamic_shared_bytes: u32,
-}
 
 /// A kernel as both backends know it: its name in the fatbin and its emulator entry point.
 pub(crate) struct Kernel<P> {

@@ -49,3 +49,69 @@ pub fn reduce_sum(
     };
     device.launch(&KERNEL, config, &params)
 }
+
+/// The emulator's own launch checks, below the launch layer's (which refuses some of these first).
+#[cfg(test)]
+mod tests {
+    use super::super::emu::{self, SharedMemoryLimits};
+    use super::*;
+
+    /// Launches reduce_sum (one row of 32 values, 4-byte partial sums per thread in dynamic shared
+    /// memory) with the given shape and shared memory, straight into the emulator.
+    fn launch(grid: [u32; 3], block: [u32; 3], dynamic: u32, opt_in: Option<u32>) -> Result<f32> {
+        let device = Device::emulator();
+        let input = device.upload(&[0.5f32; 32])?;
+        let mut row_sums = device.upload(&[0.0f32])?;
+        let mut total = device.upload(&[0.0f32])?;
+        let params = ReduceSumParams {
+            input: device.pointer(&input, "input")?,
+            row_sums: device.pointer_mut(&mut row_sums, "row_sums")?,
+            total: device.pointer_mut(&mut total, "total")?,
+            cols: 32,
+        };
+        let config = LaunchConfig {
+            grid,
+            block,
+            dynamic_shared_bytes: dynamic,
+        };
+        let limits = SharedMemoryLimits {
+            max_dynamic_bytes: opt_in,
+            max_per_block: 163 * 1024,
+        };
+        emu::launch(KERNEL.name, KERNEL.emulator, config, limits, &params)?;
+        Ok(device.download(&row_sums)?[0])
+    }
+
+    fn refusal(result: Result<f32>) -> String {
+        match result {
+            Err(super::super::KernelError::Emulator { message, .. }) => message,
+            other => panic!("expected the emulator to refuse the launch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn emulator_refuses_grids_and_blocks_beyond_the_gpu_limits() {
+        assert_eq!(launch([1, 1, 1], [32, 1, 1], 128, None).unwrap(), 16.0);
+        for grid in [[1 << 31, 1, 1], [1, 65536, 1], [1, 1, 65536], [0, 1, 1]] {
+            assert!(refusal(launch(grid, [32, 1, 1], 128, None)).contains("invalid grid"));
+        }
+        for block in [[1025, 1, 1], [32, 32, 2], [1, 1, 65], [0, 1, 1]] {
+            assert!(refusal(launch([1, 1, 1], block, 128, None)).contains("invalid block"));
+        }
+    }
+
+    #[test]
+    fn emulator_applies_the_drivers_shared_memory_rules() {
+        let over_default = 48 * 1024 + 4;
+        let message = refusal(launch([1, 1, 1], [32, 1, 1], over_default, None));
+        assert!(message.contains("without opting in"), "{message}");
+        assert_eq!(
+            launch([1, 1, 1], [32, 1, 1], over_default, Some(over_default)).unwrap(),
+            16.0
+        );
+        let message = refusal(launch([1, 1, 1], [32, 1, 1], 60_000, Some(50_000)));
+        assert!(message.contains("exceed the opt-in limit"), "{message}");
+        let message = refusal(launch([1, 1, 1], [32, 1, 1], 1024, Some(164 * 1024)));
+        assert!(message.contains("would fail"), "{message}");
+    }
+}

@@ -10,6 +10,8 @@
 //! `h / (n_heads / n_kv_heads)` in place: repeated K/V are never materialised.
 
 mod mask;
+mod microgemm;
+mod plan;
 mod softmax;
 mod tiled;
 
@@ -18,7 +20,7 @@ use rayon::prelude::*;
 pub use mask::{AttnMask, AttnMode};
 
 use crate::float::Float;
-use tiled::{Inputs, KvGrads, Saved};
+use tiled::{Grads, Inputs, Saved, Shared, BR};
 
 /// The sizes of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,23 +88,9 @@ fn check_mask(mask: &AttnMask) {
     }
 }
 
-/// Splits a `[batch, seq_len, heads, d]` tensor into one list of `seq_len` row slices per
-/// (batch, head), so that parallel tasks own disjoint rows of the head-interleaved layout without
-/// unsafe code. The lists cost two words per row, a small fraction of the tensor itself.
-fn rows_by_head<'a, T>(x: &'a mut [T], shape: &AttnShape, heads: usize) -> Vec<Vec<&'a mut [T]>> {
-    let mut lists: Vec<Vec<&'a mut [T]>> = (0..shape.batch * heads)
-        .map(|_| Vec::with_capacity(shape.seq_len))
-        .collect();
-    for (index, row) in x.chunks_mut(shape.head_dim).enumerate() {
-        let (b, head) = (index / (shape.seq_len * heads), index % heads);
-        lists[b * heads + head].push(row);
-    }
-    lists
-}
-
 /// Causal attention forward: writes every element of `out` and `lse` (the natural-log
 /// log-sum-exp of each query row's scaled scores, which the backward needs). Scale 1/√head_dim.
-/// Runs in parallel over (batch, head).
+/// Runs in parallel over (batch, head, Q tile).
 ///
 /// # Panics
 /// If a slice length does not match `shape` (naming the tensor), if `n_kv_heads` does not divide
@@ -137,13 +125,14 @@ pub fn attention_forward<T: Float>(
         shape,
         mask,
     };
-    rows_by_head(out, shape, shape.n_heads)
+    let (out, lse) = (Shared::new(out), Shared::new(lse));
+    let q_tiles = shape.seq_len.div_ceil(BR);
+    (0..shape.batch * shape.n_heads * q_tiles)
         .into_par_iter()
-        .zip(lse.par_chunks_mut(shape.seq_len))
-        .enumerate()
-        .map(|(bh, (mut out_rows, lse_row))| {
+        .map(|task| {
+            let (bh, tile) = (task / q_tiles, task % q_tiles);
             let (b, h) = (bh / shape.n_heads, bh % shape.n_heads);
-            tiled::forward_head(&x, b, h, &mut out_rows, lse_row)
+            tiled::forward_q_tile(&x, (b, h, tile), out, lse)
         })
         .reduce(AttnStats::default, |a, b| a + b)
 }
@@ -191,22 +180,15 @@ pub fn attention_backward<T: Float>(
         mask,
     };
     let saved = Saved { dout, out, lse };
-    let per_kv = shape.n_heads / shape.n_kv_heads;
-    let mut dq_heads = rows_by_head(dq, shape, shape.n_heads).into_iter();
-    let tasks: Vec<KvGrads<'_, T>> = rows_by_head(dk, shape, shape.n_kv_heads)
-        .into_iter()
-        .zip(rows_by_head(dv, shape, shape.n_kv_heads))
-        .map(|(dk, dv)| KvGrads {
-            dq: dq_heads.by_ref().take(per_kv).collect(),
-            dk,
-            dv,
-        })
-        .collect();
-    tasks
+    let grads = Grads {
+        dq: Shared::new(dq),
+        dk: Shared::new(dk),
+        dv: Shared::new(dv),
+    };
+    (0..shape.batch * shape.n_kv_heads)
         .into_par_iter()
-        .enumerate()
-        .for_each(|(bk, mut grads)| {
+        .for_each(|bk| {
             let (b, kvh) = (bk / shape.n_kv_heads, bk % shape.n_kv_heads);
-            tiled::backward_kv_head(&x, &saved, b, kvh, &mut grads);
+            tiled::backward_kv_head(&x, &saved, (b, kvh), &grads);
         });
 }

@@ -7,6 +7,8 @@ pub mod cross_entropy;
 pub mod embedding;
 pub mod linear;
 pub mod matmul;
+mod narrow;
 pub mod rmsnorm;
 pub mod rope;
+mod scratch;
 pub mod swiglu;

@@ -12,6 +12,21 @@ pub fn harness(args: &[&str]) -> Output {
         .expect("the harness binary runs")
 }
 
+/// `pretrain` options for a run of well under a second: one layer of width 64, three steps of
+/// two sequences at context 32.
+pub const TINY_PRETRAIN: &[&str] = &[
+    "--hidden-size",
+    "64",
+    "--layers",
+    "1",
+    "--context",
+    "32",
+    "--steps",
+    "3",
+    "--batch-size",
+    "2",
+];
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

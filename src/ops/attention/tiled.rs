@@ -1,17 +1,23 @@
-//! The FlashAttention-2 loops on the CPU: Q tiles of `BR` rows stream over K/V tiles of `BC`
-//! keys with an online softmax (forward) or recompute the probabilities from the saved
-//! log-sum-exp (backward). Only tiles that hold at least one allowed (query, key) pair are ever
-//! touched, and no buffer larger than a tile is allocated, so memory stays O(N·D) per head.
+//! The FlashAttention-2 loops on the CPU: a Q tile of `BR` rows streams over K/V tiles of `BC`
+//! keys with an online softmax (forward) or recomputes the probabilities from the saved
+//! log-sum-exp (backward). Scores live transposed, `st[key][query]`, so that every product reads
+//! its B operand along contiguous rows (the head dimension of K, V, Q and dO as they lie in the
+//! tensors, or the Q tile and dO tile transposed once per Q tile) and needs no packing, and the
+//! softmax runs along rows with one lane per query. Gradients are written straight into the
+//! caller's tensors. Each worker thread keeps its tile buffers (O(BR·D), independent of N) across
+//! calls, so a training step allocates nothing here after its first.
 
 use std::ops::Range;
 
-use super::mask::{HeadMask, RowKeys};
-use super::softmax::{exp_shifted_sum, row_max};
+use super::microgemm::{product, Product};
+use super::plan::TilePlan;
+use super::softmax::{column_max, exp_columns, ScoreTile};
 use super::{AttnMask, AttnShape, AttnStats};
 use crate::float::{cst, Float};
+use crate::ops::scratch::with_scratch;
 
 /// Query rows per tile.
-const BR: usize = 64;
+pub(super) const BR: usize = 64;
 /// Keys per tile.
 const BC: usize = 64;
 
@@ -31,301 +37,336 @@ pub(super) struct Saved<'a, T> {
     pub lse: &'a [T],
 }
 
+/// A tensor that parallel tasks write in disjoint rows: each task derives its rows from its own
+/// (batch, head, tile) and no two tasks share one.
+#[derive(Clone, Copy)]
+pub(super) struct Shared<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: a `Shared` is only written through `Shared::at`, whose callers write disjoint rows.
+unsafe impl<T: Send> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    pub fn new(x: &mut [T]) -> Self {
+        Shared {
+            ptr: x.as_mut_ptr(),
+            len: x.len(),
+        }
+    }
+
+    /// A writable operand starting at `offset` with row stride `ld`.
+    ///
+    /// # Safety
+    /// No other task may access the rows written through it meanwhile.
+    unsafe fn at(self, offset: usize, ld: usize) -> Out<T> {
+        Out {
+            ptr: self.ptr,
+            len: self.len,
+            offset,
+            ld,
+        }
+    }
+}
+
+/// A read-only operand: element (r, c) is `data[offset + r·rs + c·cs]`.
+#[derive(Clone, Copy)]
+struct In<'a, T> {
+    data: &'a [T],
+    offset: usize,
+    rs: usize,
+    cs: usize,
+}
+
+/// A written operand: element (r, c) is `ptr[offset + r·ld + c]`, inside `len` elements.
+struct Out<T> {
+    ptr: *mut T,
+    len: usize,
+    offset: usize,
+    ld: usize,
+}
+
+impl<T> Out<T> {
+    fn scratch(x: &mut [T], ld: usize) -> Self {
+        Out {
+            ptr: x.as_mut_ptr(),
+            len: x.len(),
+            offset: 0,
+            ld,
+        }
+    }
+}
+
+fn row_major<T>(data: &[T], offset: usize, rs: usize) -> In<'_, T> {
+    In {
+        data,
+        offset,
+        rs,
+        cs: 1,
+    }
+}
+
+/// `c[m×n] = alpha·a[m×k]·b[k×n] + beta·c`; `b` must have unit column stride.
+#[allow(clippy::too_many_arguments)]
+fn tile_product<T: Float>(
+    (m, k, n): (usize, usize, usize),
+    alpha: T,
+    a: In<'_, T>,
+    b: In<'_, T>,
+    beta: T,
+    c: Out<T>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |o: &In<'_, T>, rows: usize, cols: usize| {
+        o.offset + (rows.max(1) - 1) * o.rs + (cols.max(1) - 1) * o.cs
+    };
+    assert!(b.cs == 1, "tile product: B needs unit column stride");
+    assert!(
+        (k == 0 || (last(&a, m, k) < a.data.len() && last(&b, k, n) < b.data.len()))
+            && c.offset + (m - 1) * c.ld + n <= c.len,
+        "tile product operand out of bounds"
+    );
+    // SAFETY: the asserts keep every element the strides reach inside its slice; C is either an
+    // exclusive scratch borrow or rows of a `Shared` tensor that only this task writes, and the
+    // inputs are shared borrows of other buffers, so C overlaps neither A nor B.
+    unsafe {
+        product(&Product {
+            m,
+            k,
+            n,
+            alpha,
+            a: a.data.as_ptr().add(a.offset),
+            rsa: a.rs,
+            csa: a.cs,
+            b: b.data.as_ptr().add(b.offset),
+            rsb: b.rs,
+            beta,
+            c: c.ptr.add(c.offset),
+            ldc: c.ld,
+        });
+    }
+}
+
 impl<T: Float> Inputs<'_, T> {
     fn scale(&self) -> T {
         cst((self.shape.head_dim as f64).sqrt().recip())
     }
 
-    fn head_mask(&self, head: usize) -> HeadMask {
-        let s = self.shape;
-        self.mask.head(head, s.n_heads, s.seq_len)
+    /// Row stride of q-shaped tensors.
+    fn qs(&self) -> usize {
+        self.shape.n_heads * self.shape.head_dim
     }
 
-    /// Rows `rows` of query head `head` in batch `b` as a `rows × D` matrix of a q-shaped tensor.
-    fn q_rows<'a>(&self, x: &'a [T], b: usize, head: usize, rows: &Range<usize>) -> View<'a, T> {
-        let s = self.shape;
-        View::rows_of(
-            x,
-            (b * s.seq_len + rows.start) * s.n_heads + head,
-            rows.len(),
-            s.n_heads,
-            s.head_dim,
-        )
+    /// Row stride of kv-shaped tensors.
+    fn kvs(&self) -> usize {
+        self.shape.n_kv_heads * self.shape.head_dim
     }
 
-    /// Rows `rows` of kv head `head` in batch `b` as a `rows × D` matrix of a k-shaped tensor.
-    fn kv_rows<'a>(&self, x: &'a [T], b: usize, head: usize, rows: &Range<usize>) -> View<'a, T> {
-        let s = self.shape;
-        View::rows_of(
-            x,
-            (b * s.seq_len + rows.start) * s.n_kv_heads + head,
-            rows.len(),
-            s.n_kv_heads,
-            s.head_dim,
-        )
+    /// Offset of token `i` of query head `h` in batch `b` in a q-shaped tensor.
+    fn q_at(&self, b: usize, i: usize, h: usize) -> usize {
+        ((b * self.shape.seq_len + i) * self.shape.n_heads + h) * self.shape.head_dim
     }
-}
 
-/// A read-only strided matrix inside a slice: element (r, c) is `data[offset + r·rs + c·cs]`.
-/// It lets the GEMM read one head's rows straight out of the head-interleaved layout.
-#[derive(Clone, Copy)]
-struct View<'a, T> {
-    data: &'a [T],
-    offset: usize,
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
+    /// Offset of token `i` of kv head `h` in batch `b` in a kv-shaped tensor.
+    fn kv_at(&self, b: usize, i: usize, h: usize) -> usize {
+        ((b * self.shape.seq_len + i) * self.shape.n_kv_heads + h) * self.shape.head_dim
+    }
 
-impl<'a, T: Float> View<'a, T> {
-    /// `rows` rows of `d` columns starting at row `first` of a tensor with `heads` rows per token.
-    fn rows_of(data: &'a [T], first: usize, rows: usize, heads: usize, d: usize) -> Self {
-        View {
-            data,
-            offset: first * d,
-            rows,
-            cols: d,
-            rs: heads * d,
-            cs: 1,
+    fn kv_head(&self, h: usize) -> usize {
+        h / (self.shape.n_heads / self.shape.n_kv_heads)
+    }
+
+    /// Copies rows `rows` of head `h` of a q-shaped tensor, transposed, into `t[d·BR + r]`.
+    fn transpose_rows(&self, x: &[T], b: usize, h: usize, rows: &Range<usize>, t: &mut [T]) {
+        let d = self.shape.head_dim;
+        for (r, i) in rows.clone().enumerate() {
+            let at = self.q_at(b, i, h);
+            for (c, &v) in x[at..at + d].iter().enumerate() {
+                t[c * BR + r] = v;
+            }
         }
     }
 
-    /// The first `rows × cols` of a contiguous scratch matrix with row stride `ld`.
-    fn scratch(data: &'a [T], rows: usize, cols: usize, ld: usize) -> Self {
-        View {
-            data,
-            offset: 0,
-            rows,
-            cols,
-            rs: ld,
-            cs: 1,
-        }
-    }
-
-    fn t(self) -> Self {
-        View {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
-    }
-
-    fn last_index(&self) -> usize {
-        self.offset + (self.rows - 1) * self.rs + (self.cols - 1) * self.cs
-    }
-}
-
-/// `c[m×n] = alpha · a[m×k] · b[k×n] + beta · c`, `c` contiguous with row stride `ldc`.
-fn gemm<T: Float>(c: &mut [T], ldc: usize, a: View<'_, T>, b: View<'_, T>, alpha: T, beta: T) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(a.cols == b.rows && m > 0 && k > 0 && n > 0, "gemm shapes");
-    assert!(
-        a.last_index() < a.data.len()
-            && b.last_index() < b.data.len()
-            && (m - 1) * ldc + n <= c.len(),
-        "gemm operand out of bounds"
-    );
-    // SAFETY: the asserts above keep every element the strides reach inside its slice, and `c`
-    // is an exclusive borrow, so it cannot overlap `a` or `b`.
-    unsafe {
-        T::gemm_raw(
-            m,
-            k,
-            n,
-            alpha,
-            a.data.as_ptr().add(a.offset),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr().add(b.offset),
-            b.rs as isize,
-            b.cs as isize,
-            beta,
-            c.as_mut_ptr(),
-            ldc as isize,
-            1,
+    /// `st = scale·K[keys]·Qt`, the transposed scores of the planned rows, masked.
+    fn scores(&self, b: usize, kvh: usize, keys: &Range<usize>, s: &mut Tiles<T>) {
+        let rows = s.plan.rows.len();
+        tile_product(
+            (keys.len(), self.shape.head_dim, rows),
+            self.scale(),
+            row_major(self.k, self.kv_at(b, keys.start, kvh), self.kvs()),
+            row_major(&s.qt, 0, BR),
+            T::zero(),
+            Out::scratch(&mut s.st, BR),
         );
+        s.plan.mask_columns(keys, &mut s.st, BR);
     }
 }
 
-/// The allowed keys of one Q tile's rows and the K tiles that hold at least one of them.
-struct TilePlan {
-    rows: Range<usize>,
-    keys: Vec<RowKeys>,
-    /// Difference array over K tiles: row intervals add +1 at their first tile, -1 after the last.
-    hits: Vec<i32>,
-    /// Key ranges of the K tiles to visit, in order.
-    tiles: Vec<Range<usize>>,
-}
-
-impl TilePlan {
-    fn new(seq_len: usize) -> Self {
-        let n_tiles = seq_len.div_ceil(BC);
-        TilePlan {
-            rows: 0..0,
-            keys: Vec::with_capacity(BR),
-            hits: vec![0; n_tiles + 1],
-            tiles: Vec::with_capacity(n_tiles),
-        }
-    }
-
-    fn plan(&mut self, mask: &HeadMask, rows: Range<usize>, seq_len: usize) {
-        self.keys.clear();
-        self.keys.extend(rows.clone().map(|i| mask.row_keys(i)));
-        self.rows = rows;
-        self.hits.fill(0);
-        for keys in &self.keys {
-            for span in [keys.start..keys.end, keys.wrap_start..seq_len] {
-                if !span.is_empty() {
-                    self.hits[span.start / BC] += 1;
-                    self.hits[(span.end - 1) / BC + 1] -= 1;
-                }
-            }
-        }
-        self.tiles.clear();
-        let mut open = 0;
-        for (t, &h) in self.hits[..seq_len.div_ceil(BC)].iter().enumerate() {
-            open += h;
-            if open > 0 {
-                self.tiles.push(t * BC..((t + 1) * BC).min(seq_len));
-            }
-        }
-    }
-
-    fn stats(&self, seq_len: usize) -> AttnStats {
-        AttnStats {
-            tiles_visited: self.tiles.len(),
-            tiles_total: seq_len.div_ceil(BC),
-        }
-    }
-
-    /// Sets the scores of keys row `r` may not see to -inf, so that exp() turns them into 0.
-    fn mask_row<T: Float>(&self, r: usize, keys: &Range<usize>, row: &mut [T]) {
-        let k = self.keys[r];
-        let local = |x: usize| x.clamp(keys.start, keys.end) - keys.start;
-        for gap in [0..k.start, k.end..k.wrap_start] {
-            row[local(gap.start)..local(gap.end)].fill(T::neg_infinity());
-        }
-    }
-}
-
-/// Adds a `rows.len() × D` contiguous tile into the listed rows of a gradient.
-fn add_rows<T: Float>(dst: &mut [&mut [T]], rows: Range<usize>, tile: &[T], d: usize) {
-    for (row, src) in dst[rows].iter_mut().zip(tile.chunks(d)) {
-        row.iter_mut().zip(src).for_each(|(x, &y)| *x += y);
-    }
-}
-
-/// Per-task buffers of the forward, allocated once per (batch, head).
-struct ForwardScratch<T> {
+/// One worker thread's tile buffers: the plan, the transposed Q tile (and dO tile), the scores,
+/// the output accumulator or the gradient of the scores, and per-row statistics.
+struct Tiles<T> {
     plan: TilePlan,
-    scores: Vec<T>,
+    qt: Vec<T>,
+    dot: Vec<T>,
+    st: Vec<T>,
     acc: Vec<T>,
     max: Vec<T>,
     sum: Vec<T>,
+    shift: Vec<T>,
 }
 
-/// Forward of one (batch, head): fills its output rows and log-sum-exp row.
-pub(super) fn forward_head<T: Float>(
+impl<T: Float> Tiles<T> {
+    fn new(seq_len: usize, d: usize) -> Self {
+        Tiles {
+            plan: TilePlan::new(seq_len, BR, BC),
+            qt: vec![T::zero(); d * BR],
+            dot: vec![T::zero(); d * BR],
+            st: vec![T::zero(); BC * BR],
+            acc: vec![T::zero(); BR * d.max(BC)],
+            max: vec![T::zero(); BR],
+            sum: vec![T::zero(); BR],
+            shift: vec![T::zero(); BR],
+        }
+    }
+
+    fn fits(&self, seq_len: usize, d: usize) -> bool {
+        self.plan.fits(seq_len) && self.qt.len() == d * BR
+    }
+}
+
+/// Runs `f` on this thread's tile buffers for sequences of `seq_len` and heads of `d`,
+/// (re)allocating them only when the shape changed.
+fn with_tiles<T: Float, R>(seq_len: usize, d: usize, f: impl FnOnce(&mut Tiles<T>) -> R) -> R {
+    with_scratch(
+        |t: &Tiles<T>| t.fits(seq_len, d),
+        || Tiles::new(seq_len, d),
+        f,
+    )
+}
+
+/// Forward of Q tile `tile` of head `h` in batch `b`: fills its output rows and log-sum-exp.
+pub(super) fn forward_q_tile<T: Float>(
     x: &Inputs<'_, T>,
-    b: usize,
-    h: usize,
-    out: &mut [&mut [T]],
-    lse: &mut [T],
+    (b, h, tile): (usize, usize, usize),
+    out: Shared<T>,
+    lse: Shared<T>,
 ) -> AttnStats {
     let (n, d) = (x.shape.seq_len, x.shape.head_dim);
-    let mask = x.head_mask(h);
-    let mut s = ForwardScratch {
-        plan: TilePlan::new(n),
-        scores: vec![T::zero(); BR * BC],
-        acc: vec![T::zero(); BR * d],
-        max: vec![T::zero(); BR],
-        sum: vec![T::zero(); BR],
-    };
-    let mut stats = AttnStats::default();
-    for r0 in (0..n).step_by(BR) {
-        s.plan.plan(&mask, r0..(r0 + BR).min(n), n);
-        forward_q_tile(x, b, h, &mut s);
-        finish_q_tile(&s, d, out, lse);
-        stats = stats + s.plan.stats(n);
-    }
-    stats
-}
-
-/// The online softmax over the planned K tiles: `acc = Σ exp(S − max)·V`, `sum = Σ exp(S − max)`.
-fn forward_q_tile<T: Float>(x: &Inputs<'_, T>, b: usize, h: usize, s: &mut ForwardScratch<T>) {
-    let d = x.shape.head_dim;
-    let rows = s.plan.rows.clone();
-    let kvh = h / (x.shape.n_heads / x.shape.n_kv_heads);
-    let q = x.q_rows(x.q, b, h, &rows);
-    s.acc[..rows.len() * d].fill(T::zero());
-    s.max.fill(T::neg_infinity());
-    s.sum.fill(T::zero());
-    for keys in &s.plan.tiles {
-        let k = x.kv_rows(x.k, b, kvh, keys);
-        gemm(&mut s.scores, BC, q, k.t(), x.scale(), T::zero());
-        for r in 0..rows.len() {
-            let row = &mut s.scores[r * BC..r * BC + keys.len()];
-            s.plan.mask_row(r, keys, row);
-            let rescale = online_softmax_row(row, &mut s.max[r], &mut s.sum[r]);
-            if rescale != T::one() {
-                s.acc[r * d..(r + 1) * d]
-                    .iter_mut()
-                    .for_each(|a| *a *= rescale);
-            }
+    with_tiles(n, d, |s: &mut Tiles<T>| {
+        let rows = tile * BR..((tile + 1) * BR).min(n);
+        s.plan
+            .plan(&x.mask.head(h, x.shape.n_heads, n), rows.clone(), n);
+        x.transpose_rows(x.q, b, h, &rows, &mut s.qt);
+        s.acc[..rows.len() * d].fill(T::zero());
+        s.max.fill(T::neg_infinity());
+        s.sum.fill(T::zero());
+        let kvh = x.kv_head(h);
+        for t in 0..s.plan.tiles.len() {
+            let keys = s.plan.tiles[t].clone();
+            x.scores(b, kvh, &keys, s);
+            online_softmax(s, keys.len(), d);
+            tile_product(
+                (rows.len(), keys.len(), d),
+                T::one(),
+                In {
+                    data: &s.st,
+                    offset: 0,
+                    rs: 1,
+                    cs: BR,
+                },
+                row_major(x.v, x.kv_at(b, keys.start, kvh), x.kvs()),
+                T::one(),
+                Out::scratch(&mut s.acc, d),
+            );
         }
-        let p = View::scratch(&s.scores, rows.len(), keys.len(), BC);
-        let v = x.kv_rows(x.v, b, kvh, keys);
-        gemm(&mut s.acc, d, p, v, T::one(), T::one());
-    }
+        // SAFETY: rows `rows` of head h in batch b, and that head's lse entries, belong to this
+        // task alone.
+        unsafe { finish_q_tile(x, s, (b, h), out.at(0, 0), lse.at(0, 0)) };
+        s.plan.stats(n)
+    })
 }
 
-/// Turns a row of masked scores into `exp(score − new max)` and updates the row's running max and
-/// sum; returns the factor by which the row's accumulator must be rescaled.
-fn online_softmax_row<T: Float>(row: &mut [T], max: &mut T, sum: &mut T) -> T {
-    let new_max = row_max(row, *max);
-    if new_max == T::neg_infinity() {
-        // No key of this row seen yet: its tile was visited for the other rows.
-        row.fill(T::zero());
-        return T::one();
+/// Turns the tile's masked scores into `exp(score − new max)`, updates each row's running max and
+/// sum, and rescales the rows of the output accumulator whose max grew.
+fn online_softmax<T: Float>(s: &mut Tiles<T>, keys: usize, d: usize) {
+    let rows = s.plan.rows.len();
+    let old_max: [T; BR] = std::array::from_fn(|r| s.max[r]);
+    column_max(
+        &ScoreTile {
+            st: &mut s.st,
+            keys,
+            queries: rows,
+            ld: BR,
+        },
+        &mut s.max,
+    );
+    for (r, &old) in old_max.iter().enumerate().take(rows) {
+        // A row with no key seen yet (its keys lie in other rows' tiles) keeps max −inf; shifting
+        // by 0 keeps its exp at exactly 0 instead of NaN.
+        s.shift[r] = if s.max[r] == T::neg_infinity() {
+            T::zero()
+        } else {
+            s.max[r]
+        };
+        let rescale = (old - s.shift[r]).exp();
+        if rescale != T::one() {
+            s.sum[r] *= rescale;
+            s.acc[r * d..(r + 1) * d]
+                .iter_mut()
+                .for_each(|a| *a *= rescale);
+        }
     }
-    let rescale = (*max - new_max).exp();
-    *sum = *sum * rescale + exp_shifted_sum(row, new_max);
-    *max = new_max;
-    rescale
+    let mut tile = ScoreTile {
+        st: &mut s.st,
+        keys,
+        queries: rows,
+        ld: BR,
+    };
+    exp_columns(&mut tile, &s.shift, &mut s.sum);
 }
 
 /// `out = acc / sum`, `lse = max + ln(sum)`; every row saw at least its diagonal, so `sum > 0`.
-fn finish_q_tile<T: Float>(s: &ForwardScratch<T>, d: usize, out: &mut [&mut [T]], lse: &mut [T]) {
-    let rows = s.plan.rows.clone();
-    for (r, i) in rows.enumerate() {
+///
+/// # Safety
+/// The rows of `s.plan.rows` of head h in batch b must belong to the caller alone.
+unsafe fn finish_q_tile<T: Float>(
+    x: &Inputs<'_, T>,
+    s: &Tiles<T>,
+    (b, h): (usize, usize),
+    out: Out<T>,
+    lse: Out<T>,
+) {
+    let d = x.shape.head_dim;
+    for (r, i) in s.plan.rows.clone().enumerate() {
+        let (at, stat) = (
+            x.q_at(b, i, h),
+            (b * x.shape.n_heads + h) * x.shape.seq_len + i,
+        );
+        assert!(
+            at + d <= out.len && stat < lse.len,
+            "attention output row out of bounds"
+        );
         let inv = s.sum[r].recip();
-        for (o, &a) in out[i].iter_mut().zip(&s.acc[r * d..(r + 1) * d]) {
-            *o = a * inv;
+        for (c, &a) in s.acc[r * d..(r + 1) * d].iter().enumerate() {
+            // SAFETY: in bounds (asserted), and the row is the caller's alone.
+            unsafe { *out.ptr.add(at + c) = a * inv };
         }
-        lse[i] = s.max[r] + s.sum[r].ln();
+        // SAFETY: as above.
+        unsafe { *lse.ptr.add(stat) = s.max[r] + s.sum[r].ln() };
     }
 }
 
-/// The gradient rows one backward task owns: dq of every query head that reads its kv head
-/// (`dq[head in group][token]`), and dk, dv of the kv head (`[token]`).
-pub(super) struct KvGrads<'a, T> {
-    pub dq: Vec<Vec<&'a mut [T]>>,
-    pub dk: Vec<&'a mut [T]>,
-    pub dv: Vec<&'a mut [T]>,
-}
-
-/// Per-task buffers of the backward, allocated once per (batch, kv head).
-struct BackwardScratch<T> {
-    plan: TilePlan,
-    probs: Vec<T>,
-    dprobs: Vec<T>,
-    dq: Vec<T>,
-    dkv: Vec<T>,
-    lse: Vec<T>,
-    delta: Vec<T>,
+/// The gradients one backward task writes: dq of every query head that reads its kv head, and dk,
+/// dv of that kv head.
+pub(super) struct Grads<T> {
+    pub dq: Shared<T>,
+    pub dk: Shared<T>,
+    pub dv: Shared<T>,
 }
 
 /// Backward of one (batch, kv head) over every query head that reads it, so that no two tasks
@@ -333,108 +374,110 @@ struct BackwardScratch<T> {
 pub(super) fn backward_kv_head<T: Float>(
     x: &Inputs<'_, T>,
     saved: &Saved<'_, T>,
-    b: usize,
-    kvh: usize,
-    g: &mut KvGrads<'_, T>,
+    (b, kvh): (usize, usize),
+    g: &Grads<T>,
 ) {
     let (n, d) = (x.shape.seq_len, x.shape.head_dim);
-    let mut s = BackwardScratch {
-        plan: TilePlan::new(n),
-        probs: vec![T::zero(); BR * BC],
-        dprobs: vec![T::zero(); BR * BC],
-        dq: vec![T::zero(); BR * d],
-        dkv: vec![T::zero(); BC * d],
-        lse: vec![T::zero(); BR],
-        delta: vec![T::zero(); BR],
-    };
     let per_kv = x.shape.n_heads / x.shape.n_kv_heads;
-    for (hh, dq) in g.dq.iter_mut().enumerate() {
-        let h = kvh * per_kv + hh;
-        let mask = x.head_mask(h);
-        for r0 in (0..n).step_by(BR) {
-            s.plan.plan(&mask, r0..(r0 + BR).min(n), n);
-            load_row_stats(x, saved, b, h, &mut s);
-            s.dq[..s.plan.rows.len() * d].fill(T::zero());
-            for t in 0..s.plan.tiles.len() {
-                backward_tile(x, saved.dout, b, h, t, &mut s, &mut g.dk, &mut g.dv);
+    with_tiles(n, d, |s: &mut Tiles<T>| {
+        for h in kvh * per_kv..(kvh + 1) * per_kv {
+            let mask = x.mask.head(h, x.shape.n_heads, n);
+            for r0 in (0..n).step_by(BR) {
+                let rows = r0..(r0 + BR).min(n);
+                s.plan.plan(&mask, rows.clone(), n);
+                x.transpose_rows(x.q, b, h, &rows, &mut s.qt);
+                x.transpose_rows(saved.dout, b, h, &rows, &mut s.dot);
+                load_row_stats(x, saved, (b, h), s);
+                for t in 0..s.plan.tiles.len() {
+                    let keys = s.plan.tiles[t].clone();
+                    // SAFETY: this task alone writes dk, dv of kv head kvh and dq of its heads.
+                    unsafe { backward_tile(x, saved.dout, (b, h, kvh), &keys, s, g) };
+                }
             }
-            add_rows(dq, s.plan.rows.clone(), &s.dq, d);
         }
-    }
+    });
 }
 
-/// The planned rows' log-sum-exp and `delta_i = dO_i · O_i` (FlashAttention-2's D).
+/// The planned rows' log-sum-exp (into `shift`) and `delta_i = dO_i · O_i` (FlashAttention-2's D,
+/// into `max`).
 fn load_row_stats<T: Float>(
     x: &Inputs<'_, T>,
     saved: &Saved<'_, T>,
-    b: usize,
-    h: usize,
-    s: &mut BackwardScratch<T>,
+    (b, h): (usize, usize),
+    s: &mut Tiles<T>,
 ) {
     let sh = x.shape;
     let d = sh.head_dim;
     for (r, i) in s.plan.rows.clone().enumerate() {
-        s.lse[r] = saved.lse[(b * sh.n_heads + h) * sh.seq_len + i];
-        let at = ((b * sh.seq_len + i) * sh.n_heads + h) * d;
+        s.shift[r] = saved.lse[(b * sh.n_heads + h) * sh.seq_len + i];
+        let at = x.q_at(b, i, h);
         let (dout, out) = (&saved.dout[at..at + d], &saved.out[at..at + d]);
-        s.delta[r] = dout.iter().zip(out).map(|(&a, &o)| a * o).sum();
+        s.max[r] = dout.iter().zip(out).map(|(&a, &o)| a * o).sum();
     }
 }
 
-/// One (Q tile, K tile) block: recompute P, then dV += Pᵀ·dO, dP = dO·Vᵀ, dS = P∘(dP − delta),
-/// dQ += dS·K·scale, dK += dSᵀ·Q·scale.
-#[allow(clippy::too_many_arguments)]
-fn backward_tile<T: Float>(
+/// One (Q tile, K tile) block, all transposed (`[key][query]`): Pᵀ = exp(Sᵀ − lse),
+/// dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − delta), dQ += scale·dS·K, dK += scale·dSᵀ·Q.
+///
+/// # Safety
+/// The caller alone may write dk, dv of kv head `kvh` and dq of head `h` in batch `b`.
+unsafe fn backward_tile<T: Float>(
     x: &Inputs<'_, T>,
     dout: &[T],
-    b: usize,
-    h: usize,
-    t: usize,
-    s: &mut BackwardScratch<T>,
-    dk: &mut [&mut [T]],
-    dv: &mut [&mut [T]],
+    (b, h, kvh): (usize, usize, usize),
+    keys: &Range<usize>,
+    s: &mut Tiles<T>,
+    g: &Grads<T>,
 ) {
-    let d = x.shape.head_dim;
-    let (rows, keys) = (s.plan.rows.clone(), s.plan.tiles[t].clone());
-    let kvh = h / (x.shape.n_heads / x.shape.n_kv_heads);
-    let (q, k, v) = (
-        x.q_rows(x.q, b, h, &rows),
-        x.kv_rows(x.k, b, kvh, &keys),
-        x.kv_rows(x.v, b, kvh, &keys),
+    let (d, rows) = (x.shape.head_dim, s.plan.rows.clone());
+    let (nk, nr) = (keys.len(), rows.len());
+    let (q_rows, kv_rows) = (x.q_at(b, rows.start, h), x.kv_at(b, keys.start, kvh));
+    x.scores(b, kvh, keys, s);
+    let mut tile = ScoreTile {
+        st: &mut s.st,
+        keys: nk,
+        queries: nr,
+        ld: BR,
+    };
+    exp_columns(&mut tile, &s.shift, &mut s.sum);
+    let (p, ds) = (&s.st, &mut s.acc);
+    tile_product(
+        (nk, nr, d),
+        T::one(),
+        row_major(p, 0, BR),
+        row_major(dout, q_rows, x.qs()),
+        T::one(),
+        unsafe { g.dv.at(kv_rows, x.kvs()) },
     );
-    let d_o = x.q_rows(dout, b, h, &rows);
-    recompute_probs(x, q, k, s, &keys);
-    let p = View::scratch(&s.probs, rows.len(), keys.len(), BC);
-    gemm(&mut s.dkv, d, p.t(), d_o, T::one(), T::zero());
-    add_rows(dv, keys.clone(), &s.dkv, d);
-    gemm(&mut s.dprobs, BC, d_o, v.t(), T::one(), T::zero());
-    for r in 0..rows.len() {
-        let (pr, dpr) = (
-            &s.probs[r * BC..r * BC + keys.len()],
-            &mut s.dprobs[r * BC..r * BC + keys.len()],
-        );
-        for (ds, &p) in dpr.iter_mut().zip(pr) {
-            *ds = p * (*ds - s.delta[r]);
+    tile_product(
+        (nk, d, nr),
+        T::one(),
+        row_major(x.v, kv_rows, x.kvs()),
+        row_major(&s.dot, 0, BR),
+        T::zero(),
+        Out::scratch(ds, BR),
+    );
+    for (ds_row, p_row) in ds.chunks_mut(BR).zip(p.chunks(BR)).take(nk) {
+        for ((g, &p), &delta) in ds_row.iter_mut().zip(p_row).zip(&s.max[..nr]) {
+            *g = p * (*g - delta);
         }
     }
-    let ds = View::scratch(&s.dprobs, rows.len(), keys.len(), BC);
-    gemm(&mut s.dq, d, ds, k, x.scale(), T::one());
-    gemm(&mut s.dkv, d, ds.t(), q, x.scale(), T::zero());
-    add_rows(dk, keys, &s.dkv, d);
-}
-
-/// `P = exp(S·scale − lse)` for the block, 0 where masked.
-fn recompute_probs<T: Float>(
-    x: &Inputs<'_, T>,
-    q: View<'_, T>,
-    k: View<'_, T>,
-    s: &mut BackwardScratch<T>,
-    keys: &Range<usize>,
-) {
-    gemm(&mut s.probs, BC, q, k.t(), x.scale(), T::zero());
-    for r in 0..s.plan.rows.len() {
-        let row = &mut s.probs[r * BC..r * BC + keys.len()];
-        s.plan.mask_row(r, keys, row);
-        exp_shifted_sum(row, s.lse[r]);
-    }
+    let ds_t = In {
+        data: &ds[..],
+        offset: 0,
+        rs: 1,
+        cs: BR,
+    };
+    let k_rows = row_major(x.k, kv_rows, x.kvs());
+    tile_product((nr, nk, d), x.scale(), ds_t, k_rows, T::one(), unsafe {
+        g.dq.at(q_rows, x.qs())
+    });
+    tile_product(
+        (nk, nr, d),
+        x.scale(),
+        row_major(&ds[..], 0, BR),
+        row_major(x.q, q_rows, x.qs()),
+        T::one(),
+        unsafe { g.dk.at(kv_rows, x.kvs()) },
+    );
 }

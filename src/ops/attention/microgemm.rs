@@ -1,0 +1,315 @@
+//! The attention's tile products: `C[m×n] = alpha·A[m×k]·B[k×n] + beta·C` for tiles of at most a
+//! few hundred rows, without packing. A GEMM library copies both operands into its own layout on
+//! every call, which for 64×64 tiles costs as much as the product; here every operand is read
+//! where it lies. The tiled loops arrange for B's rows and C's rows to be contiguous (the head
+//! dimension, or a transposed tile packed once per query tile), so a register block of MR rows ×
+//! NR columns of C is updated with one vector load of B per column chunk and one broadcast of A
+//! per row, and A may have any strides.
+//!
+//! The kernel is written once in plain Rust and compiled three times for f32: with AVX-512, with
+//! AVX2 + FMA (both chosen at run time when the CPU has them) and for the baseline target; f64
+//! (the gradient checks' precision) uses the baseline build.
+
+use std::any::TypeId;
+
+use crate::float::Float;
+
+/// One product's operands. Element (r, c) of A is `a[r·rsa + c·csa]`, of B `b[r·rsb + c]`, of C
+/// `c[r·ldc + c]`.
+#[derive(Clone, Copy)]
+pub(super) struct Product<T> {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub alpha: T,
+    pub a: *const T,
+    pub rsa: usize,
+    pub csa: usize,
+    pub b: *const T,
+    pub rsb: usize,
+    pub beta: T,
+    pub c: *mut T,
+    pub ldc: usize,
+}
+
+/// Runs `p` with the fastest kernel this CPU supports. With `beta == 0` C is not read (it may
+/// hold NaN).
+///
+/// # Safety
+/// Every element the sizes and strides reach must lie inside a live allocation; C must not
+/// overlap A or B, and nothing else may access C meanwhile.
+pub(super) unsafe fn product<T: Float>(p: &Product<T>) {
+    if p.m == 0 || p.n == 0 {
+        return;
+    }
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: T is f32 (same TypeId), so this reinterprets the product as its own type.
+        let p32 = unsafe { &*(p as *const Product<T> as *const Product<f32>) };
+        return unsafe { product_f32(p32) };
+    }
+    unsafe { blocked::<T, 4, 8, false>(p) }
+}
+
+unsafe fn product_f32(p: &Product<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return unsafe { product_avx512(p) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return unsafe { product_avx2(p) };
+        }
+    }
+    unsafe { blocked::<f32, 4, 8, false>(p) }
+}
+
+/// 4 × 64 f32 accumulators are 16 of the 32 zmm registers, leaving room for 4 vectors of B and a
+/// broadcast of A.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn product_avx512(p: &Product<f32>) {
+    unsafe { blocked::<f32, 4, 64, true>(p) }
+}
+
+/// 4 × 16 f32 accumulators are 8 of the 16 ymm registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product_avx2(p: &Product<f32>) {
+    unsafe { blocked::<f32, 4, 16, true>(p) }
+}
+
+/// Walks C in MR × NR register blocks; `FUSED` uses fused multiply-adds (only where the target
+/// has them: elsewhere `mul_add` would be a library call).
+#[inline(always)]
+unsafe fn blocked<T: Float, const MR: usize, const NR: usize, const FUSED: bool>(p: &Product<T>) {
+    for i in (0..p.m).step_by(MR) {
+        for j in (0..p.n).step_by(NR) {
+            let (rows, cols) = (MR.min(p.m - i), NR.min(p.n - j));
+            let acc = if rows == MR && cols == NR {
+                unsafe { full_block::<T, MR, NR, FUSED>(p, i, j) }
+            } else {
+                unsafe { edge_block::<T, MR, NR>(p, i, j, rows, cols) }
+            };
+            unsafe { store(p, &acc, i, j, rows, cols) };
+        }
+    }
+}
+
+#[inline(always)]
+fn madd<T: Float, const FUSED: bool>(a: T, b: T, acc: T) -> T {
+    if FUSED {
+        a.mul_add(b, acc)
+    } else {
+        a * b + acc
+    }
+}
+
+/// `A[i..i+MR, :]·B[:, j..j+NR]`, kept in registers.
+#[inline(always)]
+unsafe fn full_block<T: Float, const MR: usize, const NR: usize, const FUSED: bool>(
+    p: &Product<T>,
+    i: usize,
+    j: usize,
+) -> [[T; NR]; MR] {
+    let mut acc = [[T::zero(); NR]; MR];
+    for kk in 0..p.k {
+        // SAFETY (whole block): the caller guarantees every element the sizes reach is valid.
+        let b_row: [T; NR] = unsafe { std::ptr::read_unaligned(p.b.add(kk * p.rsb + j).cast()) };
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let a = unsafe { *p.a.add((i + r) * p.rsa + kk * p.csa) };
+            for (c, &b) in acc_row.iter_mut().zip(&b_row) {
+                *c = madd::<T, FUSED>(a, b, *c);
+            }
+        }
+    }
+    acc
+}
+
+/// The same for a block cut by the edge of C: `rows < MR` or `cols < NR`.
+#[inline(never)]
+unsafe fn edge_block<T: Float, const MR: usize, const NR: usize>(
+    p: &Product<T>,
+    i: usize,
+    j: usize,
+    rows: usize,
+    cols: usize,
+) -> [[T; NR]; MR] {
+    let mut acc = [[T::zero(); NR]; MR];
+    for kk in 0..p.k {
+        for (r, acc_row) in acc.iter_mut().enumerate().take(rows) {
+            let a = unsafe { *p.a.add((i + r) * p.rsa + kk * p.csa) };
+            for (c, acc) in acc_row.iter_mut().enumerate().take(cols) {
+                *acc += a * unsafe { *p.b.add(kk * p.rsb + j + c) };
+            }
+        }
+    }
+    acc
+}
+
+/// `C[block] = alpha·acc + beta·C[block]`, reading C only when `beta != 0`.
+#[inline(always)]
+unsafe fn store<T: Float, const MR: usize, const NR: usize>(
+    p: &Product<T>,
+    acc: &[[T; NR]; MR],
+    i: usize,
+    j: usize,
+    rows: usize,
+    cols: usize,
+) {
+    for (r, acc_row) in acc.iter().enumerate().take(rows) {
+        // SAFETY: row i + r < m and columns j..j + cols <= n lie inside C by the caller's contract.
+        let c_row = unsafe { std::slice::from_raw_parts_mut(p.c.add((i + r) * p.ldc + j), cols) };
+        if p.beta == T::zero() {
+            for (c, &a) in c_row.iter_mut().zip(acc_row) {
+                *c = p.alpha * a;
+            }
+        } else {
+            for (c, &a) in c_row.iter_mut().zip(acc_row) {
+                *c = p.alpha * a + p.beta * *c;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    type Kernel = unsafe fn(&Product<f32>);
+
+    /// The product by its definition, in f64.
+    fn reference(p: &Product<f64>, a: &[f64], b: &[f64], c: &[f64]) -> Vec<f64> {
+        let mut out = c.to_vec();
+        for i in 0..p.m {
+            for j in 0..p.n {
+                let dot: f64 = (0..p.k)
+                    .map(|kk| a[i * p.rsa + kk * p.csa] * b[kk * p.rsb + j])
+                    .sum();
+                let old = if p.beta == 0.0 {
+                    0.0
+                } else {
+                    p.beta * c[i * p.ldc + j]
+                };
+                out[i * p.ldc + j] = p.alpha * dot + old;
+            }
+        }
+        out
+    }
+
+    /// Random ragged shapes, strided and transposed A, padded B and C rows, beta 0 (over a
+    /// NaN-poisoned C) and 1; f32 on whatever kernel this CPU picks, and every kernel this CPU can
+    /// run, against the f64 definition.
+    #[test]
+    fn tile_products_match_their_definition_on_ragged_shapes() {
+        let mut rng = Rng::new(11);
+        for case in 0..300 {
+            let pick = |rng: &mut Rng, hi: usize| 1 + (rng.uniform_range(0.0, hi as f64) as usize);
+            let (m, k, n) = (pick(&mut rng, 70), pick(&mut rng, 70), pick(&mut rng, 140));
+            let transposed = case % 2 == 1;
+            let (rsa, csa) = if transposed { (1, m + 3) } else { (k + 2, 1) };
+            let (rsb, ldc) = (n + case % 5, n + case % 3);
+            let a: Vec<f64> = (0..m * rsa.max(1) + k * csa)
+                .map(|_| rng.uniform_range(-1.0, 1.0))
+                .collect();
+            let b: Vec<f64> = (0..k * rsb).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
+            let c: Vec<f64> = (0..m * ldc).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
+            let (alpha, beta) = (rng.uniform_range(0.5, 1.5), (case % 2) as f64);
+            let p64 = Product {
+                m,
+                k,
+                n,
+                alpha,
+                a: a.as_ptr(),
+                rsa,
+                csa,
+                b: b.as_ptr(),
+                rsb,
+                beta,
+                c: std::ptr::null_mut(),
+                ldc,
+            };
+            let want = reference(&p64, &a, &b, &c);
+            let (a32, b32): (Vec<f32>, Vec<f32>) = (
+                a.iter().map(|&x| x as f32).collect(),
+                b.iter().map(|&x| x as f32).collect(),
+            );
+            let mut kernels: Vec<(&str, Kernel)> = vec![
+                ("dispatched", product::<f32>),
+                ("baseline", blocked::<f32, 4, 8, false>),
+            ];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    kernels.push(("avx512", product_avx512));
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    kernels.push(("avx2", product_avx2));
+                }
+            }
+            for (name, kernel) in kernels {
+                let mut c32: Vec<f32> = c
+                    .iter()
+                    .map(|&x| if beta == 0.0 { f32::NAN } else { x as f32 })
+                    .collect();
+                let p32 = Product {
+                    m,
+                    k,
+                    n,
+                    alpha: alpha as f32,
+                    a: a32.as_ptr(),
+                    rsa,
+                    csa,
+                    b: b32.as_ptr(),
+                    rsb,
+                    beta: beta as f32,
+                    c: c32.as_mut_ptr(),
+                    ldc,
+                };
+                // SAFETY: the buffers above cover every index the sizes and strides reach.
+                unsafe { kernel(&p32) };
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let (got, want) = (f64::from(c32[i * ldc + j]), want[i * ldc + j]);
+                        let expect = if j < n {
+                            want
+                        } else if beta == 0.0 {
+                            f64::NAN
+                        } else {
+                            c[i * ldc + j] as f32 as f64
+                        };
+                        let ok = if expect.is_nan() {
+                            got.is_nan()
+                        } else {
+                            (got - expect).abs() <= 1e-5 * (k as f64).sqrt() * (1.0 + expect.abs())
+                        };
+                        assert!(ok, "{name} case {case} m={m} k={k} n={n}: C[{i},{j}] = {got}, expected {expect}");
+                    }
+                }
+            }
+            let mut c64: Vec<f64> = c
+                .iter()
+                .map(|&x| if beta == 0.0 { f64::NAN } else { x })
+                .collect();
+            // SAFETY: as above.
+            unsafe {
+                product(&Product {
+                    c: c64.as_mut_ptr(),
+                    ..p64
+                })
+            };
+            for (idx, (&got, &want)) in c64.iter().zip(&want).enumerate() {
+                let col = idx % ldc;
+                if col < n {
+                    assert!(
+                        (got - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                        "f64 case {case}: C[{idx}] = {got}, expected {want}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Products with a LoRA adapter's rank-r side, r much smaller than the other sizes. A GEMM library
+//! packs both operands first, which for `x·Aᵀ` means copying all of x to multiply it by eight
+//! columns; these loops read every operand in place instead (dot products along contiguous rows,
+//! or row updates `y_i += t_ic·b_c`), transposing only the r-row adapter matrices. Row-wise work
+//! runs in parallel over rows; the sums over rows (the adapter gradients) run in row order, so
+//! results do not depend on scheduling.
+
+use rayon::prelude::*;
+
+use crate::float::Float;
+use crate::ops::scratch::with_buffer;
+
+/// Independent partial sums, enough for the compiler to vectorise the loop.
+const LANES: usize = 16;
+
+fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut lanes = [T::zero(); LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: T = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| x * y)
+        .fold(T::zero(), |s, v| s + v);
+    for (x, y) in ca.zip(cb) {
+        for ((s, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    lanes.iter().fold(tail, |s, &v| s + v)
+}
+
+/// `y += alpha·x`.
+fn axpy<T: Float>(y: &mut [T], alpha: T, x: &[T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += alpha * x;
+    }
+}
+
+/// `rows × cols` row-major `x` transposed into `t` (`cols × rows`).
+fn transpose<T: Float>(t: &mut [T], x: &[T], rows: usize, cols: usize) {
+    for (r, row) in x.chunks_exact(cols).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+}
+
+/// `out[m×r] (+)= alpha · x[m×k] · a[r×k]ᵀ`: one dot product per element.
+#[allow(clippy::too_many_arguments)]
+pub fn narrow_nt<T: Float>(
+    out: &mut [T],
+    x: &[T],
+    a: &[T],
+    m: usize,
+    k: usize,
+    r: usize,
+    alpha: T,
+    acc: bool,
+) {
+    assert!(
+        out.len() >= m * r && x.len() >= m * k && a.len() >= r * k,
+        "narrow_nt sizes"
+    );
+    if r == 0 || m == 0 {
+        return;
+    }
+    out[..m * r]
+        .par_chunks_mut(r)
+        .zip(x.par_chunks(k.max(1)))
+        .for_each(|(o, xr)| {
+            for (c, o) in o.iter_mut().enumerate() {
+                let d = alpha * dot(xr, &a[c * k..(c + 1) * k]);
+                *o = if acc { *o + d } else { d };
+            }
+        });
+}
+
+/// `out[m×r] = x[m×n] · b[n×r]` (b row-major, r columns): b transposed once, then dot products.
+pub fn narrow_nn<T: Float>(out: &mut [T], x: &[T], b: &[T], m: usize, n: usize, r: usize) {
+    with_buffer(n * r, |bt: &mut [T]| {
+        transpose(bt, b, n, r);
+        narrow_nt(out, x, bt, m, n, r, T::one(), false);
+    });
+}
+
+/// `y[m×n] += alpha · t[m×r] · b[n×r]ᵀ`: b transposed once, then r row updates per row.
+pub fn widen_nt<T: Float>(y: &mut [T], t: &[T], b: &[T], m: usize, r: usize, n: usize, alpha: T) {
+    assert!(
+        y.len() >= m * n && t.len() >= m * r && b.len() >= n * r,
+        "widen_nt sizes"
+    );
+    with_buffer(n * r, |bt: &mut [T]| {
+        transpose(bt, b, n, r);
+        widen_nn(y, t, bt, m, r, n, alpha);
+    });
+}
+
+/// `y[m×n] += alpha · t[m×r] · a[r×n]`: r row updates per row.
+pub fn widen_nn<T: Float>(y: &mut [T], t: &[T], a: &[T], m: usize, r: usize, n: usize, alpha: T) {
+    assert!(
+        y.len() >= m * n && t.len() >= m * r && a.len() >= r * n,
+        "widen_nn sizes"
+    );
+    if r == 0 || m == 0 || n == 0 {
+        return;
+    }
+    y[..m * n]
+        .par_chunks_mut(n)
+        .zip(t.par_chunks(r))
+        .for_each(|(yr, tr)| {
+            for (c, &tc) in tr.iter().enumerate() {
+                axpy(yr, alpha * tc, &a[c * n..(c + 1) * n]);
+            }
+        });
+}
+
+/// `g[r×k] += alpha · t[m×r]ᵀ · x[m×k]` (an adapter gradient), summed in row order.
+#[allow(clippy::too_many_arguments)]
+pub fn narrow_tn<T: Float>(g: &mut [T], t: &[T], x: &[T], m: usize, r: usize, k: usize, alpha: T) {
+    assert!(
+        g.len() >= r * k && t.len() >= m * r && x.len() >= m * k,
+        "narrow_tn sizes"
+    );
+    for (tr, xr) in t
+        .chunks_exact(r.max(1))
+        .zip(x.chunks_exact(k.max(1)))
+        .take(m)
+    {
+        for (c, &tc) in tr.iter().enumerate() {
+            axpy(&mut g[c * k..(c + 1) * k], alpha * tc, xr);
+        }
+    }
+}
+
+/// `g[n×r] += alpha · dy[m×n]ᵀ · t[m×r]`: accumulated transposed (`r×n`, row updates along n) in
+/// row order, then added into g.
+#[allow(clippy::too_many_arguments)]
+pub fn narrow_tn_transposed<T: Float>(
+    g: &mut [T],
+    dy: &[T],
+    t: &[T],
+    m: usize,
+    n: usize,
+    r: usize,
+    alpha: T,
+) {
+    assert!(g.len() >= n * r, "narrow_tn_transposed sizes");
+    with_buffer(r * n, |gt: &mut [T]| {
+        gt.fill(T::zero());
+        narrow_tn(gt, t, dy, m, r, n, alpha);
+        for (o, g_row) in g.chunks_exact_mut(r.max(1)).take(n).enumerate() {
+            for (c, g) in g_row.iter_mut().enumerate() {
+                *g += gt[c * n + o];
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// `c[m×n] = Σ_k a(i, k)·b(k, j)` by its definition.
+    fn product(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: impl Fn(usize, usize) -> f64,
+        b: impl Fn(usize, usize) -> f64,
+    ) -> Vec<f64> {
+        (0..m * n)
+            .map(|e| (0..k).map(|p| a(e / n, p) * b(p, e % n)).sum())
+            .collect()
+    }
+
+    fn close(what: &str, got: &[f64], want: &[f64]) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
+                "{what}[{i}] = {g}, expected {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn narrow_products_match_their_definitions() {
+        let mut rng = Rng::new(5);
+        for (m, k, r) in [(1, 1, 1), (7, 37, 3), (33, 16, 8), (5, 100, 17)] {
+            let mut rand = |n: usize| {
+                (0..n)
+                    .map(|_| rng.uniform_range(-1.0, 1.0))
+                    .collect::<Vec<f64>>()
+            };
+            let (x, a, t, start) = (rand(m * k), rand(r * k), rand(m * r), rand(m * k.max(r)));
+            let alpha = 0.75;
+            let mut out = start[..m * r].to_vec();
+            narrow_nt(&mut out, &x, &a, m, k, r, alpha, true);
+            let xa = product(m, k, r, |i, p| x[i * k + p], |p, j| a[j * k + p]);
+            let want: Vec<f64> = start[..m * r]
+                .iter()
+                .zip(&xa)
+                .map(|(s, v)| s + alpha * v)
+                .collect();
+            close("narrow_nt", &out, &want);
+            // a as an n×r matrix b (n = k): x·b.
+            let mut out = vec![f64::NAN; m * r];
+            narrow_nn(&mut out, &x, &a, m, k, r);
+            close(
+                "narrow_nn",
+                &out,
+                &product(m, k, r, |i, p| x[i * k + p], |p, j| a[p * r + j]),
+            );
+            let mut y = start[..m * k].to_vec();
+            widen_nt(&mut y, &t, &a, m, r, k, alpha);
+            let tb = product(m, r, k, |i, p| t[i * r + p], |p, j| a[j * r + p]);
+            close(
+                "widen_nt",
+                &y,
+                &start[..m * k]
+                    .iter()
+                    .zip(&tb)
+                    .map(|(s, v)| s + alpha * v)
+                    .collect::<Vec<_>>(),
+            );
+            let mut y = start[..m * k].to_vec();
+            widen_nn(&mut y, &t, &a, m, r, k, alpha);
+            let ta = product(m, r, k, |i, p| t[i * r + p], |p, j| a[p * k + j]);
+            close(
+                "widen_nn",
+                &y,
+                &start[..m * k]
+                    .iter()
+                    .zip(&ta)
+                    .map(|(s, v)| s + alpha * v)
+                    .collect::<Vec<_>>(),
+            );
+            let mut g = a.clone();
+            narrow_tn(&mut g, &t, &x, m, r, k, alpha);
+            let ttx = product(r, m, k, |i, p| t[p * r + i], |p, j| x[p * k + j]);
+            close(
+                "narrow_tn",
+                &g,
+                &a.iter()
+                    .zip(&ttx)
+                    .map(|(s, v)| s + alpha * v)
+                    .collect::<Vec<_>>(),
+            );
+            let mut g = a.clone();
+            narrow_tn_transposed(&mut g, &x, &t, m, k, r, alpha);
+            let xtt = product(k, m, r, |i, p| x[p * k + i], |p, j| t[p * r + j]);
+            close(
+                "narrow_tn_transposed",
+                &g,
+                &a.iter()
+                    .zip(&xtt)
+                    .map(|(s, v)| s + alpha * v)
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+}

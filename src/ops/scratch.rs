@@ -1,0 +1,80 @@
+//! Per-thread scratch buffers that outlive one call, so that ops called every training step do not
+//! allocate after the first: each thread keeps one value per type and hands it out on request.
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+
+thread_local! {
+    static SLOTS: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's value of type `S`, replacing it by `make()` first when there is none
+/// or it does not `fit`. The value is taken out while `f` runs, so `f` may itself use scratch of
+/// another type (a nested request for the same type gets a fresh value).
+pub(crate) fn with_scratch<S: Any, R>(
+    fits: impl Fn(&S) -> bool,
+    make: impl FnOnce() -> S,
+    f: impl FnOnce(&mut S) -> R,
+) -> R {
+    let taken = SLOTS.with(|slots| {
+        let mut slots = slots.borrow_mut();
+        let at = slots
+            .iter()
+            .position(|s| (**s).type_id() == TypeId::of::<S>());
+        at.map(|i| slots.swap_remove(i))
+    });
+    let mut value = match taken.map(|b| b.downcast::<S>()) {
+        Some(Ok(v)) if fits(&v) => v,
+        _ => Box::new(make()),
+    };
+    let result = f(&mut value);
+    SLOTS.with(|slots| slots.borrow_mut().push(value));
+    result
+}
+
+/// Runs `f` on `len` elements of one of this thread's `Vec<T>` scratch buffers (contents
+/// unspecified), growing it only when it is too short. Nested calls get distinct buffers, which
+/// all grow to the sizes asked of them and are then reused.
+pub(crate) fn with_buffer<T: Any + Copy + Default, R>(
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    with_scratch(
+        |_: &Vec<T>| true,
+        Vec::new,
+        |v| {
+            if v.len() < len {
+                v.resize(len, T::default());
+            }
+            f(&mut v[..len])
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_is_kept_per_type_and_grows_when_too_short() {
+        with_buffer(4, |b: &mut [f32]| b.fill(7.0));
+        let kept = with_buffer(3, |b: &mut [f32]| b.to_vec());
+        assert_eq!(kept, vec![7.0; 3], "a buffer long enough is reused");
+        with_buffer(2, |b: &mut [f64]| {
+            b.fill(1.0);
+            // A nested request for another type works while this one is out.
+            with_buffer(2, |c: &mut [f32]| assert_eq!(c, &[7.0, 7.0]));
+        });
+        let grown = with_buffer(8, |b: &mut [f32]| b.to_vec());
+        assert_eq!(
+            grown[..4],
+            [7.0; 4],
+            "a short buffer grows, keeping its contents"
+        );
+        with_buffer(8, |outer: &mut [f32]| {
+            outer.fill(1.0);
+            with_buffer(8, |inner: &mut [f32]| inner.fill(2.0));
+            assert_eq!(outer, &[1.0; 8], "a nested request got a buffer of its own");
+        });
+    }
+}
