@@ -8,7 +8,7 @@ use longlora::backend::{Compute, Engine};
 use longlora::cost::flops::train_step_flops;
 use longlora::data::{synthetic_corpus, WindowSampler};
 use longlora::kernels::{built_with_kernels, Device};
-use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
+use longlora::model::{Llama, LlamaConfig, LlamaWeights, Param, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::rng::Rng;
 use longlora::train::optim::{AdamWConfig, Schedule};
@@ -42,9 +42,9 @@ fn bench_train_step(c: &mut Criterion) {
             flops / 1e9
         );
         for on_gpu in [false, true].into_iter().filter(|&g| !g || gpu) {
-            let mut weights = LlamaWeights::<f32>::random(&cfg, 0.02, &mut Rng::new(1));
+            let mut weights = LlamaWeights::<Param<f32>>::random(&cfg, 0.02, &mut Rng::new(1));
             weights.add_lora(8, 16.0, &mut Rng::new(2));
-            let mut model = Llama::new(cfg.clone(), weights).expect("model");
+            let model = Llama::new(cfg.clone(), weights).expect("model");
             let run = TrainConfig {
                 steps: 1_000_000,
                 batch_size: 1,
@@ -65,12 +65,10 @@ fn bench_train_step(c: &mut Criterion) {
             } else {
                 Compute::Cpu
             };
-            let engine = Engine::new(compute, &model, Some(run.trainable), false).expect("engine");
-            let mut trainer = Trainer::with_engine(&model, run, engine).expect("trainer");
+            let engine = Engine::new(compute, model, Some(run.trainable), false).expect("engine");
+            let mut trainer = Trainer::with_engine(engine, run).expect("trainer");
             let name = format!("{attn}/{}", if on_gpu { "cuda" } else { "cpu" });
-            group.bench_function(name, |b| {
-                b.iter(|| trainer.step(&mut model, &sampler).expect("step"))
-            });
+            group.bench_function(name, |b| b.iter(|| trainer.step(&sampler).expect("step")));
         }
     }
     group.finish();

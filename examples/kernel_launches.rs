@@ -14,8 +14,8 @@ use longlora::kernels::{
     cross_entropy_forward, embedding_backward, embedding_forward, f32_to_bf16, grad_norm,
     lora_linear_backward, lora_linear_forward, probe, reduce_sum, rmsnorm_backward,
     rmsnorm_forward, rope_forward, swiglu_backward, swiglu_forward, AdamwTensor, AttentionHeads,
-    BackwardOptions, Buffer, Device, DeviceRopeTable, LinearScratch, LinearShape, LoraAdapter,
-    LoraBackward, ProbeInputs, Sequences,
+    AttentionScratch, BackwardOptions, Buffer, Device, DeviceRopeTable, LinearScratch, LinearShape,
+    LoraAdapter, LoraBackward, ProbeInputs, Sequences,
 };
 use longlora::ops::attention::AttnMask;
 use longlora::train::optim::AdamWConfig;
@@ -58,14 +58,29 @@ fn attention(device: &Device, head_dim: usize) -> Result {
         bf16s(device, len)?,
         bf16s(device, len)?,
     );
+    let mut scratch = AttentionScratch::new();
     for deterministic in [false, true] {
         let options = BackwardOptions {
             deterministic,
             accumulate: false,
         };
         attention_backward(
-            device, &mut dq, &mut dk, &mut dv, &out, &q, &k, &v, &out, &lse, &sequences, heads,
-            &mask, options, None,
+            device,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            &out,
+            &q,
+            &k,
+            &v,
+            &out,
+            &lse,
+            &sequences,
+            heads,
+            &mask,
+            options,
+            &mut scratch,
+            None,
         )?;
     }
     Ok(())

@@ -13,7 +13,7 @@ use longlora::hf::peft::{
 };
 use longlora::hf::{load_model, load_tensors, save_model};
 use longlora::model::lora::merge_lora;
-use longlora::model::{Llama, LlamaWeights, TrainableSet};
+use longlora::model::{Llama, LlamaWeights, ParamId, TrainableSet};
 use longlora::ops::attention::AttnMask;
 use longlora::rng::Rng;
 use serde_json::Value;
@@ -38,13 +38,14 @@ fn floats(v: &Value) -> Vec<f64> {
 /// Logits and mean next-token loss of one sequence, as transformers computes them with
 /// `labels = input_ids`.
 fn logits_and_loss(model: &Llama<f32>, tokens: &[u32]) -> (Vec<f64>, f64) {
-    let acts = model
+    let mut acts = model
         .forward(tokens, 1, tokens.len(), &AttnMask::dense())
         .unwrap();
     let mut targets: Vec<i32> = tokens[1..].iter().map(|&t| t as i32).collect();
     targets.push(-100);
-    let (loss, _) = model.loss(&acts, &targets).unwrap();
-    (acts.logits.iter().map(|&v| v as f64).collect(), loss as f64)
+    let loss = model.loss(&mut acts, &targets).unwrap().mean();
+    let logits = acts.logits().unwrap();
+    (logits.iter().map(|&v| v as f64).collect(), loss)
 }
 
 fn close(what: &str, got: f64, want: f64, tol: f64) {
@@ -174,13 +175,13 @@ fn fine_tuned_run(dir: &Path) -> Llama<f32> {
     save_model(&dir.join("base"), &cfg, &w).unwrap();
     w.add_lora(2, 4.0, &mut Rng::new(6));
     let mut rng = Rng::new(7);
-    for p in w.params_mut() {
-        if TrainableSet::LoraEmbedNorm.trains(&p.name) && !p.name.contains("lora_A") {
+    w.visit_mut(|id, p| {
+        if TrainableSet::LoraEmbedNorm.trains(id) && !matches!(id, ParamId::LoraA(_)) {
             p.data
                 .iter_mut()
                 .for_each(|v| *v += rng.normal() as f32 * 0.3);
         }
-    }
+    });
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
     save_adapter(&run, &w, "base").unwrap();

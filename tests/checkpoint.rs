@@ -34,12 +34,12 @@ fn tiny_config() -> LlamaConfig {
     }
 }
 
-fn random_weights(cfg: &LlamaConfig, seed: u64) -> LlamaWeights<f32> {
+fn random_weights(cfg: &LlamaConfig, seed: u64) -> LlamaWeights<Param<f32>> {
     LlamaWeights::random(cfg, 0.02, &mut Rng::new(seed))
 }
 
 /// Asserts equal names, shapes and bit patterns, naming the first tensor and index that differ.
-fn assert_same_weights(got: &LlamaWeights<f32>, want: &LlamaWeights<f32>) {
+fn assert_same_weights(got: &LlamaWeights<Param<f32>>, want: &LlamaWeights<Param<f32>>) {
     let (got, want) = (got.params(), want.params());
     assert_eq!(got.len(), want.len(), "number of tensors");
     for (g, w) in got.iter().zip(&want) {
@@ -117,7 +117,7 @@ fn write_raw(path: &Path, tensors: &[Raw]) {
 }
 
 /// Saves a random tiny model in `dir`, then rewrites its weights file with `edit` applied.
-fn saved_model_with(dir: &Path, edit: impl FnOnce(&mut Vec<Raw>)) -> LlamaWeights<f32> {
+fn saved_model_with(dir: &Path, edit: impl FnOnce(&mut Vec<Raw>)) -> LlamaWeights<Param<f32>> {
     let w = random_weights(&tiny_config(), 7);
     save_model(dir, &tiny_config(), &w).expect("save");
     let mut raws: Vec<Raw> = w.params().into_iter().map(Raw::f32).collect();
@@ -572,7 +572,11 @@ fn tied_embeddings_copy_the_embedding() {
     tied["tie_word_embeddings"] = json!(true);
     fs::write(dir.path().join("config.json"), tied.to_string()).unwrap();
     let (_, loaded) = load_model(dir.path()).unwrap();
-    assert_same_values("lm_head.weight", &loaded.lm_head.data, &w.embed_tokens.data);
+    assert_same_values(
+        "lm_head.weight",
+        &loaded.lm_head.weight.data,
+        &w.embed_tokens.data,
+    );
     assert_same_values(
         "model.embed_tokens.weight",
         &loaded.embed_tokens.data,

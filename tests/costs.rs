@@ -71,13 +71,13 @@ fn s2_roll_counts_its_wrapped_pairs() {
 mod common;
 
 use longlora::cost::memory::{activation_elements, train_memory, trained_params};
-use longlora::model::{Llama, LlamaWeights, TrainableSet};
+use longlora::model::{Llama, LlamaWeights, Param, TrainableSet};
 use longlora::rng::Rng;
 
 #[test]
 fn activation_count_matches_what_the_forward_keeps() {
     let cfg = common::tiny_config();
-    let mut w = LlamaWeights::<f32>::random(&cfg, 0.1, &mut Rng::new(1));
+    let mut w = LlamaWeights::<Param<f32>>::random(&cfg, 0.1, &mut Rng::new(1));
     w.add_lora(3, 6.0, &mut Rng::new(2));
     let model = Llama::new(cfg.clone(), w).unwrap();
     let tokens: Vec<u32> = (0..14).map(|i| i % 11).collect();
@@ -93,12 +93,12 @@ fn trained_parameter_count_matches_the_gradient_buffers() {
         TrainableSet::LoraEmbedNorm,
         TrainableSet::Full,
     ] {
-        let mut w = LlamaWeights::<f32>::random(&cfg, 0.1, &mut Rng::new(1));
+        let mut w = LlamaWeights::<Param<f32>>::random(&cfg, 0.1, &mut Rng::new(1));
         if set.uses_lora() {
             w.add_lora(4, 8.0, &mut Rng::new(2));
         }
         let grads = set.grads_for(&w);
-        let counted: usize = grads.params().iter().map(|g| g.data.len()).sum();
+        let counted: usize = grads.present().iter().map(|(_, g)| g.data.len()).sum();
         assert_eq!(trained_params(&cfg, set, 4), counted, "{set}");
         let mem = train_memory(&cfg, set, 4, 100);
         assert_eq!(mem.gradients, 4.0 * counted as f64, "{set}");

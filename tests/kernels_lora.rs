@@ -30,7 +30,7 @@ fn param(name: &str, shape: Vec<usize>, data: Vec<f64>) -> Param<f64> {
 
 /// A layer with random bf16 weights and, for rank > 0, an adapter with alpha = 2·rank (s = 2) whose
 /// B is random (not PEFT's zeros, which would test nothing).
-fn random_layer(rng: &mut Rng, shape: LinearShape, rank: usize) -> Linear<f64> {
+fn random_layer(rng: &mut Rng, shape: LinearShape, rank: usize) -> Linear<Param<f64>> {
     let (n_in, n_out) = (shape.in_features, shape.out_features);
     let w_scale = 1.0 / (n_in as f64).sqrt();
     Linear {
@@ -91,7 +91,7 @@ struct DeviceLayer {
 }
 
 impl DeviceLayer {
-    fn new(device: &Device, layer: &Linear<f64>) -> DeviceLayer {
+    fn new(device: &Device, layer: &Linear<Param<f64>>) -> DeviceLayer {
         DeviceLayer {
             weight: device.upload(&to_bits(&layer.weight.data)).unwrap(),
             lora: layer.lora.as_ref().map(|l| {
@@ -99,7 +99,7 @@ impl DeviceLayer {
                     device.upload(&to_bits(&l.a.data)).unwrap(),
                     device.upload(&to_bits(&l.b.data)).unwrap(),
                     l.rank,
-                    l.scale() as f32,
+                    l.scale::<f32>(),
                 )
             }),
         }
@@ -238,10 +238,10 @@ fn lora_linear_backward_matches_reference_for_ranks_0_1_8_16_64() {
                 let grad_b0 = random_vec(&mut rng, n_out * rank, 1.0);
                 let mut dx_ref = dx0.clone();
                 let mut grad_ref = Linear {
-                    weight: param("weight", vec![n_out, n_in], Vec::new()),
+                    weight: None,
                     lora: layer.lora.as_ref().map(|l| Lora {
-                        a: param("lora_A", vec![rank, n_in], grad_a0.clone()),
-                        b: param("lora_B", vec![n_out, rank], grad_b0.clone()),
+                        a: Some(param("lora_A", vec![rank, n_in], grad_a0.clone())),
+                        b: Some(param("lora_B", vec![n_out, rank], grad_b0.clone())),
                         rank,
                         alpha: l.alpha,
                     }),
@@ -276,11 +276,16 @@ fn lora_linear_backward_matches_reference_for_ranks_0_1_8_16_64() {
                 let what = format!("{} {shape:?} rank {rank}", device.name());
                 let dx_got = from_bits(&device.download(&dx).unwrap());
                 assert_close(&format!("dx, {what}"), &dx_got, &dx_ref, BF16_BAND);
-                if let Some(g) = &grad_ref.lora {
+                if let Some(Lora {
+                    a: Some(ga),
+                    b: Some(gb),
+                    ..
+                }) = &grad_ref.lora
+                {
                     let a_got = from_f32(&device.download(&grad_a).unwrap());
-                    assert_close(&format!("grad A, {what}"), &a_got, &g.a.data, BF16_BAND);
+                    assert_close(&format!("grad A, {what}"), &a_got, &ga.data, BF16_BAND);
                     let b_got = from_f32(&device.download(&grad_b).unwrap());
-                    assert_close(&format!("grad B, {what}"), &b_got, &g.b.data, BF16_BAND);
+                    assert_close(&format!("grad B, {what}"), &b_got, &gb.data, BF16_BAND);
                 }
             }
         }
@@ -482,11 +487,11 @@ fn gpu_cublas_plain_products_match_our_kernel_and_the_reference() {
         let y0 = random_bf16(&mut rng, rows * n_out, 1.0);
         let dx0 = random_bf16(&mut rng, rows * n_in, 1.0);
         let mut y_ref = vec![0.0; rows * n_out];
-        linear_forward(&mut y_ref, &mut [], &x, &layer, rows);
+        linear_forward(&mut y_ref, &mut [], &x, &layer, rows, false);
         let y_acc_ref: Vec<f64> = y_ref.iter().zip(&y0).map(|(y, r)| y + r).collect();
         let mut dx_ref = dx0.clone();
         let mut grads = Linear {
-            weight: param("weight", vec![n_out, n_in], Vec::new()),
+            weight: None,
             lora: None,
         };
         linear_backward(Some(&mut dx_ref), &mut grads, &dy, &x, &layer, &[], rows);

@@ -5,11 +5,11 @@ mod common;
 use common::tiny_config;
 use longlora::hf::peft::{load_adapter, save_adapter};
 use longlora::model::lora::merge_lora;
-use longlora::model::{Llama, LlamaWeights};
+use longlora::model::{Llama, LlamaWeights, Param};
 use longlora::ops::attention::AttnMask;
 use longlora::rng::Rng;
 
-fn random_weights(seed: u64) -> LlamaWeights<f32> {
+fn random_weights(seed: u64) -> LlamaWeights<Param<f32>> {
     LlamaWeights::random(&tiny_config(), 0.5, &mut Rng::new(seed))
 }
 
@@ -60,9 +60,10 @@ fn adapter_round_trips_with_peft_names_and_merging_keeps_the_function() {
     assert_eq!(back, w);
 
     let tokens: Vec<u32> = (0..12).map(|i| (i * 7 % 11) as u32).collect();
-    let logits = |weights: LlamaWeights<f32>| {
+    let logits = |weights: LlamaWeights<Param<f32>>| {
         let m = Llama::new(tiny_config(), weights.cast::<f64>()).unwrap();
-        m.forward(&tokens, 2, 6, &AttnMask::dense()).unwrap().logits
+        let workspace = m.forward(&tokens, 2, 6, &AttnMask::dense()).unwrap();
+        workspace.logits().unwrap().clone()
     };
     let mut merged = w.clone();
     merge_lora(&mut merged);

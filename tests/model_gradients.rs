@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_close, numeric_grad, tiny_config};
-use longlora::model::{Llama, LlamaWeights, TrainableSet};
+use longlora::model::{Llama, LlamaWeights, Param, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::ops::cross_entropy::IGNORE_INDEX;
 use longlora::rng::Rng;
@@ -26,7 +26,7 @@ fn tokens_and_targets() -> (Vec<u32>, Vec<i32>) {
 fn random_model(seed: u64, with_lora: bool) -> Llama<f64> {
     let cfg = tiny_config();
     let mut rng = Rng::new(seed);
-    let mut w = LlamaWeights::<f64>::random(&cfg, 0.5, &mut rng);
+    let mut w = LlamaWeights::<Param<f64>>::random(&cfg, 0.5, &mut rng);
     for p in w.params_mut() {
         if p.name.ends_with("norm.weight") {
             p.data
@@ -49,44 +49,40 @@ fn random_model(seed: u64, with_lora: bool) -> Llama<f64> {
 
 fn mean_loss(model: &Llama<f64>, mask: &AttnMask) -> f64 {
     let (tokens, targets) = tokens_and_targets();
-    let acts = model.forward(&tokens, BATCH, SEQ, mask).unwrap();
-    model.loss(&acts, &targets).unwrap().0
+    let mut acts = model.forward(&tokens, BATCH, SEQ, mask).unwrap();
+    model.loss(&mut acts, &targets).unwrap().mean()
 }
 
 fn check_model_gradients(set: TrainableSet, mask: AttnMask) {
     let model = random_model(11, set.uses_lora());
     let (tokens, targets) = tokens_and_targets();
-    let acts = model.forward(&tokens, BATCH, SEQ, &mask).unwrap();
-    let (_, count) = model.loss(&acts, &targets).unwrap();
+    let mut acts = model.forward(&tokens, BATCH, SEQ, &mask).unwrap();
+    let count = model.loss(&mut acts, &targets).unwrap().scored;
     let mut grads = set.grads_for(&model.weights);
     model
-        .backward(&acts, &targets, 1.0 / count as f64, &mut grads)
+        .backward(&mut acts, &targets, 1.0 / count as f64, &mut grads)
         .unwrap();
 
     let mut checked = 0;
-    for (i, g) in grads.params().iter().enumerate() {
-        if g.data.is_empty() {
+    grads.visit(|id, g| {
+        let Some(g) = g else {
             assert!(
-                !set.trains(&g.name),
+                !set.trains(id),
                 "{set}: trainable {} has no gradient",
-                g.name
+                id.hf_name()
             );
-            continue;
-        }
-        assert!(
-            set.trains(&g.name),
-            "{set}: frozen {} has a gradient",
-            g.name
-        );
-        let base = model.weights.params()[i].data.clone();
+            return;
+        };
+        assert!(set.trains(id), "{set}: frozen {} has a gradient", g.name);
+        let base = model.weights.param(id).unwrap().data.clone();
         let numeric = numeric_grad(&base, |v| {
             let mut m = model.clone();
-            m.weights.params_mut()[i].data.copy_from_slice(v);
+            m.weights.param_mut(id).unwrap().data.copy_from_slice(v);
             mean_loss(&m, &mask)
         });
         assert_close(&format!("{set} {}", g.name), &g.data, &numeric, 1e-6);
         checked += 1;
-    }
+    });
     assert!(checked > 0, "{set}: no parameter was checked");
 }
 
@@ -133,7 +129,11 @@ fn fresh_lora_adapter_leaves_the_output_unchanged() {
     let mask = AttnMask::new(AttnMode::S2, 4).unwrap();
     let a = base.forward(&tokens, BATCH, SEQ, &mask).unwrap();
     let b = adapted.forward(&tokens, BATCH, SEQ, &mask).unwrap();
-    assert_eq!(a.logits, b.logits, "a fresh adapter changed the logits");
+    assert_eq!(
+        a.logits().unwrap(),
+        b.logits().unwrap(),
+        "a fresh adapter changed the logits"
+    );
     let lora = adapted.weights.layers[0].q_proj.lora.as_ref().unwrap();
     assert!(
         lora.b.data.iter().all(|&v| v == 0.0),
@@ -155,11 +155,11 @@ fn out_of_vocabulary_tokens_are_an_error_not_a_panic() {
 #[test]
 fn weights_that_do_not_match_the_config_are_rejected() {
     let cfg = tiny_config();
-    let mut w = LlamaWeights::<f64>::zeros(&cfg);
+    let mut w = LlamaWeights::<Param<f64>>::zeros(&cfg);
     w.layers.pop();
     let err = Llama::new(cfg.clone(), w).expect_err("a missing layer must be rejected");
     assert!(err.to_string().contains("layers"), "{err}");
-    let mut w = LlamaWeights::<f64>::zeros(&cfg);
+    let mut w = LlamaWeights::<Param<f64>>::zeros(&cfg);
     w.layers[1].k_proj.weight.shape = vec![8, 8];
     let err = Llama::new(cfg, w).expect_err("a wrong shape must be rejected");
     assert!(

@@ -79,7 +79,7 @@ fn rmsnorm_matches_its_definition() {
     assert_close("rmsnorm out", &out, &[6.0 / rms, -4.0 / rms], 1e-15);
 }
 
-fn lora_linear(rng: &mut Rng, n_in: usize, n_out: usize, rank: usize) -> Linear<f64> {
+fn lora_linear(rng: &mut Rng, n_in: usize, n_out: usize, rank: usize) -> Linear<Param<f64>> {
     Linear {
         weight: param("w", vec![n_out, n_in], random_vec(rng, n_out * n_in, 0.5)),
         lora: (rank > 0).then(|| Lora {
@@ -91,12 +91,26 @@ fn lora_linear(rng: &mut Rng, n_in: usize, n_out: usize, rank: usize) -> Linear<
     }
 }
 
-fn linear_loss(lin: &Linear<f64>, x: &[f64], r: &[f64], m: usize) -> (f64, Vec<f64>) {
+fn linear_loss(lin: &Linear<Param<f64>>, x: &[f64], r: &[f64], m: usize) -> (f64, Vec<f64>) {
     let rank = lin.lora.as_ref().map_or(0, |l| l.rank);
     let mut y = vec![f64::NAN; m * lin.out_features()];
     let mut xa = vec![f64::NAN; m * rank];
     linear_forward(&mut y, &mut xa, x, lin, m, false);
     (dot(&y, r), xa)
+}
+
+/// Zero gradients for every tensor of `lin`.
+fn zero_grads(lin: &Linear<Param<f64>>) -> Linear<Option<Param<f64>>> {
+    let zeros = |p: &Param<f64>| Some(param(&p.name, p.shape.clone(), vec![0.0; p.data.len()]));
+    Linear {
+        weight: zeros(&lin.weight),
+        lora: lin.lora.as_ref().map(|l| Lora {
+            a: zeros(&l.a),
+            b: zeros(&l.b),
+            rank: l.rank,
+            alpha: l.alpha,
+        }),
+    }
 }
 
 fn check_linear(m: usize, n_in: usize, n_out: usize, rank: usize, seed: u64) {
@@ -105,14 +119,7 @@ fn check_linear(m: usize, n_in: usize, n_out: usize, rank: usize, seed: u64) {
     let x = random_vec(&mut rng, m * n_in, 1.0);
     let r = random_vec(&mut rng, m * n_out, 1.0);
     let (_, xa) = linear_loss(&lin, &x, &r, m);
-    let mut grad = lin.clone();
-    grad.weight.data.iter_mut().for_each(|v| *v = 0.0);
-    if let Some(g) = grad.lora.as_mut() {
-        g.a.data
-            .iter_mut()
-            .chain(g.b.data.iter_mut())
-            .for_each(|v| *v = 0.0);
-    }
+    let mut grad = zero_grads(&lin);
     let mut dx = vec![0.0; m * n_in];
     linear_backward(Some(&mut dx), &mut grad, &r, &x, &lin, &xa, m);
 
@@ -127,7 +134,7 @@ fn check_linear(m: usize, n_in: usize, n_out: usize, rank: usize, seed: u64) {
         l.weight.data = w.to_vec();
         linear_loss(&l, &x, &r, m).0
     });
-    assert_close("linear dW", &grad.weight.data, &dw, TOL);
+    assert_close("linear dW", &grad.weight.as_ref().unwrap().data, &dw, TOL);
     if let (Some(lora), Some(g)) = (&lin.lora, &grad.lora) {
         let da = numeric_grad(&lora.a.data, |a| {
             let mut l = lin.clone();
@@ -139,8 +146,8 @@ fn check_linear(m: usize, n_in: usize, n_out: usize, rank: usize, seed: u64) {
             l.lora.as_mut().unwrap().b.data = b.to_vec();
             linear_loss(&l, &x, &r, m).0
         });
-        assert_close("lora dA", &g.a.data, &da, TOL);
-        assert_close("lora dB", &g.b.data, &db, TOL);
+        assert_close("lora dA", &g.a.as_ref().unwrap().data, &da, TOL);
+        assert_close("lora dB", &g.b.as_ref().unwrap().data, &db, TOL);
     }
 }
 
@@ -176,16 +183,12 @@ fn frozen_weight_gets_no_gradient_buffer_written() {
     let x = random_vec(&mut rng, 8, 1.0);
     let r = random_vec(&mut rng, 6, 1.0);
     let (_, xa) = linear_loss(&lin, &x, &r, 2);
-    let mut grad = lin.clone();
-    grad.weight.data.clear();
-    let g = grad.lora.as_mut().unwrap();
-    g.a.data
-        .iter_mut()
-        .chain(g.b.data.iter_mut())
-        .for_each(|v| *v = 0.0);
+    let mut grad = zero_grads(&lin);
+    grad.weight = None;
     linear_backward(None, &mut grad, &r, &x, &lin, &xa, 2);
-    assert!(grad.weight.data.is_empty());
-    assert!(grad.lora.unwrap().a.data.iter().any(|&v| v != 0.0));
+    assert!(grad.weight.is_none());
+    let da = grad.lora.unwrap().a.unwrap();
+    assert!(da.data.iter().any(|&v| v != 0.0));
 }
 
 fn check_rope(rows: usize, heads: usize, head_dim: usize, factor: f64, seed: u64) {
@@ -250,8 +253,8 @@ fn swiglu_mlp_backward_matches_finite_differences() {
         (dot(&y, &r), g, u, a)
     };
     let (_, g, u, a) = mlp(&x);
-    let frozen = |l: &Linear<f64>| Linear {
-        weight: param("w", l.weight.shape.clone(), vec![]),
+    let frozen = |_: &Linear<Param<f64>>| Linear {
+        weight: None,
         lora: None,
     };
     let mut da = vec![0.0; m * ff];

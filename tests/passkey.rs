@@ -136,10 +136,10 @@ fn tiny_byte_model() -> Llama<f32> {
 }
 
 fn logits(model: &Llama<f32>, tokens: &[u32]) -> Vec<f32> {
-    model
+    let workspace = model
         .forward(tokens, 1, tokens.len(), &AttnMask::dense())
-        .unwrap()
-        .logits
+        .unwrap();
+    workspace.logits().unwrap().clone()
 }
 
 fn greedy_argmax(row: &[f32]) -> u32 {

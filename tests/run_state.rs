@@ -4,7 +4,9 @@
 mod common;
 
 use common::tiny_config;
-use longlora::backend::Engine;
+use std::path::Path;
+
+use longlora::backend::{Compute, Engine};
 use longlora::data::WindowSampler;
 use longlora::model::{Llama, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
@@ -83,36 +85,36 @@ fn weight_bits(m: &Llama<f32>) -> Vec<(String, Vec<u32>)> {
 #[test]
 fn interrupted_and_resumed_training_matches_uninterrupted_bit_for_bit() {
     let data = sampler();
-    let mut straight = model(2);
-    let mut trainer = Trainer::new(&straight, train_config()).unwrap();
-    let want: Vec<StepReport> = (0..STEPS)
-        .map(|_| trainer.step(&mut straight, &data).unwrap())
-        .collect();
+    let mut trainer = Trainer::new(model(2), train_config()).unwrap();
+    let want: Vec<StepReport> = (0..STEPS).map(|_| trainer.step(&data).unwrap()).collect();
+    let straight = trainer.into_model().unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let mut first = model(2);
-    let mut trainer = Trainer::new(&first, train_config()).unwrap();
-    let mut got: Vec<StepReport> = (0..3)
-        .map(|_| trainer.step(&mut first, &data).unwrap())
-        .collect();
+    let mut trainer = Trainer::new(model(2), train_config()).unwrap();
+    let mut got: Vec<StepReport> = (0..3).map(|_| trainer.step(&data).unwrap()).collect();
     let notes = json!({"heldout": 1.5});
-    save_run_checkpoint(dir.path(), &trainer, &first.weights, &options(1e-2), &notes).unwrap();
-    drop((first, trainer));
+    save_run_checkpoint(dir.path(), &mut trainer, &options(1e-2), &notes).unwrap();
+    drop(trainer);
 
     // A new process: other adapter values, which the checkpoint must overwrite.
-    let mut resumed = model(99);
+    let engine = Engine::new(
+        Compute::Cpu,
+        model(99),
+        Some(TrainableSet::LoraEmbedNorm),
+        false,
+    );
     let ck = load_run_checkpoint(&find_checkpoint(dir.path()).unwrap()).unwrap();
     assert_eq!(ck.progress.step, 3);
     assert_eq!(ck.notes, notes);
     let mut trainer = ck
-        .resume(&mut resumed, train_config(), &options(1e-2), Engine::cpu())
+        .resume(engine.unwrap(), train_config(), &options(1e-2))
         .unwrap();
-    got.extend((3..STEPS).map(|_| trainer.step(&mut resumed, &data).unwrap()));
+    got.extend((3..STEPS).map(|_| trainer.step(&data).unwrap()));
 
     assert_eq!(bits(&got), bits(&want), "loss curves differ");
     assert_eq!(got.last().unwrap().tokens, want.last().unwrap().tokens);
     assert!(
-        weight_bits(&resumed) == weight_bits(&straight),
+        weight_bits(trainer.model().unwrap()) == weight_bits(&straight),
         "final weights differ"
     );
 }
@@ -120,16 +122,8 @@ fn interrupted_and_resumed_training_matches_uninterrupted_bit_for_bit() {
 #[test]
 fn a_resume_with_a_different_option_is_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let m = model(2);
-    let trainer = Trainer::new(&m, train_config()).unwrap();
-    save_run_checkpoint(
-        dir.path(),
-        &trainer,
-        &m.weights,
-        &options(1e-2),
-        &json!(null),
-    )
-    .unwrap();
+    let mut trainer = Trainer::new(model(2), train_config()).unwrap();
+    save_run_checkpoint(dir.path(), &mut trainer, &options(1e-2), &json!(null)).unwrap();
     let ck = load_run_checkpoint(&find_checkpoint(dir.path()).unwrap()).unwrap();
     let err = ck.check_options(&options(3e-2)).unwrap_err();
     assert!(
@@ -142,16 +136,8 @@ fn a_resume_with_a_different_option_is_refused_naming_it() {
 #[test]
 fn a_resume_with_another_trained_set_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let m = model(2);
-    let trainer = Trainer::new(&m, train_config()).unwrap();
-    save_run_checkpoint(
-        dir.path(),
-        &trainer,
-        &m.weights,
-        &options(1e-2),
-        &json!(null),
-    )
-    .unwrap();
+    let mut trainer = Trainer::new(model(2), train_config()).unwrap();
+    save_run_checkpoint(dir.path(), &mut trainer, &options(1e-2), &json!(null)).unwrap();
     let ck = load_run_checkpoint(
         dir.path()
             .join(format!("{CHECKPOINT_PREFIX}000000"))
@@ -162,15 +148,10 @@ fn a_resume_with_another_trained_set_is_refused() {
         trainable: TrainableSet::Lora,
         ..train_config()
     };
-    let err = Trainer::resume(
-        &m,
-        lora_only,
-        ck.progress.clone(),
-        ck.optimizer.clone(),
-        Engine::cpu(),
-    )
-    .err()
-    .expect("a mismatched optimizer state is refused");
+    let engine = Engine::new(Compute::Cpu, model(2), Some(TrainableSet::Lora), false).unwrap();
+    let err = Trainer::resume(engine, lora_only, ck.progress.clone(), ck.optimizer.clone())
+        .err()
+        .expect("a mismatched optimizer state is refused");
     assert!(err.to_string().contains("trainable"), "{err}");
 }
 
@@ -178,8 +159,7 @@ fn a_resume_with_another_trained_set_is_refused() {
 fn only_the_newest_complete_checkpoint_is_kept_and_found() {
     let dir = tempfile::tempdir().unwrap();
     let data = sampler();
-    let mut m = model(2);
-    let mut trainer = Trainer::new(&m, train_config()).unwrap();
+    let mut trainer = Trainer::new(model(2), train_config()).unwrap();
     let none = find_checkpoint(dir.path()).unwrap_err();
     assert!(none.to_string().contains("--save-every"), "{none}");
     // What a crash in the middle of a save leaves: a hidden temporary directory.
@@ -191,15 +171,8 @@ fn only_the_newest_complete_checkpoint_is_kept_and_found() {
         "an unfinished save was found"
     );
     for _ in 0..2 {
-        trainer.step(&mut m, &data).unwrap();
-        save_run_checkpoint(
-            dir.path(),
-            &trainer,
-            &m.weights,
-            &options(1e-2),
-            &json!(null),
-        )
-        .unwrap();
+        trainer.step(&data).unwrap();
+        save_run_checkpoint(dir.path(), &mut trainer, &options(1e-2), &json!(null)).unwrap();
     }
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -219,16 +192,23 @@ fn only_the_newest_complete_checkpoint_is_kept_and_found() {
 #[test]
 fn a_non_finite_loss_stops_before_the_weights_change_and_names_the_step() {
     let data = sampler();
-    let mut m = model(2);
-    let mut trainer = Trainer::new(&m, train_config()).unwrap();
-    trainer.step(&mut m, &data).unwrap();
-    m.weights.norm.data[0] = f32::INFINITY;
-    let before = weight_bits(&m);
-    let err = trainer.step(&mut m, &data).unwrap_err();
+    let mut trainer = Trainer::new(model(2), train_config()).unwrap();
+    trainer.step(&data).unwrap();
+    let mut norm = trainer.model().unwrap().weights.norm.clone();
+    norm.data[0] = f32::INFINITY;
+    let engine = trainer.engine();
+    engine
+        .assign_tensors(vec![norm], Path::new("edit"))
+        .unwrap();
+    let before = weight_bits(trainer.model().unwrap());
+    let err = trainer.step(&data).unwrap_err();
     assert!(
         matches!(err, Error::Diverged { step: 2, .. }),
         "expected divergence at step 2, got {err}"
     );
     assert!(err.to_string().contains("step 2"), "{err}");
-    assert!(weight_bits(&m) == before, "a diverged step changed weights");
+    assert!(
+        weight_bits(trainer.model().unwrap()) == before,
+        "a diverged step changed weights"
+    );
 }

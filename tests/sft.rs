@@ -134,7 +134,7 @@ fn batches_are_whole_records_and_a_trainer_steps_on_them() {
         ..LlamaConfig::builtin()
     };
     let weights = LlamaWeights::random(&cfg, 0.02, &mut Rng::new(2));
-    let mut model = Llama::new(cfg, weights).unwrap();
+    let model = Llama::new(cfg, weights).unwrap();
     let run = TrainConfig {
         steps: 1,
         batch_size: 2,
@@ -150,8 +150,8 @@ fn batches_are_whole_records_and_a_trainer_steps_on_them() {
         trainable: TrainableSet::Full,
         seed: 3,
     };
-    let mut trainer = Trainer::new(&model, run).unwrap();
-    let report = trainer.step(&mut model, &s).unwrap();
+    let mut trainer = Trainer::new(model, run).unwrap();
+    let report = trainer.step(&s).unwrap();
     assert!(
         (report.loss - (258f64).ln()).abs() < 0.5,
         "an untrained model's loss on the scored tokens is near ln(258), got {}",

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use counting::{ALLOCATED_BYTES, ALLOCATIONS};
 use longlora::data::{synthetic_corpus, WindowSampler};
-use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
+use longlora::model::{Llama, LlamaConfig, LlamaWeights, Param, TrainableSet};
 use longlora::ops::attention::AttnMode;
 use longlora::rng::Rng;
 use longlora::train::optim::{AdamWConfig, Schedule};
@@ -21,9 +21,9 @@ fn warm_step_allocations(context: usize) -> (usize, usize) {
         ..LlamaConfig::builtin()
     };
     let sampler = WindowSampler::new(synthetic_corpus(1, 4, 2048), context).expect("corpus");
-    let mut weights = LlamaWeights::<f32>::random(&cfg, 0.02, &mut Rng::new(1));
+    let mut weights = LlamaWeights::<Param<f32>>::random(&cfg, 0.02, &mut Rng::new(1));
     weights.add_lora(8, 16.0, &mut Rng::new(2));
-    let mut model = Llama::new(cfg, weights).expect("model");
+    let model = Llama::new(cfg, weights).expect("model");
     let run = TrainConfig {
         steps: 10,
         batch_size: 1,
@@ -39,13 +39,13 @@ fn warm_step_allocations(context: usize) -> (usize, usize) {
         trainable: TrainableSet::LoraEmbedNorm,
         seed: 3,
     };
-    let mut trainer = Trainer::new(&model, run).expect("trainer");
+    let mut trainer = Trainer::new(model, run).expect("trainer");
     // Two steps so that every worker thread has met every shape.
     for _ in 0..2 {
-        trainer.step(&mut model, &sampler).expect("warm-up step");
+        trainer.step(&sampler).expect("warm-up step");
     }
     let (count, bytes) = (ALLOCATIONS.load(SeqCst), ALLOCATED_BYTES.load(SeqCst));
-    trainer.step(&mut model, &sampler).expect("step");
+    trainer.step(&sampler).expect("step");
     (
         ALLOCATIONS.load(SeqCst) - count,
         ALLOCATED_BYTES.load(SeqCst) - bytes,

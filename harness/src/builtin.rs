@@ -32,7 +32,7 @@ pub fn pretrain(seed: u64, steps: usize, on_step: impl FnMut(&StepReport)) -> Re
     let cfg = config();
     let context = cfg.max_position_embeddings;
     let weights = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(seed, 1));
-    let mut model = Llama::new(cfg, weights)?;
+    let model = Llama::new(cfg, weights)?;
     let sampler = WindowSampler::new(train_corpus(seed), context)?;
     let run = TrainConfig {
         steps,
@@ -52,6 +52,5 @@ pub fn pretrain(seed: u64, steps: usize, on_step: impl FnMut(&StepReport)) -> Re
         trainable: TrainableSet::Full,
         seed,
     };
-    train(&mut model, &sampler, run, on_step)?;
-    Ok(model)
+    Ok(train(model, &sampler, run, on_step)?.0)
 }

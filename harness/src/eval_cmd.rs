@@ -108,10 +108,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         trainable: None,
         lora_rank: model.weights.max_lora_rank(),
     };
-    let mut engine = Engine::new(device_arg::open(args.device, &work)?, &model, None, false)?;
+    let mut engine = Engine::new(device_arg::open(args.device, &work)?, model, None, false)?;
     let pb = bar(0, "eval");
     let result = perplexity(
-        &model,
         &mut engine,
         len,
         |s, n| match &file {

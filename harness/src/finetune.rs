@@ -153,7 +153,6 @@ pub fn prepare_output(dir: &Path, overwrite: bool, option: &'static str) -> Resu
 
 /// Mean loss over the first `windows` held-out windows of `context + 1` tokens (full attention).
 fn heldout_loss(
-    model: &Llama<f32>,
     engine: &mut Engine,
     tokens: &[u32],
     context: usize,
@@ -161,7 +160,6 @@ fn heldout_loss(
 ) -> Result<f64> {
     let usable = tokens.len().min(windows * context + 1);
     let ppl = perplexity(
-        model,
         engine,
         usable,
         |s, n| Ok(tokens[s..s + n].to_vec()),
@@ -320,7 +318,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     }
     let saved_builtin = out.join("base-model");
     let Base {
-        mut model,
+        model,
         tokenizer,
         train,
         heldout,
@@ -334,12 +332,11 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         save_model(&saved_builtin, &model.config, &model.weights)?;
         tokenizer.save(&saved_builtin)?;
     }
-    let mut base_engine = Engine::new(compute, &model, None, false)?;
+    let mut base_engine = Engine::new(compute, model, None, false)?;
     let saved_loss = |key: &str| resume.as_ref().and_then(|ck| ck.notes[key].as_f64());
     let base_loss = match (&heldout, &resume) {
         (Some(_), Some(_)) => saved_loss("heldout_loss_base_at_original_context"),
         (Some(t), None) => Some(heldout_loss(
-            &model,
             &mut base_engine,
             t,
             original,
@@ -347,6 +344,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         )?),
         (None, _) => None,
     };
+    let (compute, mut model) = base_engine.into_parts()?;
     model.config.rope_scaling_factor = factor;
     if args.trainable.uses_lora() {
         model.weights.add_lora(
@@ -380,15 +378,10 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let sampler = train.sampler(&tokenizer, context)?;
     let resumed_from = resume.as_ref().map(|ck| ck.dir.clone());
     let saved_loss_before = saved_loss("heldout_loss_before");
-    let engine = Engine::new(
-        base_engine.into_compute(),
-        &model,
-        Some(args.trainable),
-        args.recompute,
-    )?;
+    let engine = Engine::new(compute, model, Some(args.trainable), args.recompute)?;
     let mut trainer = match resume {
-        Some(ck) => ck.resume(&mut model, config.clone(), &options, engine)?,
-        None => Trainer::with_engine(&model, config.clone(), engine)?,
+        Some(ck) => ck.resume(engine, config.clone(), &options)?,
+        None => Trainer::with_engine(engine, config.clone())?,
     };
     eprintln!(
         "extending {source} from context {original} to {context}: rope factor {factor}, attention {}, \
@@ -402,7 +395,6 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let loss_before = match (&heldout, &resumed_from) {
         (Some(_), Some(_)) => saved_loss_before,
         (Some(t), None) => Some(heldout_loss(
-            &model,
             trainer.engine(),
             t,
             context,
@@ -421,16 +413,9 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         options: &options,
         notes: &notes,
     };
-    let reports = run_steps(
-        &mut trainer,
-        &mut model,
-        sampler.as_ref(),
-        &checkpointing,
-        "finetune",
-    )?;
+    let reports = run_steps(&mut trainer, sampler.as_ref(), &checkpointing, "finetune")?;
     let loss_after = match &heldout {
         Some(t) => Some(heldout_loss(
-            &model,
             trainer.engine(),
             t,
             context,
@@ -439,6 +424,8 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         None => None,
     };
 
+    let trained_parameters = trainer.trained_params();
+    let model = trainer.into_model()?;
     // A full fine-tune has no adapter; its trained tensors are all in trainable_params.
     if args.trainable.uses_lora() {
         save_adapter(&out, &model.weights, &source)?;
@@ -463,7 +450,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         "original_context": original,
         "rope_factor": factor,
         "train": config,
-        "trained_parameters": trainer.trained_params(),
+        "trained_parameters": trained_parameters,
         "heldout_loss_base_at_original_context": base_loss,
         "heldout_loss_before": loss_before,
         "heldout_loss_after": loss_after,

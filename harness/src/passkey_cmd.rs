@@ -96,7 +96,8 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
         trainable: None,
         lora_rank: model.weights.max_lora_rank(),
     };
-    let mut engine = Engine::new(device_arg::open(args.device, &work)?, &model, None, false)?;
+    let rope_scaling_factor = model.config.rope_scaling_factor;
+    let mut engine = Engine::new(device_arg::open(args.device, &work)?, model, None, false)?;
     let pb = bar(0, "passkey");
     // Rejects a ratio outside (0, 1] before any prompt is built, whatever the mode.
     AttnMask::from_ratio(AttnMode::Dense, args.group_ratio, 2)?;
@@ -113,7 +114,7 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
         &encode,
         &mut |tokens| {
             let mask = mask_for(tokens.len())?;
-            engine.forward(&model, tokens, 1, tokens.len(), &mask)?;
+            engine.forward(tokens, 1, tokens.len(), &mask)?;
             engine.logits()
         },
         &mut |done, total| {
@@ -127,7 +128,7 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
         "adapter": args.adapter.as_ref().map(|a| a.display().to_string()),
         "tokenizer": tokenizer.source(),
         "bos": bos,
-        "rope_scaling_factor": model.config.rope_scaling_factor,
+        "rope_scaling_factor": rope_scaling_factor,
         "attn": args.attn.to_string(),
         "group_ratio": (args.attn != AttnMode::Dense).then_some(args.group_ratio),
         "trials": args.trials,

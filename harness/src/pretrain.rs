@@ -162,7 +162,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     let tokenizer = args.tokenizer.load()?;
     let cfg = model_config(&args, &tokenizer)?;
     let weights = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(args.seed, 1));
-    let mut model = Llama::new(cfg.clone(), weights)?;
+    let model = Llama::new(cfg.clone(), weights)?;
     let compute = device_arg::open(
         args.device,
         &Workload {
@@ -171,7 +171,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
             lora_rank: 0,
         },
     )?;
-    let engine = Engine::new(compute, &model, Some(TrainableSet::Full), false)?;
+    let engine = Engine::new(compute, model, Some(TrainableSet::Full), false)?;
     let config = TrainConfig {
         steps: args.steps,
         batch_size: args.batch_size,
@@ -196,10 +196,10 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     let options = run_options(&args, &cfg, &config, data_tokens);
     let resumed_from = resume.as_ref().map(|ck| ck.dir.clone());
     let mut trainer = match resume {
-        Some(ck) => ck.resume(&mut model, config.clone(), &options, engine)?,
+        Some(ck) => ck.resume(engine, config.clone(), &options)?,
         None => {
             prepare_output(&out, args.run.overwrite, "output")?;
-            Trainer::with_engine(&model, config.clone(), engine)?
+            Trainer::with_engine(engine, config.clone())?
         }
     };
     eprintln!(
@@ -221,14 +221,9 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         options: &options,
         notes: &json!({}),
     };
-    let reports = run_steps(
-        &mut trainer,
-        &mut model,
-        &sampler,
-        &checkpointing,
-        "pretrain",
-    )?;
+    let reports = run_steps(&mut trainer, &sampler, &checkpointing, "pretrain")?;
 
+    let model = trainer.into_model()?;
     save_model(&out, &model.config, &model.weights)?;
     tokenizer.save(&out)?;
     let (first, last) = (&reports[0], reports.last().expect("at least one step"));

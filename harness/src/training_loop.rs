@@ -12,7 +12,6 @@ use clap::Args;
 use indicatif::ProgressBar;
 use longlora::data::BatchSource;
 use longlora::fs::write_atomic;
-use longlora::model::Llama;
 use longlora::train::checkpoint::{
     find_checkpoint, load_run_checkpoint, remove_checkpoints, save_run_checkpoint, RunCheckpoint,
     RunOptions,
@@ -135,7 +134,6 @@ pub fn show_step(pb: &ProgressBar, r: &StepReport) {
 /// are about to be recomputed).
 pub fn run_steps(
     trainer: &mut Trainer,
-    model: &mut Llama<f32>,
     sampler: &dyn BatchSource,
     checkpointing: &Checkpointing,
     label: &str,
@@ -151,9 +149,8 @@ pub fn run_steps(
         .open(&metrics_path)
         .map_err(|e| Error::io(&metrics_path, e))?;
     let mut last_checkpoint = ck.resumed_from.clone();
-    let save = |trainer: &Trainer, model: &Llama<f32>| {
-        save_run_checkpoint(ck.run_dir, trainer, &model.weights, ck.options, ck.notes)
-    };
+    let save =
+        |trainer: &mut Trainer| save_run_checkpoint(ck.run_dir, trainer, ck.options, ck.notes);
     watch_ctrl_c();
     let steps = trainer.config.steps;
     let pb = bar(steps, label);
@@ -163,11 +160,11 @@ pub fn run_steps(
             pb.abandon();
             return Err(Error::Interrupted {
                 step: trainer.progress().step,
-                checkpoint: save(trainer, model)?,
+                checkpoint: save(trainer)?,
                 run_dir: ck.run_dir.to_path_buf(),
             });
         }
-        let r = match trainer.step(model, sampler) {
+        let r = match trainer.step(sampler) {
             Ok(r) => r,
             Err(Error::Diverged { step, loss, .. }) => {
                 pb.abandon();
@@ -183,7 +180,7 @@ pub fn run_steps(
         let line = serde_json::to_string(&r).expect("a step report serialises");
         writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
         if ck.save_every.is_some_and(|k| r.step % k == 0) {
-            last_checkpoint = Some(save(trainer, model)?);
+            last_checkpoint = Some(save(trainer)?);
         }
         reports.push(r);
     }

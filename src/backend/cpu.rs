@@ -2,24 +2,24 @@
 
 use std::marker::PhantomData;
 
-use crate::backend::{Backend, LinearId, Memory, NormId, Proj, Tensor};
+use crate::backend::{Backend, BatchShape, Buffers, Tensor};
 use crate::error::{Error, Result};
 use crate::float::{cst, Float};
 use crate::model::config::LlamaConfig;
-use crate::model::weights::{LayerWeights, Linear, LlamaWeights, Param};
+use crate::model::ids::{LinearId, NormId};
+use crate::model::{Grads, LlamaWeights, Param};
 use crate::ops::attention::{attention_backward, attention_forward, AttnMask, AttnShape};
 use crate::ops::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use crate::ops::embedding::{embedding_backward, embedding_forward};
-use crate::ops::linear::{linear_backward, linear_forward, lora_rank};
-use crate::ops::matmul::{matmul_nn, matmul_nt, matmul_tn};
+use crate::ops::linear::{linear_backward, linear_forward};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, rope_forward, RopeTable};
 use crate::ops::swiglu::{swiglu_backward, swiglu_forward};
 
-/// Host memory: every tensor a `Vec<T>`.
-pub struct Host<T>(PhantomData<T>);
+/// Host buffers: every tensor a `Vec<T>`.
+pub struct HostBuffers<T>(PhantomData<T>);
 
-impl<T> Memory for Host<T> {
+impl<T> Buffers for HostBuffers<T> {
     type Tensor = Vec<T>;
     type Stats = Vec<T>;
     type Ids = Vec<u32>;
@@ -34,16 +34,16 @@ impl<T> Memory for Host<T> {
     }
 }
 
-/// The reference ops over borrowed weights; gradients go to `grads` (empty buffers are frozen).
+/// The reference ops over borrowed weights; gradients of the trained tensors go to `grads`.
 pub struct Cpu<'a, T> {
     config: &'a LlamaConfig,
-    weights: &'a LlamaWeights<T>,
-    grads: Option<&'a mut LlamaWeights<T>>,
+    weights: &'a LlamaWeights<Param<T>>,
+    grads: Option<&'a mut Grads<T>>,
 }
 
 impl<'a, T: Float> Cpu<'a, T> {
     /// For forward passes only.
-    pub fn new(config: &'a LlamaConfig, weights: &'a LlamaWeights<T>) -> Self {
+    pub fn new(config: &'a LlamaConfig, weights: &'a LlamaWeights<Param<T>>) -> Self {
         Cpu {
             config,
             weights,
@@ -54,8 +54,8 @@ impl<'a, T: Float> Cpu<'a, T> {
     /// Backward passes accumulate into `grads`.
     pub fn with_grads(
         config: &'a LlamaConfig,
-        weights: &'a LlamaWeights<T>,
-        grads: &'a mut LlamaWeights<T>,
+        weights: &'a LlamaWeights<Param<T>>,
+        grads: &'a mut Grads<T>,
     ) -> Self {
         Cpu {
             config,
@@ -64,7 +64,7 @@ impl<'a, T: Float> Cpu<'a, T> {
         }
     }
 
-    fn grads(&mut self) -> Result<&mut LlamaWeights<T>> {
+    fn grads(&mut self) -> Result<&mut Grads<T>> {
         self.grads.as_deref_mut().ok_or_else(|| {
             Error::option(
                 "backward",
@@ -73,11 +73,11 @@ impl<'a, T: Float> Cpu<'a, T> {
         })
     }
 
-    fn attn_shape(&self, batch: usize, q_len: usize) -> AttnShape {
+    fn attn_shape(&self, shape: BatchShape) -> AttnShape {
         let cfg = self.config;
         AttnShape {
-            batch,
-            seq_len: q_len / (batch * cfg.hidden_size).max(1),
+            batch: shape.batch,
+            seq_len: shape.seq_len,
             n_heads: cfg.num_attention_heads,
             n_kv_heads: cfg.num_key_value_heads,
             head_dim: cfg.head_dim(),
@@ -85,59 +85,15 @@ impl<'a, T: Float> Cpu<'a, T> {
     }
 }
 
-fn layer_linear<T>(layer: &LayerWeights<T>, proj: Proj) -> &Linear<T> {
-    match proj {
-        Proj::Q => &layer.q_proj,
-        Proj::K => &layer.k_proj,
-        Proj::V => &layer.v_proj,
-        Proj::O => &layer.o_proj,
-        Proj::Gate => &layer.gate_proj,
-        Proj::Up => &layer.up_proj,
-        Proj::Down => &layer.down_proj,
-    }
-}
-
-fn layer_linear_mut<T>(layer: &mut LayerWeights<T>, proj: Proj) -> &mut Linear<T> {
-    match proj {
-        Proj::Q => &mut layer.q_proj,
-        Proj::K => &mut layer.k_proj,
-        Proj::V => &mut layer.v_proj,
-        Proj::O => &mut layer.o_proj,
-        Proj::Gate => &mut layer.gate_proj,
-        Proj::Up => &mut layer.up_proj,
-        Proj::Down => &mut layer.down_proj,
-    }
-}
-
-/// The norm's weight in `weights` (or its gradient in a gradient set).
-pub(crate) fn norm_param<T>(weights: &LlamaWeights<T>, id: NormId) -> &Param<T> {
-    match id {
-        NormId::Input(l) => &weights.layers[l].input_layernorm,
-        NormId::PostAttention(l) => &weights.layers[l].post_attention_layernorm,
-        NormId::Final => &weights.norm,
-    }
-}
-
-fn norm_param_mut<T>(weights: &mut LlamaWeights<T>, id: NormId) -> &mut Param<T> {
-    match id {
-        NormId::Input(l) => &mut weights.layers[l].input_layernorm,
-        NormId::PostAttention(l) => &mut weights.layers[l].post_attention_layernorm,
-        NormId::Final => &mut weights.norm,
-    }
-}
-
 impl<T: Float> Backend for Cpu<'_, T> {
-    type Memory = Host<T>;
+    type Buffers = HostBuffers<T>;
 
     fn config(&self) -> &LlamaConfig {
         self.config
     }
 
     fn lora_rank(&self, id: LinearId) -> usize {
-        match id {
-            LinearId::Layer(l, proj) => lora_rank(layer_linear(&self.weights.layers[l], proj)),
-            LinearId::LmHead => 0,
-        }
+        self.weights.linear(id).lora_rank()
     }
 
     fn tensor(&mut self, len: usize) -> Result<Vec<T>> {
@@ -192,9 +148,8 @@ impl<T: Float> Backend for Cpu<'_, T> {
 
     fn embedding_backward(&mut self, dout: &Vec<T>, tokens: &Vec<u32>) -> Result<()> {
         let d = self.config.hidden_size;
-        let table = &mut self.grads()?.embed_tokens.data;
-        if !table.is_empty() {
-            embedding_backward(table, dout, tokens, d);
+        if let Some(dtable) = self.grads()?.embed_tokens.as_mut() {
+            embedding_backward(&mut dtable.data, dout, tokens, d);
         }
         Ok(())
     }
@@ -207,7 +162,7 @@ impl<T: Float> Backend for Cpu<'_, T> {
         x: &Vec<T>,
     ) -> Result<()> {
         let cfg = self.config;
-        let weight = &norm_param(self.weights, id).data;
+        let weight = &self.weights.norm(id).data;
         rmsnorm_forward(out, rstd, x, weight, cfg.hidden_size, cfg.rms_norm_eps);
         Ok(())
     }
@@ -221,10 +176,9 @@ impl<T: Float> Backend for Cpu<'_, T> {
         rstd: &Vec<T>,
     ) -> Result<()> {
         let (d, weights) = (self.config.hidden_size, self.weights);
-        let dweight = &mut norm_param_mut(self.grads()?, id).data;
-        let dweight = (!dweight.is_empty()).then_some(dweight.as_mut_slice());
-        let weight = &norm_param(weights, id).data;
-        rmsnorm_backward(dx, dweight, dout, x, weight, rstd, d);
+        let dweight = self.grads()?.norm_mut(id).as_mut();
+        let dweight = dweight.map(|g| g.data.as_mut_slice());
+        rmsnorm_backward(dx, dweight, dout, x, &weights.norm(id).data, rstd, d);
         Ok(())
     }
 
@@ -234,22 +188,11 @@ impl<T: Float> Backend for Cpu<'_, T> {
         y: &mut Vec<T>,
         xa: Option<&mut Vec<T>>,
         x: &Vec<T>,
+        rows: usize,
         accumulate: bool,
     ) -> Result<()> {
-        let cfg = self.config;
         let xa = xa.map_or(&mut [][..], |xa| xa.as_mut_slice());
-        match id {
-            LinearId::Layer(l, proj) => {
-                let lin = layer_linear(&self.weights.layers[l], proj);
-                let rows = x.len() / lin.in_features();
-                linear_forward(y, xa, x, lin, rows, accumulate);
-            }
-            LinearId::LmHead => {
-                let (d, vocab) = (cfg.hidden_size, cfg.vocab_size);
-                let lm_head = &self.weights.lm_head.data;
-                matmul_nt(y, x, lm_head, x.len() / d, d, vocab, T::one(), accumulate);
-            }
-        }
+        linear_forward(y, xa, x, self.weights.linear(id), rows, accumulate);
         Ok(())
     }
 
@@ -260,36 +203,12 @@ impl<T: Float> Backend for Cpu<'_, T> {
         dy: &Vec<T>,
         x: &Vec<T>,
         xa: Option<&Vec<T>>,
+        rows: usize,
     ) -> Result<()> {
         let xa = xa.map_or(&[][..], |xa| xa.as_slice());
-        let (cfg, weights) = (self.config, self.weights);
-        let grads = self.grads()?;
-        match id {
-            LinearId::Layer(l, proj) => {
-                let lin = layer_linear(&weights.layers[l], proj);
-                let grad = layer_linear_mut(&mut grads.layers[l], proj);
-                let rows = x.len() / lin.in_features();
-                linear_backward(Some(dx), grad, dy, x, lin, xa, rows);
-            }
-            LinearId::LmHead => {
-                let (d, vocab) = (cfg.hidden_size, cfg.vocab_size);
-                let rows = x.len() / d;
-                if !grads.lm_head.data.is_empty() {
-                    let g = &mut grads.lm_head.data;
-                    matmul_tn(g, dy, x, vocab, rows, d, T::one(), true);
-                }
-                matmul_nn(
-                    dx,
-                    dy,
-                    &weights.lm_head.data,
-                    rows,
-                    vocab,
-                    d,
-                    T::one(),
-                    true,
-                );
-            }
-        }
+        let lin = self.weights.linear(id);
+        let grad = self.grads()?.linear_mut(id);
+        linear_backward(Some(dx), grad, dy, x, lin, xa, rows);
         Ok(())
     }
 
@@ -322,11 +241,10 @@ impl<T: Float> Backend for Cpu<'_, T> {
         q: &Vec<T>,
         k: &Vec<T>,
         v: &Vec<T>,
-        batch: usize,
+        shape: BatchShape,
         mask: &AttnMask,
     ) -> Result<()> {
-        let shape = self.attn_shape(batch, q.len());
-        attention_forward(out, lse, q, k, v, &shape, mask);
+        attention_forward(out, lse, q, k, v, &self.attn_shape(shape), mask);
         Ok(())
     }
 
@@ -341,10 +259,10 @@ impl<T: Float> Backend for Cpu<'_, T> {
         v: &Vec<T>,
         out: &Vec<T>,
         lse: &Vec<T>,
-        batch: usize,
+        shape: BatchShape,
         mask: &AttnMask,
     ) -> Result<()> {
-        let shape = self.attn_shape(batch, q.len());
+        let shape = self.attn_shape(shape);
         attention_backward(dq, dk, dv, dout, q, k, v, out, lse, &shape, mask);
         Ok(())
     }

@@ -1,14 +1,17 @@
-//! The model on the backend a run chose: what the trainer and the evaluator call.
+//! The model on the backend a run chose: what the trainer and the evaluator call. An engine owns
+//! the model, the decoder's workspace, and, when it trains, the gradients and the optimizer state:
+//! the trainer drives it (zero the gradients, forward and backward per micro-batch, one optimizer
+//! step) and reads the model back at checkpoints and at the end.
 
-use crate::backend::kernel::check_supported;
-use crate::backend::{Cpu, Host, KernelModel};
-use crate::error::Result;
+use std::path::Path;
+
+use crate::backend::device_weights::check_supported;
+use crate::backend::{CpuEngine, KernelEngine};
+use crate::error::{Error, Result};
 use crate::kernels::Device;
-use crate::model::decoder::{
-    check_targets, check_tokens, decoder_backward, decoder_forward, Activations, BackwardBuffers,
-};
-use crate::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
+use crate::model::{Grads, Llama, LlamaConfig, Loss, Param, ParamId, TrainableSet};
 use crate::ops::attention::AttnMask;
+use crate::train::optim::{AdamW, AdamWConfig};
 
 /// Where the model runs: the CPU reference ops, or the kernels on a device (a CUDA GPU or the CPU
 /// emulator).
@@ -44,171 +47,173 @@ impl Compute {
     }
 }
 
-/// The decoder on one backend. The host `Llama<f32>` stays the master copy of the weights: the
-/// kernel backend uploads device copies once (bf16; f32 for the RMSNorm weights) and refreshes the
-/// trained ones after each update.
+/// The decoder on one backend, with the model it owns.
 pub enum Engine {
-    Cpu {
-        recompute: bool,
-        acts: Option<Box<Activations<Host<f32>>>>,
-        /// The backward's scratch, kept across steps of one shape like the activations.
-        scratch: Option<Box<BackwardBuffers<Host<f32>>>>,
-    },
-    Kernels(Box<KernelModel>),
+    Cpu(Box<CpuEngine>),
+    Kernels(Box<KernelEngine>),
+}
+
+/// Runs `$body` with `$engine` bound to whichever engine `$self` holds.
+macro_rules! on_engine {
+    ($self:expr, $engine:ident => $body:expr) => {
+        match $self {
+            Engine::Cpu($engine) => $body,
+            Engine::Kernels($engine) => $body,
+        }
+    };
 }
 
 impl Engine {
-    /// Opens `model` on `compute`, with device gradients for the tensors `trainable` trains (none for
+    /// Opens `model` on `compute`, with gradients for the tensors `trainable` trains (none for
     /// evaluation). `recompute` keeps only each layer's input in the forward and recomputes the
     /// layer inside its backward.
     pub fn new(
         compute: Compute,
-        model: &Llama<f32>,
+        model: Llama<f32>,
         trainable: Option<TrainableSet>,
         recompute: bool,
     ) -> Result<Engine> {
         Ok(match compute {
-            Compute::Cpu => Engine::Cpu {
-                recompute,
-                acts: None,
-                scratch: None,
-            },
-            Compute::Kernels(device) => Engine::Kernels(Box::new(KernelModel::new(
+            Compute::Cpu => Engine::Cpu(Box::new(CpuEngine::new(model, trainable, recompute))),
+            Compute::Kernels(device) => Engine::Kernels(Box::new(KernelEngine::new(
                 device, model, trainable, recompute,
             )?)),
         })
     }
 
-    /// The CPU reference backend without recomputation.
-    pub fn cpu() -> Engine {
-        Engine::Cpu {
-            recompute: false,
-            acts: None,
-            scratch: None,
-        }
+    /// `model` on the CPU reference ops, for evaluation.
+    pub fn cpu(model: Llama<f32>) -> Engine {
+        Engine::Cpu(Box::new(CpuEngine::new(model, None, false)))
     }
 
-    /// Checks that the engine can train `set`: the kernel backend holds gradient buffers only for
-    /// the set it was opened with.
+    /// Checks that the engine can train `set`: it holds gradients only for the set it was opened
+    /// with.
     pub fn check_trains(&self, set: TrainableSet) -> Result<()> {
+        let opened = on_engine!(self, e => e.trains());
+        if opened == Some(set) {
+            return Ok(());
+        }
+        Err(Error::option(
+            "trainable",
+            format!(
+                "the run trains `{set}` but the engine was opened for {}",
+                opened.map_or("evaluation only".to_string(), |t| format!("`{t}`"))
+            ),
+        ))
+    }
+
+    /// Gives back where this engine runs and the model, to open another engine there.
+    pub fn into_parts(self) -> Result<(Compute, Llama<f32>)> {
+        Ok(match self {
+            Engine::Cpu(e) => (Compute::Cpu, e.into_model()),
+            Engine::Kernels(e) => {
+                let (device, model) = e.into_parts()?;
+                (Compute::Kernels(device), model)
+            }
+        })
+    }
+
+    /// The model with the weights the engine trained so far (on a device: copied to the host).
+    pub fn model(&mut self) -> Result<&Llama<f32>> {
         match self {
-            Engine::Kernels(k) if k.trainable() != Some(set) => Err(crate::Error::option(
-                "trainable",
-                format!(
-                    "the run trains `{set}` but the device was opened for {}",
-                    k.trainable()
-                        .map_or("evaluation only".to_string(), |t| format!("`{t}`"))
-                ),
-            )),
-            _ => Ok(()),
+            Engine::Cpu(e) => Ok(e.model()),
+            Engine::Kernels(e) => e.model(),
         }
     }
 
-    /// Gives back where this engine runs, to open another model there.
-    pub fn into_compute(self) -> Compute {
-        match self {
-            Engine::Cpu { .. } => Compute::Cpu,
-            Engine::Kernels(k) => Compute::Kernels(k.into_device()),
-        }
+    /// The largest LoRA rank of the model's adapters (0 without adapters).
+    pub fn lora_rank(&self) -> usize {
+        on_engine!(self, e => e.lora_rank())
     }
 
     /// Runs the decoder on `batch` sequences of `seq_len` tokens, keeping what backward needs.
     pub fn forward(
         &mut self,
-        model: &Llama<f32>,
         tokens: &[u32],
         batch: usize,
         seq_len: usize,
         mask: &AttnMask,
     ) -> Result<()> {
-        match self {
-            Engine::Cpu {
-                recompute, acts, ..
-            } => {
-                check_tokens(&model.config, tokens, batch, seq_len)?;
-                let mut cpu = Cpu::new(&model.config, &model.weights);
-                let fresh = match acts.take() {
-                    Some(a) if a.fits(batch, seq_len, mask, *recompute) => a,
-                    _ => Box::new(Activations::new(
-                        &mut cpu, batch, seq_len, mask, *recompute,
-                    )?),
-                };
-                decoder_forward(&mut cpu, acts.insert(fresh), tokens)
-            }
-            Engine::Kernels(k) => k.forward(tokens, batch, seq_len, mask),
-        }
+        on_engine!(self, e => e.forward(tokens, batch, seq_len, mask))
     }
 
-    /// Mean loss of the last forward against `targets` (−100 = not scored), and the scored count.
-    pub fn loss(&mut self, model: &Llama<f32>, targets: &[i32]) -> Result<(f64, usize)> {
-        match self {
-            Engine::Cpu { acts, .. } => {
-                let acts = acts.as_ref().ok_or_else(no_forward)?;
-                let (mean, count) = model.loss(acts, targets)?;
-                Ok((mean as f64, count))
-            }
-            Engine::Kernels(k) => k.loss(targets),
-        }
+    /// The loss of the last forward against `targets` (−100 = not scored).
+    pub fn loss(&mut self, targets: &[i32]) -> Result<Loss> {
+        on_engine!(self, e => e.loss(targets))
     }
 
-    /// Accumulates the gradient of `dloss · Σ(per-position loss)` of the last forward and returns
-    /// the summed loss. The CPU adds into `grads` directly; the kernels into device buffers, which
-    /// [`Engine::take_grads`] brings back.
-    pub fn backward(
-        &mut self,
-        model: &Llama<f32>,
-        targets: &[i32],
-        dloss: f32,
-        grads: &mut LlamaWeights<f32>,
-    ) -> Result<f64> {
-        match self {
-            Engine::Cpu { acts, scratch, .. } => {
-                let acts = acts.as_ref().ok_or_else(no_forward)?;
-                check_targets(&model.config, acts.rows(), targets)?;
-                let mut cpu = Cpu::with_grads(&model.config, &model.weights, grads);
-                let scratch = match scratch.take() {
-                    Some(s) if s.fits(acts) => scratch.insert(s),
-                    _ => scratch.insert(Box::new(BackwardBuffers::new(&mut cpu, acts)?)),
-                };
-                decoder_backward(&mut cpu, acts, scratch, targets, dloss as f64)
-            }
-            Engine::Kernels(k) => k.backward(targets, dloss as f64),
-        }
-    }
-
-    /// Adds the gradients held on the device into `grads` (nothing to do on the CPU).
-    pub fn take_grads(&mut self, grads: &mut LlamaWeights<f32>) -> Result<()> {
-        match self {
-            Engine::Cpu { .. } => Ok(()),
-            Engine::Kernels(k) => k.kernels_mut().take_grads(grads),
-        }
-    }
-
-    /// Refreshes the backend's copy of the trained weights after the optimizer updated `model`.
-    pub fn weights_updated(&mut self, model: &Llama<f32>) -> Result<()> {
-        match self {
-            Engine::Cpu { .. } => Ok(()),
-            Engine::Kernels(k) => k.kernels_mut().upload_trained(&model.weights),
-        }
+    /// Accumulates into the engine's gradients the gradient of `dloss · Σ(per-position loss)` of
+    /// the last forward, and returns its loss.
+    pub fn backward(&mut self, targets: &[i32], dloss: f64) -> Result<Loss> {
+        on_engine!(self, e => e.backward(targets, dloss))
     }
 
     /// The last forward's logits (`[rows][vocab]`) on the host, as f32.
     pub fn logits(&mut self) -> Result<Vec<f32>> {
-        match self {
-            Engine::Cpu { acts, .. } => Ok(acts.as_ref().ok_or_else(no_forward)?.logits.clone()),
-            Engine::Kernels(k) => k.logits(),
-        }
+        on_engine!(self, e => e.logits())
     }
 
     /// Elements the last forward kept for backward.
     pub fn saved_elements(&self) -> usize {
-        match self {
-            Engine::Cpu { acts, .. } => acts.as_ref().map_or(0, |a| a.saved_elements()),
-            Engine::Kernels(k) => k.saved_elements(),
-        }
+        on_engine!(self, e => e.saved_elements())
+    }
+
+    /// Zeroes the gradients before a step's micro-batches.
+    pub fn zero_grads(&mut self) -> Result<()> {
+        on_engine!(self, e => e.zero_grads())
+    }
+
+    /// The gradients of the trained tensors: accumulated by the backward passes since
+    /// [`Engine::zero_grads`], clipped once [`Engine::optimizer_step`] ran.
+    pub fn grads(&mut self) -> Result<&Grads<f32>> {
+        on_engine!(self, e => e.grads())
+    }
+
+    /// The trained tensors, in the optimizer's order.
+    pub fn trained_ids(&self) -> Result<Vec<ParamId>> {
+        on_engine!(self, e => e.trained_ids())
+    }
+
+    /// Zero AdamW moments for the trained tensors.
+    pub fn start_optimizer(&mut self, config: AdamWConfig) -> Result<()> {
+        on_engine!(self, e => e.start_optimizer(config))
+    }
+
+    /// Continues from a checkpoint's optimizer state.
+    pub fn set_optimizer(&mut self, optimizer: AdamW) -> Result<()> {
+        on_engine!(self, e => e.set_optimizer(optimizer))
+    }
+
+    /// The AdamW state, one pair of moments per [`Engine::trained_ids`] entry.
+    pub fn optimizer(&mut self) -> Result<&AdamW> {
+        on_engine!(self, e => e.optimizer())
+    }
+
+    /// Clips the gradients to a global norm of `max_grad_norm`, then updates the trained tensors
+    /// with AdamW at learning rate `lr`. Returns the gradient norm before clipping.
+    pub fn optimizer_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {
+        on_engine!(self, e => e.optimizer_step(lr, max_grad_norm))
+    }
+
+    /// Overwrites the model's tensors named by `tensors` (read from `path`, e.g. a checkpoint's).
+    pub fn assign_tensors(&mut self, tensors: Vec<Param<f32>>, path: &Path) -> Result<()> {
+        on_engine!(self, e => e.assign_tensors(tensors, path))
     }
 }
 
-fn no_forward() -> crate::Error {
-    crate::Error::Data("no forward pass has run yet".into())
+/// The error for training through an engine opened without gradients.
+pub(super) fn evaluation_only() -> Error {
+    Error::option(
+        "trainable",
+        "the engine was opened for evaluation only: it holds no gradients",
+    )
+}
+
+/// The error for an optimizer step before the trainer started the optimizer.
+pub(super) fn no_optimizer() -> Error {
+    Error::option(
+        "trainable",
+        "the optimizer has not been started: the engine was opened for training but no trainer \
+         drives it",
+    )
 }

@@ -1,24 +1,25 @@
 //! The kernel backend: the decoder's ops as our CUDA kernels, on a GPU or in the CPU emulator.
 //! Weights live on the device as bf16 copies of the host's f32 master weights (the RMSNorm
-//! weights as f32 copies); the gradients of the trained tensors are f32 device buffers, added into
-//! the host's gradients after each step.
+//! weights as f32 copies); the gradients of the trained tensors are f32 device buffers.
 
-use crate::backend::{Backend, LinearId, Memory, NormId, Proj};
+use crate::backend::device_weights::{
+    check_supported, download_grads, upload_weights, zero_grads, DeviceGrads, DeviceWeights,
+};
+use crate::backend::{Backend, BatchShape, Buffers};
 use crate::error::{Error, Result};
 use crate::kernels::{
-    self, to_bf16, AttentionHeads, AttentionScratch, BackwardOptions, Buffer, Device,
-    DeviceRopeTable, Element, LinearScratch, LinearShape, LoraAdapter, LoraBackward, Sequences,
-    MAX_LORA_RANK,
+    self, AttentionHeads, AttentionScratch, BackwardOptions, Buffer, Device, DeviceRopeTable,
+    LinearScratch, LinearShape, LoraAdapter, LoraBackward, Sequences,
 };
 use crate::model::config::LlamaConfig;
-use crate::model::weights::{Linear, LlamaWeights, Param};
-use crate::model::{Llama, TrainableSet};
+use crate::model::ids::{LinearId, NormId, ParamId};
+use crate::model::{Grads, Llama, LlamaWeights, Param, TrainableSet};
 use crate::ops::attention::AttnMask;
 
-/// Device memory: bf16 activations, f32 statistics.
-pub struct DeviceMemory;
+/// Device buffers: bf16 activations, f32 statistics.
+pub struct DeviceBuffers;
 
-impl Memory for DeviceMemory {
+impl Buffers for DeviceBuffers {
     type Tensor = Buffer<u16>;
     type Stats = Buffer<f32>;
     type Ids = Buffer<u32>;
@@ -33,127 +34,18 @@ impl Memory for DeviceMemory {
     }
 }
 
-/// One tensor on the device, in the element type its kernels read, and its gradient when it is
-/// trained.
-struct DeviceParam<T: Element = u16> {
-    value: Buffer<T>,
-    grad: Option<Buffer<f32>>,
-}
-
-/// An element type the device copies of the f32 master weights are kept in.
-trait MasterCopy: Element {
-    fn from_master(values: &[f32]) -> Vec<Self>;
-}
-
-/// The GEMM operands and the embedding table: bf16, as the tensor cores read them.
-impl MasterCopy for u16 {
-    fn from_master(values: &[f32]) -> Vec<u16> {
-        to_bf16(values)
-    }
-}
-
-/// The RMSNorm weights: they sit near 1, where bf16's spacing (2^-7 above 1) would hide every
-/// update smaller than 2^-8 from the forward, and there are only `hidden_size` of them per norm.
-impl MasterCopy for f32 {
-    fn from_master(values: &[f32]) -> Vec<f32> {
-        values.to_vec()
-    }
-}
-
-/// A device tensor of either element type, as the uploads and gradient transfers see it.
-trait TrainedTensor {
-    fn grad_mut(&mut self) -> Option<&mut Buffer<f32>>;
-    /// Overwrites the device copy with `master`, converted.
-    fn write(&mut self, device: &Device, master: &[f32]) -> Result<()>;
-}
-
-impl<T: MasterCopy> TrainedTensor for DeviceParam<T> {
-    fn grad_mut(&mut self) -> Option<&mut Buffer<f32>> {
-        self.grad.as_mut()
-    }
-    fn write(&mut self, device: &Device, master: &[f32]) -> Result<()> {
-        Ok(device.write(&mut self.value, &T::from_master(master))?)
-    }
-}
-
-struct DeviceLora {
-    a: DeviceParam,
-    b: DeviceParam,
-    rank: usize,
-    scale: f32,
-}
-
-struct DeviceLinear {
-    weight: DeviceParam,
-    lora: Option<DeviceLora>,
-    in_features: usize,
-    out_features: usize,
-}
-
-struct DeviceLayer {
-    input_layernorm: DeviceParam<f32>,
-    q_proj: DeviceLinear,
-    k_proj: DeviceLinear,
-    v_proj: DeviceLinear,
-    o_proj: DeviceLinear,
-    post_attention_layernorm: DeviceParam<f32>,
-    gate_proj: DeviceLinear,
-    up_proj: DeviceLinear,
-    down_proj: DeviceLinear,
-}
-
-/// The model's weights on a [`Device`] and the kernels that run the decoder's ops on them.
+/// The model's weights on a [`Device`], the gradients of the trained ones, and the kernels that
+/// run the decoder's ops on them.
 pub struct Kernels {
     device: Device,
     config: LlamaConfig,
-    embed_tokens: DeviceParam,
-    layers: Vec<DeviceLayer>,
-    norm: DeviceParam<f32>,
-    lm_head: DeviceLinear,
-    /// Scratch of the linear kernels and of the loss (per-row losses).
+    weights: DeviceWeights,
+    grads: DeviceGrads,
+    /// Scratch of the linear kernels, the attention backward and the loss (per-row losses), kept
+    /// so that a step's layers allocate them once.
     linear_scratch: LinearScratch,
+    attention_scratch: AttentionScratch,
     row_loss: Option<Buffer<f32>>,
-}
-
-impl<T: MasterCopy> DeviceParam<T> {
-    fn new(device: &Device, param: &Param<f32>, trained: bool) -> Result<Self> {
-        Ok(DeviceParam {
-            value: device.upload(&T::from_master(&param.data))?,
-            grad: if trained {
-                Some(device.zeros(param.data.len())?)
-            } else {
-                None
-            },
-        })
-    }
-}
-
-impl DeviceLinear {
-    fn new(device: &Device, lin: &Linear<f32>, trains: &impl Fn(&str) -> bool) -> Result<Self> {
-        let lora = match &lin.lora {
-            Some(l) => Some(DeviceLora {
-                a: DeviceParam::new(device, &l.a, trains(&l.a.name))?,
-                b: DeviceParam::new(device, &l.b, trains(&l.b.name))?,
-                rank: l.rank,
-                scale: l.scale(),
-            }),
-            None => None,
-        };
-        Ok(DeviceLinear {
-            weight: DeviceParam::new(device, &lin.weight, trains(&lin.weight.name))?,
-            lora,
-            in_features: lin.in_features(),
-            out_features: lin.out_features(),
-        })
-    }
-
-    fn shape(&self, rows: usize) -> LinearShape {
-        LinearShape {
-            rows,
-            in_features: self.in_features,
-            out_features: self.out_features,
-        }
-    }
 }
 
 /// A scratch buffer of exactly `len` elements, reallocated only when the length changes.
@@ -169,44 +61,6 @@ fn scratch<'a>(
     Ok(slot.insert(buffer))
 }
 
-/// Fails, naming the option, for what the kernels do not cover: full fine-tuning (no weight-gradient
-/// GEMM), head dims other than 64 and 128, LoRA ranks above 64.
-pub fn check_supported(
-    cfg: &LlamaConfig,
-    trainable: Option<TrainableSet>,
-    lora_rank: usize,
-) -> Result<()> {
-    if trainable == Some(TrainableSet::Full) {
-        return Err(Error::option(
-            "trainable",
-            "full fine-tuning needs weight gradients of the base matrices, which the kernels \
-             (--device cuda|emu) do not compute: use --device cpu or --trainable lora|lora+embed+norm",
-        ));
-    }
-    if !matches!(cfg.head_dim(), 64 | 128) {
-        return Err(Error::option(
-            "device",
-            format!(
-                "the attention kernels (--device cuda|emu) need a head dim of 64 or 128; this \
-                 model's is {} (hidden {} / {} heads): use --device cpu",
-                cfg.head_dim(),
-                cfg.hidden_size,
-                cfg.num_attention_heads
-            ),
-        ));
-    }
-    if lora_rank > MAX_LORA_RANK {
-        return Err(Error::option(
-            "lora-rank",
-            format!(
-                "the LoRA kernels (--device cuda|emu) hold ranks up to {MAX_LORA_RANK}, got \
-                 {lora_rank}: use a smaller rank or --device cpu"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 impl Kernels {
     /// Uploads `model`'s weights to `device`, with gradient buffers for the tensors `trainable`
     /// trains (none for evaluation). Fails, naming the option, for what the kernels do not cover
@@ -216,56 +70,14 @@ impl Kernels {
         model: &Llama<f32>,
         trainable: Option<TrainableSet>,
     ) -> Result<Self> {
-        let cfg = &model.config;
-        let rank = model
-            .weights
-            .layers
-            .iter()
-            .flat_map(|l| [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj])
-            .filter_map(|lin| lin.lora.as_ref().map(|l| l.rank))
-            .max()
-            .unwrap_or(0);
-        check_supported(cfg, trainable, rank)?;
-        let trains = |name: &str| trainable.is_some_and(|t| t.trains(name));
-        let w = &model.weights;
-        let layers = w
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(DeviceLayer {
-                    input_layernorm: DeviceParam::new(
-                        &device,
-                        &l.input_layernorm,
-                        trains(&l.input_layernorm.name),
-                    )?,
-                    q_proj: DeviceLinear::new(&device, &l.q_proj, &trains)?,
-                    k_proj: DeviceLinear::new(&device, &l.k_proj, &trains)?,
-                    v_proj: DeviceLinear::new(&device, &l.v_proj, &trains)?,
-                    o_proj: DeviceLinear::new(&device, &l.o_proj, &trains)?,
-                    post_attention_layernorm: DeviceParam::new(
-                        &device,
-                        &l.post_attention_layernorm,
-                        trains(&l.post_attention_layernorm.name),
-                    )?,
-                    gate_proj: DeviceLinear::new(&device, &l.gate_proj, &trains)?,
-                    up_proj: DeviceLinear::new(&device, &l.up_proj, &trains)?,
-                    down_proj: DeviceLinear::new(&device, &l.down_proj, &trains)?,
-                })
-            })
-            .collect::<Result<_>>()?;
+        check_supported(&model.config, trainable, model.weights.max_lora_rank())?;
         Ok(Kernels {
-            embed_tokens: DeviceParam::new(&device, &w.embed_tokens, trains(&w.embed_tokens.name))?,
-            layers,
-            norm: DeviceParam::new(&device, &w.norm, trains(&w.norm.name))?,
-            lm_head: DeviceLinear {
-                weight: DeviceParam::new(&device, &w.lm_head, trains(&w.lm_head.name))?,
-                lora: None,
-                in_features: cfg.hidden_size,
-                out_features: cfg.vocab_size,
-            },
-            config: cfg.clone(),
+            weights: upload_weights(&device, &model.weights)?,
+            grads: zero_grads(&device, &model.weights, trainable)?,
+            config: model.config.clone(),
             device,
             linear_scratch: LinearScratch::default(),
+            attention_scratch: AttentionScratch::new(),
             row_loss: None,
         })
     }
@@ -275,64 +87,43 @@ impl Kernels {
         self.device
     }
 
-    /// The device, and the device tensors in the order of [`LlamaWeights::params`].
-    fn params_mut(&mut self) -> (&Device, Vec<&mut dyn TrainedTensor>) {
-        let mut out: Vec<&mut dyn TrainedTensor> = vec![&mut self.embed_tokens];
-        for l in &mut self.layers {
-            out.push(&mut l.input_layernorm);
-            for lin in [&mut l.q_proj, &mut l.k_proj, &mut l.v_proj, &mut l.o_proj] {
-                out.push(&mut lin.weight);
-                if let Some(lora) = &mut lin.lora {
-                    out.push(&mut lora.a);
-                    out.push(&mut lora.b);
-                }
+    /// Overwrites the device copies of the tensors `which` selects with the host's `weights`.
+    pub fn upload(
+        &mut self,
+        weights: &LlamaWeights<Param<f32>>,
+        which: impl Fn(ParamId) -> bool,
+    ) -> Result<()> {
+        let device = &self.device;
+        let mut result = Ok(());
+        self.weights.visit_mut(|id, dev| {
+            if result.is_ok() && which(id) {
+                let host = weights
+                    .param(id)
+                    .expect("the device holds the host's tensors");
+                result = dev.write(device, &host.data);
             }
-            out.push(&mut l.post_attention_layernorm);
-            for lin in [&mut l.gate_proj, &mut l.up_proj, &mut l.down_proj] {
-                out.push(&mut lin.weight);
-            }
-        }
-        out.push(&mut self.norm);
-        out.push(&mut self.lm_head.weight);
-        (&self.device, out)
+        });
+        result
     }
 
-    /// Re-uploads the trained tensors from the host's master weights (after an optimizer step).
-    pub fn upload_trained(&mut self, weights: &LlamaWeights<f32>) -> Result<()> {
-        let (device, params) = self.params_mut();
-        for (dev, host) in params.into_iter().zip(weights.params()) {
-            if dev.grad_mut().is_some() {
-                dev.write(device, &host.data)?;
-            }
-        }
-        Ok(())
+    /// Writes the device gradients, multiplied by `scale`, into `grads` (the trained set's).
+    pub fn download_grads(&self, grads: &mut Grads<f32>, scale: f32) -> Result<()> {
+        download_grads(&self.device, &self.grads, grads, scale)
     }
 
-    /// Adds the device gradients into `grads` (shaped like the weights, empty = frozen) and zeroes
-    /// them on the device.
-    pub fn take_grads(&mut self, grads: &mut LlamaWeights<f32>) -> Result<()> {
-        let (device, params) = self.params_mut();
-        for (dev, host) in params.into_iter().zip(grads.params_mut()) {
-            let Some(grad) = dev.grad_mut() else {
-                continue;
-            };
-            if host.data.len() != grad.len() {
-                return Err(Error::Shape {
-                    what: format!("gradient of {}", host.name),
-                    expected: format!("{} values, as on the device", grad.len()),
-                    got: format!("{}", host.data.len()),
-                });
-            }
-            for (h, d) in host.data.iter_mut().zip(device.download(grad)?) {
-                *h += d;
-            }
-            device.fill_zeros(grad)?;
+    /// The device, the weights on it and their gradients, for the optimizer step.
+    pub(super) fn parts_mut(&mut self) -> (&Device, &mut DeviceWeights, &DeviceGrads) {
+        (&self.device, &mut self.weights, &self.grads)
+    }
+
+    /// Zeroes the device gradients.
+    pub fn zero_grads(&mut self) -> Result<()> {
+        for (_, grad) in self.grads.present_mut() {
+            self.device.fill_zeros(grad)?;
         }
         Ok(())
     }
-}
 
-impl Kernels {
     fn heads(&self) -> AttentionHeads {
         AttentionHeads {
             n_heads: self.config.num_attention_heads,
@@ -341,42 +132,13 @@ impl Kernels {
         }
     }
 
-    /// The equal-length documents of a batch whose query tensor has `q_len` elements.
-    fn sequences(&self, batch: usize, q_len: usize) -> Sequences {
-        let tokens = q_len / self.config.hidden_size;
-        Sequences::equal(batch, tokens / batch.max(1))
-    }
-}
-
-fn norm_param<'a>(
-    layers: &'a mut [DeviceLayer],
-    norm: &'a mut DeviceParam<f32>,
-    id: NormId,
-) -> &'a mut DeviceParam<f32> {
-    match id {
-        NormId::Input(l) => &mut layers[l].input_layernorm,
-        NormId::PostAttention(l) => &mut layers[l].post_attention_layernorm,
-        NormId::Final => norm,
-    }
-}
-
-fn linear<'a>(
-    layers: &'a mut [DeviceLayer],
-    lm_head: &'a mut DeviceLinear,
-    id: LinearId,
-) -> &'a mut DeviceLinear {
-    let LinearId::Layer(l, proj) = id else {
-        return lm_head;
-    };
-    let layer = &mut layers[l];
-    match proj {
-        Proj::Q => &mut layer.q_proj,
-        Proj::K => &mut layer.k_proj,
-        Proj::V => &mut layer.v_proj,
-        Proj::O => &mut layer.o_proj,
-        Proj::Gate => &mut layer.gate_proj,
-        Proj::Up => &mut layer.up_proj,
-        Proj::Down => &mut layer.down_proj,
+    fn linear_shape(&self, id: LinearId, rows: usize) -> LinearShape {
+        let (out_features, in_features) = id.features(&self.config);
+        LinearShape {
+            rows,
+            in_features,
+            out_features,
+        }
     }
 }
 
@@ -389,29 +151,14 @@ fn frozen(what: &str) -> Error {
 }
 
 impl Backend for Kernels {
-    type Memory = DeviceMemory;
+    type Buffers = DeviceBuffers;
 
     fn config(&self) -> &LlamaConfig {
         &self.config
     }
 
     fn lora_rank(&self, id: LinearId) -> usize {
-        match id {
-            LinearId::Layer(l, proj) => {
-                let layer = &self.layers[l];
-                let lin = match proj {
-                    Proj::Q => &layer.q_proj,
-                    Proj::K => &layer.k_proj,
-                    Proj::V => &layer.v_proj,
-                    Proj::O => &layer.o_proj,
-                    Proj::Gate => &layer.gate_proj,
-                    Proj::Up => &layer.up_proj,
-                    Proj::Down => &layer.down_proj,
-                };
-                lin.lora.as_ref().map_or(0, |l| l.rank)
-            }
-            LinearId::LmHead => 0,
-        }
+        self.weights.linear(id).lora_rank()
     }
 
     fn tensor(&mut self, len: usize) -> Result<Buffer<u16>> {
@@ -453,7 +200,7 @@ impl Backend for Kernels {
     }
 
     fn embedding_forward(&mut self, out: &mut Buffer<u16>, tokens: &Buffer<u32>) -> Result<()> {
-        let table = &self.embed_tokens.value;
+        let table = self.weights.embed_tokens.bf16();
         let d = self.config.hidden_size;
         Ok(kernels::embedding_forward(
             &self.device,
@@ -466,7 +213,7 @@ impl Backend for Kernels {
 
     fn embedding_backward(&mut self, dout: &Buffer<u16>, tokens: &Buffer<u32>) -> Result<()> {
         let d = self.config.hidden_size;
-        match self.embed_tokens.grad.as_mut() {
+        match self.grads.embed_tokens.as_mut() {
             Some(dtable) => Ok(kernels::embedding_backward(
                 &self.device,
                 dtable,
@@ -486,15 +233,15 @@ impl Backend for Kernels {
         x: &Buffer<u16>,
     ) -> Result<()> {
         let (d, eps) = (self.config.hidden_size, self.config.rms_norm_eps as f32);
-        let Kernels {
-            device,
-            layers,
-            norm,
-            ..
-        } = self;
-        let weight = &norm_param(layers, norm, id).value;
+        let weight = self.weights.norm(id).f32();
         Ok(kernels::rmsnorm_forward(
-            device, out, rstd, x, weight, d, eps,
+            &self.device,
+            out,
+            rstd,
+            x,
+            weight,
+            d,
+            eps,
         )?)
     }
 
@@ -507,20 +254,13 @@ impl Backend for Kernels {
         rstd: &Buffer<f32>,
     ) -> Result<()> {
         let d = self.config.hidden_size;
-        let Kernels {
-            device,
-            layers,
-            norm,
-            ..
-        } = self;
-        let DeviceParam { value, grad } = norm_param(layers, norm, id);
         Ok(kernels::rmsnorm_backward(
-            device,
+            &self.device,
             dx,
-            grad.as_mut(),
+            self.grads.norm_mut(id).as_mut(),
             dout,
             x,
-            value,
+            self.weights.norm(id).f32(),
             rstd,
             d,
         )?)
@@ -532,39 +272,27 @@ impl Backend for Kernels {
         y: &mut Buffer<u16>,
         xa: Option<&mut Buffer<f32>>,
         x: &Buffer<u16>,
+        rows: usize,
         accumulate: bool,
     ) -> Result<()> {
-        let Kernels {
-            device,
-            layers,
-            lm_head,
-            linear_scratch,
-            ..
-        } = self;
-        let lin = linear(layers, lm_head, id);
-        let shape = lin.shape(x.len() / lin.in_features);
-        let (weight, lora) = (&lin.weight.value, lin.lora.as_ref());
-        let lora = match (lora, xa) {
+        let shape = self.linear_shape(id, rows);
+        let lin = self.weights.linear(id);
+        let lora = match (&lin.lora, xa) {
             (Some(l), Some(xa)) => Some((
                 LoraAdapter {
-                    a: &l.a.value,
-                    b: &l.b.value,
+                    a: l.a.bf16(),
+                    b: l.b.bf16(),
                     rank: l.rank,
-                    scale: l.scale,
+                    scale: l.scale(),
                 },
                 xa,
             )),
             _ => None,
         };
+        let (device, weight) = (&self.device, lin.weight.bf16());
+        let scratch = &mut self.linear_scratch;
         Ok(kernels::linear_forward(
-            device,
-            shape,
-            x,
-            weight,
-            lora,
-            y,
-            accumulate,
-            linear_scratch,
+            device, shape, x, weight, lora, y, accumulate, scratch,
         )?)
     }
 
@@ -575,31 +303,38 @@ impl Backend for Kernels {
         dy: &Buffer<u16>,
         x: &Buffer<u16>,
         xa: Option<&Buffer<f32>>,
+        rows: usize,
     ) -> Result<()> {
+        let shape = self.linear_shape(id, rows);
         let Kernels {
             device,
-            layers,
-            lm_head,
+            weights,
+            grads,
             linear_scratch,
             ..
         } = self;
-        let lin = linear(layers, lm_head, id);
-        let shape = lin.shape(x.len() / lin.in_features);
-        let (weight, lora) = (&lin.weight.value, lin.lora.as_mut());
-        let lora = match (lora, xa) {
-            (Some(DeviceLora { a, b, rank, scale }), Some(xa)) => Some(LoraBackward {
-                adapter: LoraAdapter {
-                    a: &a.value,
-                    b: &b.value,
-                    rank: *rank,
-                    scale: *scale,
-                },
-                xa,
-                grad_a: a.grad.as_mut().ok_or_else(|| frozen("lora_A"))?,
-                grad_b: b.grad.as_mut().ok_or_else(|| frozen("lora_B"))?,
-            }),
+        let (lin, grad) = (weights.linear(id), grads.linear_mut(id));
+        let lora = match (&lin.lora, xa) {
+            (Some(l), Some(xa)) => {
+                let g = grad
+                    .lora
+                    .as_mut()
+                    .expect("the gradients mirror the weights");
+                Some(LoraBackward {
+                    adapter: LoraAdapter {
+                        a: l.a.bf16(),
+                        b: l.b.bf16(),
+                        rank: l.rank,
+                        scale: l.scale(),
+                    },
+                    xa,
+                    grad_a: g.a.as_mut().ok_or_else(|| frozen("lora_A"))?,
+                    grad_b: g.b.as_mut().ok_or_else(|| frozen("lora_B"))?,
+                })
+            }
             _ => None,
         };
+        let weight = lin.weight.bf16();
         Ok(kernels::linear_backward(
             device,
             shape,
@@ -651,10 +386,10 @@ impl Backend for Kernels {
         q: &Buffer<u16>,
         k: &Buffer<u16>,
         v: &Buffer<u16>,
-        batch: usize,
+        shape: BatchShape,
         mask: &AttnMask,
     ) -> Result<()> {
-        let sequences = self.sequences(batch, q.len());
+        let sequences = Sequences::equal(shape.batch, shape.seq_len);
         Ok(kernels::attention_forward(
             &self.device,
             out,
@@ -680,11 +415,11 @@ impl Backend for Kernels {
         v: &Buffer<u16>,
         out: &Buffer<u16>,
         lse: &Buffer<f32>,
-        batch: usize,
+        shape: BatchShape,
         mask: &AttnMask,
     ) -> Result<()> {
-        let sequences = self.sequences(batch, q.len());
-        // Atomic dq, FlashAttention-2's default: the step is not bitwise reproducible anyway.
+        let sequences = Sequences::equal(shape.batch, shape.seq_len);
+        // Atomic dq, FlashAttention-2's default: a GPU step is not bitwise reproducible anyway.
         let options = BackwardOptions {
             deterministic: false,
             accumulate: true,
@@ -704,7 +439,7 @@ impl Backend for Kernels {
             self.heads(),
             mask,
             options,
-            &mut AttentionScratch::new(),
+            &mut self.attention_scratch,
             None,
         )?)
     }

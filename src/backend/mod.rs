@@ -3,49 +3,42 @@
 //! emulator). Every backward op accumulates into its outputs; the decoder zeroes what it reuses.
 
 mod cpu;
+mod cpu_engine;
+mod device_training;
+mod device_weights;
 mod engine;
+mod host_training;
 mod kernel;
-mod kernel_model;
+mod kernel_engine;
 
-pub use cpu::{Cpu, Host};
+pub use cpu::{Cpu, HostBuffers};
+pub use cpu_engine::CpuEngine;
 pub use engine::{Compute, Engine};
-pub use kernel::{DeviceMemory, Kernels};
-pub use kernel_model::KernelModel;
+pub use kernel::{DeviceBuffers, Kernels};
+pub use kernel_engine::KernelEngine;
 
 use crate::error::Result;
 use crate::model::config::LlamaConfig;
+use crate::model::ids::{LinearId, NormId};
 use crate::ops::attention::AttnMask;
 
-/// A projection of a decoder layer.
+/// The shape of a batch of equal-length sequences: the activation matrices have
+/// `batch · seq_len` rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proj {
-    Q,
-    K,
-    V,
-    O,
-    Gate,
-    Up,
-    Down,
+pub struct BatchShape {
+    pub batch: usize,
+    pub seq_len: usize,
 }
 
-/// A linear layer of the model: a layer's projection, or the output head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinearId {
-    Layer(usize, Proj),
-    LmHead,
+impl BatchShape {
+    pub fn rows(self) -> usize {
+        self.batch * self.seq_len
+    }
 }
 
-/// An RMSNorm of the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NormId {
-    Input(usize),
-    PostAttention(usize),
-    Final,
-}
-
-/// Where a backend keeps its data: activations, f32 statistics (RMSNorm's rstd, attention's and the
-/// loss's log-sum-exp, LoRA's `x·Aᵀ`), token ids and positions, labels, and the RoPE table.
-pub trait Memory {
+/// The buffer types a backend allocates: activations, f32 statistics (RMSNorm's rstd, attention's
+/// and the loss's log-sum-exp, LoRA's `x·Aᵀ`), token ids and positions, labels, and the RoPE table.
+pub trait Buffers {
     type Tensor;
     type Stats;
     type Ids;
@@ -56,16 +49,16 @@ pub trait Memory {
     fn stats_len(stats: &Self::Stats) -> usize;
 }
 
-pub type Tensor<B> = <<B as Backend>::Memory as Memory>::Tensor;
-pub type Stats<B> = <<B as Backend>::Memory as Memory>::Stats;
-pub type Ids<B> = <<B as Backend>::Memory as Memory>::Ids;
-pub type Labels<B> = <<B as Backend>::Memory as Memory>::Labels;
-pub type Rope<B> = <<B as Backend>::Memory as Memory>::Rope;
+pub type Tensor<B> = <<B as Backend>::Buffers as Buffers>::Tensor;
+pub type Stats<B> = <<B as Backend>::Buffers as Buffers>::Stats;
+pub type Ids<B> = <<B as Backend>::Buffers as Buffers>::Ids;
+pub type Labels<B> = <<B as Backend>::Buffers as Buffers>::Labels;
+pub type Rope<B> = <<B as Backend>::Buffers as Buffers>::Rope;
 
 /// The ops of the decoder. Tensors are row-major `[rows][features]`; the backend owns the weights
 /// (named by [`LinearId`] / [`NormId`]) and the gradients of the trained ones.
 pub trait Backend {
-    type Memory: Memory;
+    type Buffers: Buffers;
 
     fn config(&self) -> &LlamaConfig;
     /// Rank of a linear layer's LoRA adapter, 0 without one.
@@ -103,14 +96,15 @@ pub trait Backend {
         rstd: &Stats<Self>,
     ) -> Result<()>;
 
-    /// `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ`, saving `xa = x·Aᵀ` (given exactly when the layer has an
-    /// adapter); with `accumulate`, `y +=` instead.
+    /// `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ` over `rows` rows, saving `xa = x·Aᵀ` (given exactly when the
+    /// layer has an adapter); with `accumulate`, `y +=` instead.
     fn linear_forward(
         &mut self,
         id: LinearId,
         y: &mut Tensor<Self>,
         xa: Option<&mut Stats<Self>>,
         x: &Tensor<Self>,
+        rows: usize,
         accumulate: bool,
     ) -> Result<()>;
     fn linear_backward(
@@ -120,6 +114,7 @@ pub trait Backend {
         dy: &Tensor<Self>,
         x: &Tensor<Self>,
         xa: Option<&Stats<Self>>,
+        rows: usize,
     ) -> Result<()>;
 
     /// Rotates `x` (`[rows][heads][head_dim]`) in place.
@@ -146,7 +141,7 @@ pub trait Backend {
         q: &Tensor<Self>,
         k: &Tensor<Self>,
         v: &Tensor<Self>,
-        batch: usize,
+        shape: BatchShape,
         mask: &AttnMask,
     ) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
@@ -161,7 +156,7 @@ pub trait Backend {
         v: &Tensor<Self>,
         out: &Tensor<Self>,
         lse: &Stats<Self>,
-        batch: usize,
+        shape: BatchShape,
         mask: &AttnMask,
     ) -> Result<()>;
 

@@ -53,7 +53,8 @@ fn layer_elements_per_token(cfg: &LlamaConfig, rank: usize) -> usize {
     6 * d + 2 * kv + 3 * ff + 2 + cfg.num_attention_heads + 4 * rank
 }
 
-/// Elements the forward keeps for backward over `tokens` tokens (see [`crate::model::Activations`]).
+/// Elements the forward keeps for backward over `tokens` tokens (see
+/// [`crate::model::Workspace::saved_elements`]).
 pub fn activation_elements(cfg: &LlamaConfig, tokens: usize, rank: usize) -> usize {
     let final_norm = 2 * cfg.hidden_size + 1 + cfg.vocab_size;
     tokens * (cfg.num_hidden_layers * layer_elements_per_token(cfg, rank) + final_norm)

@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use crate::backend::Engine;
 use crate::error::{Error, Result};
-use crate::model::Llama;
 use crate::ops::attention::AttnMask;
 
 /// The result of a perplexity evaluation, printed as one JSON object.
@@ -26,11 +25,9 @@ pub fn window_starts(len: usize, context: usize, stride: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Evaluates `model` on `engine` over the windows of a token source; `window(start, len)` returns
-/// those tokens. `on_window(done, total)` reports progress.
-#[allow(clippy::too_many_arguments)]
+/// Evaluates the model of `engine` over the windows of a token source; `window(start, len)`
+/// returns those tokens. `on_window(done, total)` reports progress.
 pub fn perplexity(
-    model: &Llama<f32>,
     engine: &mut Engine,
     len: usize,
     mut window: impl FnMut(usize, usize) -> Result<Vec<u32>>,
@@ -54,9 +51,9 @@ pub fn perplexity(
     let mut sum = 0.0;
     for (i, &s) in starts.iter().enumerate() {
         let w = window(s, context + 1)?;
-        engine.forward(model, &w[..context], 1, context, mask)?;
+        engine.forward(&w[..context], 1, context, mask)?;
         let targets: Vec<i32> = w[1..].iter().map(|&t| t as i32).collect();
-        sum += engine.loss(model, &targets)?.0;
+        sum += engine.loss(&targets)?.mean();
         on_window(i + 1, starts.len());
     }
     let mean_loss = sum / starts.len() as f64;

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::model::weights::{LlamaWeights, Param};
+use crate::model::{LlamaWeights, Param};
 
 /// Overwrites the parameters of `weights` named by `tensors` (read from `path`). A name the model
 /// does not have, or a shape that differs, is an error naming the tensor: silently dropping a
 /// trained tensor would evaluate a different model than the one trained.
 pub fn assign_tensors(
-    weights: &mut LlamaWeights<f32>,
+    weights: &mut LlamaWeights<Param<f32>>,
     tensors: Vec<Param<f32>>,
     path: &Path,
 ) -> Result<()> {

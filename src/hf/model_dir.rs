@@ -12,15 +12,14 @@ use super::config_json::{read_config, save_config};
 use super::safetensors_file::{save_tensors, MappedFile};
 use crate::error::{Error, Result};
 use crate::model::config::LlamaConfig;
-use crate::model::weights::{LlamaWeights, Param};
+use crate::model::{LinearId, LlamaWeights, Param, ParamId};
 
 const WEIGHTS_FILE: &str = "model.safetensors";
 const INDEX_FILE: &str = "model.safetensors.index.json";
-const LM_HEAD: &str = "lm_head.weight";
 
 /// Saves `config.json` and `model.safetensors` (f32), creating `dir`. LoRA adapters are left out:
 /// PEFT keeps them in an adapter file of their own, and the base file holds the base model only.
-pub fn save_model(dir: &Path, cfg: &LlamaConfig, w: &LlamaWeights<f32>) -> Result<()> {
+pub fn save_model(dir: &Path, cfg: &LlamaConfig, w: &LlamaWeights<Param<f32>>) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     save_tensors(&dir.join(WEIGHTS_FILE), &base_params(w), None)?;
     remove_stale_weights(dir, &[WEIGHTS_FILE.to_string()])?;
@@ -33,7 +32,7 @@ pub fn save_model(dir: &Path, cfg: &LlamaConfig, w: &LlamaWeights<f32>) -> Resul
 pub fn save_model_sharded(
     dir: &Path,
     cfg: &LlamaConfig,
-    w: &LlamaWeights<f32>,
+    w: &LlamaWeights<Param<f32>>,
     max_shard_bytes: usize,
 ) -> Result<()> {
     let params = base_params(w);
@@ -60,28 +59,14 @@ pub fn save_model_sharded(
 }
 
 /// The base model's tensors: every parameter except LoRA adapters.
-fn base_params(w: &LlamaWeights<f32>) -> Vec<&Param<f32>> {
-    let adapters: Vec<&Param<f32>> = w
-        .layers
-        .iter()
-        .flat_map(|l| {
-            [
-                &l.q_proj,
-                &l.k_proj,
-                &l.v_proj,
-                &l.o_proj,
-                &l.gate_proj,
-                &l.up_proj,
-                &l.down_proj,
-            ]
-        })
-        .filter_map(|lin| lin.lora.as_ref())
-        .flat_map(|lora| [&lora.a, &lora.b])
-        .collect();
-    w.params()
-        .into_iter()
-        .filter(|p| !adapters.iter().any(|a| std::ptr::eq(*a, *p)))
-        .collect()
+fn base_params(w: &LlamaWeights<Param<f32>>) -> Vec<&Param<f32>> {
+    let mut base = Vec::new();
+    w.visit(|id, p| {
+        if !id.is_lora() {
+            base.push(p);
+        }
+    });
+    base
 }
 
 fn plan_shards<'a>(params: &[&'a Param<f32>], max_bytes: usize) -> Vec<Vec<&'a Param<f32>>> {
@@ -128,18 +113,21 @@ fn is_weights_file(name: &str) -> bool {
 /// use (e.g. an old `rotary_emb.inv_freq`) are ignored. With `tie_word_embeddings` and no
 /// `lm_head.weight` in the files, `lm_head` starts as a copy of `embed_tokens`; the copy is
 /// untied afterwards (training updates each on its own, and a save writes both).
-pub fn load_model(dir: &Path) -> Result<(LlamaConfig, LlamaWeights<f32>)> {
+pub fn load_model(dir: &Path) -> Result<(LlamaConfig, LlamaWeights<Param<f32>>)> {
     let hf = read_config(dir)?;
     let source = WeightFiles::open(dir)?;
-    let copy_embedding = hf.tie_word_embeddings && !source.contains(LM_HEAD);
+    let lm_head = ParamId::Weight(LinearId::LmHead);
+    let copy_embedding = hf.tie_word_embeddings && !source.contains(&lm_head.hf_name());
     let mut w = LlamaWeights::zeros(&hf.cfg);
-    for p in w.params_mut() {
-        if !(copy_embedding && p.name == LM_HEAD) {
-            source.file_of(&p.name)?.read_into(p)?;
+    let mut result = Ok(());
+    w.visit_mut(|id, p| {
+        if result.is_ok() && !(copy_embedding && id == lm_head) {
+            result = source.file_of(&p.name).and_then(|file| file.read_into(p));
         }
-    }
+    });
+    result?;
     if copy_embedding {
-        w.lm_head.data.clone_from(&w.embed_tokens.data);
+        w.lm_head.weight.data.clone_from(&w.embed_tokens.data);
     }
     Ok((hf.cfg, w))
 }

@@ -21,19 +21,23 @@ pub const TARGET_MODULES: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
 /// Writes `adapter_model.safetensors` (PEFT's tensor names) and `adapter_config.json` into `dir`,
 /// so `peft.PeftModel.from_pretrained(base, dir)` loads the adapter. Fails when the model has no
 /// adapters.
-pub fn save_adapter(dir: &Path, weights: &LlamaWeights<f32>, base_model: &str) -> Result<()> {
+pub fn save_adapter(
+    dir: &Path,
+    weights: &LlamaWeights<Param<f32>>,
+    base_model: &str,
+) -> Result<()> {
     let lora = weights.layers[0]
         .q_proj
         .lora
         .as_ref()
         .ok_or_else(|| Error::option("trainable", "the model has no LoRA adapters to save"))?;
     let (rank, alpha) = (lora.rank, lora.alpha);
-    let tensors: Vec<(String, &Param<f32>)> = weights
-        .params()
-        .into_iter()
-        .filter(|p| p.name.contains(".lora_"))
-        .map(|p| (format!("{PEFT_PREFIX}{}", p.name), p))
-        .collect();
+    let mut tensors: Vec<(String, &Param<f32>)> = Vec::new();
+    weights.visit(|id, p| {
+        if id.is_lora() {
+            tensors.push((format!("{PEFT_PREFIX}{}", p.name), p));
+        }
+    });
     save_tensors_renamed(&dir.join(ADAPTER_WEIGHTS), &tensors, None)?;
     // PEFT declares `lora_alpha` an int and writes e.g. `16`; an integral alpha is written the same.
     let alpha = if alpha.fract() == 0.0 && alpha.abs() < 1e15 {
@@ -66,7 +70,7 @@ pub fn save_adapter(dir: &Path, weights: &LlamaWeights<f32>, base_model: &str) -
 }
 
 /// Attaches the adapter saved in `dir` by [`save_adapter`] (or by PEFT) to `weights`.
-pub fn load_adapter(dir: &Path, weights: &mut LlamaWeights<f32>) -> Result<()> {
+pub fn load_adapter(dir: &Path, weights: &mut LlamaWeights<Param<f32>>) -> Result<()> {
     let cfg_path = dir.join(ADAPTER_CONFIG);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
     let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
@@ -116,11 +120,13 @@ pub fn load_adapter(dir: &Path, weights: &mut LlamaWeights<f32>) -> Result<()> {
         .map(|p| (p.name.clone(), p))
         .collect();
     weights.add_lora(rank, alpha, &mut crate::rng::Rng::new(0));
-    for p in weights
-        .params_mut()
-        .into_iter()
-        .filter(|p| p.name.contains(".lora_"))
-    {
+    let mut adapters = Vec::new();
+    weights.visit_mut(|id, p| {
+        if id.is_lora() {
+            adapters.push(p);
+        }
+    });
+    for p in adapters {
         let key = format!("{PEFT_PREFIX}{}", p.name);
         let t = tensors.remove(&key).ok_or_else(|| Error::MissingTensor {
             path: path.clone(),
@@ -152,15 +158,15 @@ pub fn load_adapter(dir: &Path, weights: &mut LlamaWeights<f32>) -> Result<()> {
 /// Hugging Face names: LongLoRA's `trainable_params.bin`, as safetensors.
 pub fn save_trainable_params(
     path: &Path,
-    weights: &LlamaWeights<f32>,
+    weights: &LlamaWeights<Param<f32>>,
     set: TrainableSet,
 ) -> Result<()> {
-    let tensors: Vec<(String, &Param<f32>)> = weights
-        .params()
-        .into_iter()
-        .filter(|p| set.trains(&p.name) && !p.name.contains(".lora_"))
-        .map(|p| (p.name.clone(), p))
-        .collect();
+    let mut tensors: Vec<(String, &Param<f32>)> = Vec::new();
+    weights.visit(|id, p| {
+        if set.trains(id) && !id.is_lora() {
+            tensors.push((p.name.clone(), p));
+        }
+    });
     save_tensors_renamed(path, &tensors, None)
 }
 

@@ -11,7 +11,7 @@ use safetensors::tensor::{Dtype, Metadata, SafeTensorError, TensorInfo, View};
 use safetensors::SafeTensors;
 
 use crate::error::{Error, Result};
-use crate::model::weights::Param;
+use crate::model::Param;
 
 /// Bytes of the little-endian header length that starts every safetensors file.
 const LEN_BYTES: usize = 8;

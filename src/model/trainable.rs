@@ -1,11 +1,13 @@
-//! Which parameters a run trains, and gradient buffers for exactly those.
+//! Which parameters a run trains, and gradients for exactly those.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::error::Error;
 use crate::float::Float;
-use crate::model::weights::{LlamaWeights, Param};
+use crate::model::ids::ParamId;
+use crate::model::param::Param;
+use crate::model::weights::{Grads, LlamaWeights};
 
 /// The trainable sets LongLoRA compares (its Table 2): LoRA only, LoRA plus embeddings and norms
 /// (LongLoRA's default), or every base weight (full fine-tuning, no adapters).
@@ -18,15 +20,14 @@ pub enum TrainableSet {
 }
 
 impl TrainableSet {
-    /// Whether the parameter with this Hugging Face name is trained.
-    pub fn trains(self, name: &str) -> bool {
-        let is_lora = name.contains(".lora_");
+    /// Whether the parameter `id` is trained.
+    pub fn trains(self, id: ParamId) -> bool {
         match self {
-            TrainableSet::Lora => is_lora,
+            TrainableSet::Lora => id.is_lora(),
             TrainableSet::LoraEmbedNorm => {
-                is_lora || name.contains("embed_tokens") || name.ends_with("norm.weight")
+                id.is_lora() || matches!(id, ParamId::Embedding | ParamId::Norm(_))
             }
-            TrainableSet::Full => !is_lora,
+            TrainableSet::Full => !id.is_lora(),
         }
     }
 
@@ -35,31 +36,24 @@ impl TrainableSet {
         self != TrainableSet::Full
     }
 
-    /// Gradient buffers shaped like `weights`: zeros for trained tensors, empty (frozen) otherwise.
-    pub fn grads_for<T: Float>(self, weights: &LlamaWeights<T>) -> LlamaWeights<T> {
-        let mut grads = weights.clone();
-        for g in grads.params_mut() {
-            if self.trains(&g.name) {
-                g.data.iter_mut().for_each(|v| *v = T::zero());
-            } else {
-                g.data = Vec::new();
+    /// The tensors of `weights` this set trains, in parameter order.
+    pub fn trained_ids<P>(self, weights: &LlamaWeights<P>) -> Vec<ParamId> {
+        let mut ids = Vec::new();
+        weights.visit(|id, _| {
+            if self.trains(id) {
+                ids.push(id);
             }
-        }
-        grads
+        });
+        ids
     }
-}
 
-/// The parameters that have gradient buffers (the trained ones), paired with their gradients.
-pub fn trained_pairs<'a, T: Float>(
-    weights: &'a mut LlamaWeights<T>,
-    grads: &'a LlamaWeights<T>,
-) -> Vec<(&'a mut Param<T>, &'a Param<T>)> {
-    weights
-        .params_mut()
-        .into_iter()
-        .zip(grads.params())
-        .filter(|(_, g)| !g.data.is_empty())
-        .collect()
+    /// Zero gradients for the tensors of `weights` this set trains.
+    pub fn grads_for<T: Float>(self, weights: &LlamaWeights<Param<T>>) -> Grads<T> {
+        weights.map(|id, p| {
+            self.trains(id)
+                .then(|| Param::filled(p.name.clone(), p.shape.clone(), T::zero()))
+        })
+    }
 }
 
 impl fmt::Display for TrainableSet {

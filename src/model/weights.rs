@@ -1,279 +1,376 @@
-//! The parameters of a Llama decoder, each named as Hugging Face names it, with optional LoRA
-//! adapters on the attention projections.
+//! The weight tree of a Llama decoder, generic over what each parameter is: the host's
+//! [`Param`](crate::model::Param) tensors, a backend's device buffers, a gradient that may be
+//! absent (`Option<..>`), or nothing at all (`()`). One traversal, [`LlamaWeights::into_map`],
+//! defines the parameter order; every list of parameters (files, optimizer state, device buffers)
+//! comes from it.
 
-use crate::float::{cst, Float};
 use crate::model::config::LlamaConfig;
-use crate::rng::Rng;
-
-/// One named parameter tensor (row-major).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Param<T> {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub data: Vec<T>,
-}
-
-impl<T: Float> Param<T> {
-    /// A tensor filled with `value`.
-    pub fn filled(name: String, shape: Vec<usize>, value: T) -> Self {
-        let n = shape.iter().product();
-        Param {
-            name,
-            shape,
-            data: vec![value; n],
-        }
-    }
-
-    /// Number of elements the shape describes.
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    /// Converts the element type.
-    pub fn cast<U: Float>(&self) -> Param<U> {
-        Param {
-            name: self.name.clone(),
-            shape: self.shape.clone(),
-            data: self
-                .data
-                .iter()
-                .map(|v| cst::<U>(v.to_f64().unwrap_or(f64::NAN)))
-                .collect(),
-        }
-    }
-}
+use crate::model::ids::{LinearId, NormId, ParamId, Proj};
 
 /// LoRA adapter of one linear layer: `ΔW = (alpha / rank) · B · A`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Lora<T> {
-    /// `[rank, in_features]`, HF/PEFT name `<layer>.lora_A.weight`.
-    pub a: Param<T>,
-    /// `[out_features, rank]`, HF/PEFT name `<layer>.lora_B.weight`.
-    pub b: Param<T>,
+pub struct Lora<P> {
+    /// `[rank, in_features]`, [`ParamId::LoraA`].
+    pub a: P,
+    /// `[out_features, rank]`, [`ParamId::LoraB`].
+    pub b: P,
     pub rank: usize,
     pub alpha: f64,
 }
 
-impl<T: Float> Lora<T> {
-    /// The multiplier `alpha / rank` applied to the low-rank product.
-    pub fn scale(&self) -> T {
-        cst(self.alpha / self.rank as f64)
-    }
-}
-
 /// A bias-free linear layer `y = x · Wᵀ (+ LoRA)`, `W: [out_features, in_features]`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Linear<T> {
-    pub weight: Param<T>,
-    pub lora: Option<Lora<T>>,
-}
-
-impl<T: Float> Linear<T> {
-    pub fn out_features(&self) -> usize {
-        self.weight.shape[0]
-    }
-    pub fn in_features(&self) -> usize {
-        self.weight.shape[1]
-    }
+pub struct Linear<P> {
+    pub weight: P,
+    pub lora: Option<Lora<P>>,
 }
 
 /// The weights of one decoder layer.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LayerWeights<T> {
-    pub input_layernorm: Param<T>,
-    pub q_proj: Linear<T>,
-    pub k_proj: Linear<T>,
-    pub v_proj: Linear<T>,
-    pub o_proj: Linear<T>,
-    pub post_attention_layernorm: Param<T>,
-    pub gate_proj: Linear<T>,
-    pub up_proj: Linear<T>,
-    pub down_proj: Linear<T>,
+pub struct LayerWeights<P> {
+    pub input_layernorm: P,
+    pub q_proj: Linear<P>,
+    pub k_proj: Linear<P>,
+    pub v_proj: Linear<P>,
+    pub o_proj: Linear<P>,
+    pub post_attention_layernorm: P,
+    pub gate_proj: Linear<P>,
+    pub up_proj: Linear<P>,
+    pub down_proj: Linear<P>,
 }
 
 /// All weights of a Llama causal language model.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LlamaWeights<T> {
-    pub embed_tokens: Param<T>,
-    pub layers: Vec<LayerWeights<T>>,
-    pub norm: Param<T>,
-    pub lm_head: Param<T>,
+pub struct LlamaWeights<P> {
+    pub embed_tokens: P,
+    pub layers: Vec<LayerWeights<P>>,
+    pub norm: P,
+    pub lm_head: Linear<P>,
 }
 
-fn linear<T: Float>(name: String, out_f: usize, in_f: usize) -> Linear<T> {
-    Linear {
-        weight: Param::filled(name, vec![out_f, in_f], T::zero()),
-        lora: None,
+/// Gradients shaped like the host weights: `None` for a tensor that is not trained.
+pub type Grads<T> = LlamaWeights<Option<crate::model::Param<T>>>;
+
+impl<P> Lora<P> {
+    /// The multiplier `alpha / rank` applied to the low-rank product.
+    pub fn scale<T: crate::float::Float>(&self) -> T {
+        crate::float::cst(self.alpha / self.rank as f64)
+    }
+
+    fn into_map<Q>(self, id: LinearId, f: &mut impl FnMut(ParamId, P) -> Q) -> Lora<Q> {
+        // Struct fields are evaluated in the order written: A, then B.
+        Lora {
+            a: f(ParamId::LoraA(id), self.a),
+            b: f(ParamId::LoraB(id), self.b),
+            rank: self.rank,
+            alpha: self.alpha,
+        }
+    }
+
+    fn as_ref(&self) -> Lora<&P> {
+        Lora {
+            a: &self.a,
+            b: &self.b,
+            rank: self.rank,
+            alpha: self.alpha,
+        }
+    }
+
+    fn as_mut(&mut self) -> Lora<&mut P> {
+        Lora {
+            a: &mut self.a,
+            b: &mut self.b,
+            rank: self.rank,
+            alpha: self.alpha,
+        }
     }
 }
 
-impl<T: Float> LlamaWeights<T> {
-    /// Weights of the right shapes, all zero except the norms (one), as HF names them.
-    pub fn zeros(cfg: &LlamaConfig) -> Self {
-        let d = cfg.hidden_size;
-        let kv = cfg.kv_dim();
-        let ff = cfg.intermediate_size;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let p = format!("model.layers.{i}");
-                LayerWeights {
-                    input_layernorm: Param::filled(
-                        format!("{p}.input_layernorm.weight"),
-                        vec![d],
-                        T::one(),
-                    ),
-                    q_proj: linear(format!("{p}.self_attn.q_proj.weight"), d, d),
-                    k_proj: linear(format!("{p}.self_attn.k_proj.weight"), kv, d),
-                    v_proj: linear(format!("{p}.self_attn.v_proj.weight"), kv, d),
-                    o_proj: linear(format!("{p}.self_attn.o_proj.weight"), d, d),
-                    post_attention_layernorm: Param::filled(
-                        format!("{p}.post_attention_layernorm.weight"),
-                        vec![d],
-                        T::one(),
-                    ),
-                    gate_proj: linear(format!("{p}.mlp.gate_proj.weight"), ff, d),
-                    up_proj: linear(format!("{p}.mlp.up_proj.weight"), ff, d),
-                    down_proj: linear(format!("{p}.mlp.down_proj.weight"), d, ff),
-                }
-            })
-            .collect();
-        LlamaWeights {
-            embed_tokens: Param::filled(
-                "model.embed_tokens.weight".into(),
-                vec![cfg.vocab_size, d],
-                T::zero(),
+impl<P> Linear<P> {
+    /// Rank of the layer's adapter (0 without one): the width of the `x·Aᵀ` buffer it saves.
+    pub fn lora_rank(&self) -> usize {
+        self.lora.as_ref().map_or(0, |l| l.rank)
+    }
+
+    /// The base weight, then its adapter's A and B.
+    fn into_map<Q>(self, id: LinearId, f: &mut impl FnMut(ParamId, P) -> Q) -> Linear<Q> {
+        let weight = f(ParamId::Weight(id), self.weight);
+        Linear {
+            weight,
+            lora: self.lora.map(|lora| lora.into_map(id, f)),
+        }
+    }
+
+    fn as_ref(&self) -> Linear<&P> {
+        Linear {
+            weight: &self.weight,
+            lora: self.lora.as_ref().map(Lora::as_ref),
+        }
+    }
+
+    fn as_mut(&mut self) -> Linear<&mut P> {
+        Linear {
+            weight: &mut self.weight,
+            lora: self.lora.as_mut().map(Lora::as_mut),
+        }
+    }
+}
+
+impl<P> LayerWeights<P> {
+    /// The layer's linear `proj`.
+    pub fn linear(&self, proj: Proj) -> &Linear<P> {
+        match proj {
+            Proj::Q => &self.q_proj,
+            Proj::K => &self.k_proj,
+            Proj::V => &self.v_proj,
+            Proj::O => &self.o_proj,
+            Proj::Gate => &self.gate_proj,
+            Proj::Up => &self.up_proj,
+            Proj::Down => &self.down_proj,
+        }
+    }
+
+    pub fn linear_mut(&mut self, proj: Proj) -> &mut Linear<P> {
+        match proj {
+            Proj::Q => &mut self.q_proj,
+            Proj::K => &mut self.k_proj,
+            Proj::V => &mut self.v_proj,
+            Proj::O => &mut self.o_proj,
+            Proj::Gate => &mut self.gate_proj,
+            Proj::Up => &mut self.up_proj,
+            Proj::Down => &mut self.down_proj,
+        }
+    }
+
+    /// The layer's tensors in the model's parameter order: the fields below are evaluated in the
+    /// order written, and that order is the one of Hugging Face's module tree.
+    fn into_map<Q>(self, layer: usize, f: &mut impl FnMut(ParamId, P) -> Q) -> LayerWeights<Q> {
+        let lin = |proj| LinearId::Layer(layer, proj);
+        LayerWeights {
+            input_layernorm: f(ParamId::Norm(NormId::Input(layer)), self.input_layernorm),
+            q_proj: self.q_proj.into_map(lin(Proj::Q), f),
+            k_proj: self.k_proj.into_map(lin(Proj::K), f),
+            v_proj: self.v_proj.into_map(lin(Proj::V), f),
+            o_proj: self.o_proj.into_map(lin(Proj::O), f),
+            post_attention_layernorm: f(
+                ParamId::Norm(NormId::PostAttention(layer)),
+                self.post_attention_layernorm,
             ),
-            layers,
-            norm: Param::filled("model.norm.weight".into(), vec![d], T::one()),
-            lm_head: Param::filled("lm_head.weight".into(), vec![cfg.vocab_size, d], T::zero()),
+            gate_proj: self.gate_proj.into_map(lin(Proj::Gate), f),
+            up_proj: self.up_proj.into_map(lin(Proj::Up), f),
+            down_proj: self.down_proj.into_map(lin(Proj::Down), f),
         }
     }
 
-    /// Random weights as Hugging Face initialises a Llama: N(0, std) for matrices, ones for norms.
-    pub fn random(cfg: &LlamaConfig, std: f64, rng: &mut Rng) -> Self {
-        let mut w = Self::zeros(cfg);
-        for p in w.params_mut() {
-            if !p.name.contains("norm") {
-                for v in p.data.iter_mut() {
-                    *v = cst(rng.normal() * std);
-                }
-            }
+    fn as_ref(&self) -> LayerWeights<&P> {
+        LayerWeights {
+            input_layernorm: &self.input_layernorm,
+            q_proj: self.q_proj.as_ref(),
+            k_proj: self.k_proj.as_ref(),
+            v_proj: self.v_proj.as_ref(),
+            o_proj: self.o_proj.as_ref(),
+            post_attention_layernorm: &self.post_attention_layernorm,
+            gate_proj: self.gate_proj.as_ref(),
+            up_proj: self.up_proj.as_ref(),
+            down_proj: self.down_proj.as_ref(),
         }
-        w
+    }
+
+    fn as_mut(&mut self) -> LayerWeights<&mut P> {
+        LayerWeights {
+            input_layernorm: &mut self.input_layernorm,
+            q_proj: self.q_proj.as_mut(),
+            k_proj: self.k_proj.as_mut(),
+            v_proj: self.v_proj.as_mut(),
+            o_proj: self.o_proj.as_mut(),
+            post_attention_layernorm: &mut self.post_attention_layernorm,
+            gate_proj: self.gate_proj.as_mut(),
+            up_proj: self.up_proj.as_mut(),
+            down_proj: self.down_proj.as_mut(),
+        }
+    }
+}
+
+impl LlamaWeights<()> {
+    /// The tree of a model of `cfg` without adapters, holding nothing.
+    pub fn skeleton(cfg: &LlamaConfig) -> Self {
+        let linear = || Linear {
+            weight: (),
+            lora: None,
+        };
+        let layer = || LayerWeights {
+            input_layernorm: (),
+            q_proj: linear(),
+            k_proj: linear(),
+            v_proj: linear(),
+            o_proj: linear(),
+            post_attention_layernorm: (),
+            gate_proj: linear(),
+            up_proj: linear(),
+            down_proj: linear(),
+        };
+        LlamaWeights {
+            embed_tokens: (),
+            layers: (0..cfg.num_hidden_layers).map(|_| layer()).collect(),
+            norm: (),
+            lm_head: linear(),
+        }
+    }
+}
+
+impl<P> LlamaWeights<P> {
+    /// Calls `f` on every parameter with its id, in the model's parameter order (embedding, each
+    /// layer's tensors, final norm, lm_head; a linear's adapter right after its weight), and
+    /// returns the tree of the results. This is the one definition of that order.
+    pub fn into_map<Q>(self, mut f: impl FnMut(ParamId, P) -> Q) -> LlamaWeights<Q> {
+        LlamaWeights {
+            embed_tokens: f(ParamId::Embedding, self.embed_tokens),
+            layers: self
+                .layers
+                .into_iter()
+                .enumerate()
+                .map(|(layer, weights)| weights.into_map(layer, &mut f))
+                .collect(),
+            norm: f(ParamId::Norm(NormId::Final), self.norm),
+            lm_head: self.lm_head.into_map(LinearId::LmHead, &mut f),
+        }
+    }
+
+    /// The same tree over references.
+    pub fn as_ref(&self) -> LlamaWeights<&P> {
+        LlamaWeights {
+            embed_tokens: &self.embed_tokens,
+            layers: self.layers.iter().map(LayerWeights::as_ref).collect(),
+            norm: &self.norm,
+            lm_head: self.lm_head.as_ref(),
+        }
+    }
+
+    /// The same tree over mutable references.
+    pub fn as_mut(&mut self) -> LlamaWeights<&mut P> {
+        LlamaWeights {
+            embed_tokens: &mut self.embed_tokens,
+            layers: self.layers.iter_mut().map(LayerWeights::as_mut).collect(),
+            norm: &mut self.norm,
+            lm_head: self.lm_head.as_mut(),
+        }
+    }
+
+    /// A tree of the same shape holding `f(id, param)` (see [`LlamaWeights::into_map`]).
+    pub fn map<'a, Q>(&'a self, f: impl FnMut(ParamId, &'a P) -> Q) -> LlamaWeights<Q> {
+        self.as_ref().into_map(f)
+    }
+
+    /// Like [`LlamaWeights::map`], stopping at the first error.
+    pub fn try_map<'a, Q, E>(
+        &'a self,
+        mut f: impl FnMut(ParamId, &'a P) -> Result<Q, E>,
+    ) -> Result<LlamaWeights<Q>, E> {
+        let mut error = None;
+        let mapped = self.map(|id, p| match error {
+            Some(_) => None,
+            None => f(id, p).map_err(|e| error = Some(e)).ok(),
+        });
+        match error {
+            Some(e) => Err(e),
+            None => Ok(mapped.into_map(|_, q| q.expect("every parameter was mapped"))),
+        }
+    }
+
+    /// Calls `f` on every parameter in the model's parameter order.
+    pub fn visit<'a>(&'a self, f: impl FnMut(ParamId, &'a P)) {
+        self.as_ref().into_map(f);
+    }
+
+    /// Calls `f` on every parameter, mutable, in the model's parameter order.
+    pub fn visit_mut<'a>(&'a mut self, f: impl FnMut(ParamId, &'a mut P)) {
+        self.as_mut().into_map(f);
+    }
+
+    /// Every parameter, in the model's parameter order.
+    pub fn params(&self) -> Vec<&P> {
+        let mut out = Vec::new();
+        self.visit(|_, p| out.push(p));
+        out
+    }
+
+    /// Every parameter, mutable, in the model's parameter order.
+    pub fn params_mut(&mut self) -> Vec<&mut P> {
+        let mut out = Vec::new();
+        self.visit_mut(|_, p| out.push(p));
+        out
+    }
+
+    pub fn linear(&self, id: LinearId) -> &Linear<P> {
+        match id {
+            LinearId::Layer(layer, proj) => self.layers[layer].linear(proj),
+            LinearId::LmHead => &self.lm_head,
+        }
+    }
+
+    pub fn linear_mut(&mut self, id: LinearId) -> &mut Linear<P> {
+        match id {
+            LinearId::Layer(layer, proj) => self.layers[layer].linear_mut(proj),
+            LinearId::LmHead => &mut self.lm_head,
+        }
+    }
+
+    pub fn norm(&self, id: NormId) -> &P {
+        match id {
+            NormId::Input(layer) => &self.layers[layer].input_layernorm,
+            NormId::PostAttention(layer) => &self.layers[layer].post_attention_layernorm,
+            NormId::Final => &self.norm,
+        }
+    }
+
+    pub fn norm_mut(&mut self, id: NormId) -> &mut P {
+        match id {
+            NormId::Input(layer) => &mut self.layers[layer].input_layernorm,
+            NormId::PostAttention(layer) => &mut self.layers[layer].post_attention_layernorm,
+            NormId::Final => &mut self.norm,
+        }
+    }
+
+    /// The parameter `id` names; none for the adapter of a linear that has none.
+    pub fn param(&self, id: ParamId) -> Option<&P> {
+        match id {
+            ParamId::Embedding => Some(&self.embed_tokens),
+            ParamId::Norm(norm) => Some(self.norm(norm)),
+            ParamId::Weight(lin) => Some(&self.linear(lin).weight),
+            ParamId::LoraA(lin) => self.linear(lin).lora.as_ref().map(|l| &l.a),
+            ParamId::LoraB(lin) => self.linear(lin).lora.as_ref().map(|l| &l.b),
+        }
+    }
+
+    pub fn param_mut(&mut self, id: ParamId) -> Option<&mut P> {
+        match id {
+            ParamId::Embedding => Some(&mut self.embed_tokens),
+            ParamId::Norm(norm) => Some(self.norm_mut(norm)),
+            ParamId::Weight(lin) => Some(&mut self.linear_mut(lin).weight),
+            ParamId::LoraA(lin) => self.linear_mut(lin).lora.as_mut().map(|l| &mut l.a),
+            ParamId::LoraB(lin) => self.linear_mut(lin).lora.as_mut().map(|l| &mut l.b),
+        }
     }
 
     /// The largest LoRA rank of any adapted projection (0 without adapters).
     pub fn max_lora_rank(&self) -> usize {
-        self.layers
-            .iter()
-            .flat_map(|l| [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj])
-            .filter_map(|lin| lin.lora.as_ref().map(|lora| lora.rank))
-            .max()
-            .unwrap_or(0)
+        let adapted = |l: &LayerWeights<P>| Proj::ATTENTION.map(|proj| l.linear(proj).lora_rank());
+        self.layers.iter().flat_map(adapted).max().unwrap_or(0)
     }
+}
 
-    /// Adds LoRA adapters to q, k, v and o of every layer, initialised as PEFT does: A
-    /// Kaiming-uniform (bound 1/sqrt(in_features)), B zero, so the model's function is unchanged.
-    pub fn add_lora(&mut self, rank: usize, alpha: f64, rng: &mut Rng) {
-        for layer in &mut self.layers {
-            for lin in [
-                &mut layer.q_proj,
-                &mut layer.k_proj,
-                &mut layer.v_proj,
-                &mut layer.o_proj,
-            ] {
-                let base = lin.weight.name.trim_end_matches(".weight").to_string();
-                let (out_f, in_f) = (lin.out_features(), lin.in_features());
-                let bound = 1.0 / (in_f as f64).sqrt();
-                let mut a =
-                    Param::filled(format!("{base}.lora_A.weight"), vec![rank, in_f], T::zero());
-                for v in a.data.iter_mut() {
-                    *v = cst(rng.uniform_range(-bound, bound));
-                }
-                let b = Param::filled(
-                    format!("{base}.lora_B.weight"),
-                    vec![out_f, rank],
-                    T::zero(),
-                );
-                lin.lora = Some(Lora { a, b, rank, alpha });
-            }
-        }
-    }
-
-    /// Every parameter, in a fixed order (embedding, layers in order, final norm, lm_head).
-    pub fn params(&self) -> Vec<&Param<T>> {
-        let mut out = vec![&self.embed_tokens];
-        for l in &self.layers {
-            out.push(&l.input_layernorm);
-            for lin in [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj] {
-                out.push(&lin.weight);
-                if let Some(lora) = &lin.lora {
-                    out.push(&lora.a);
-                    out.push(&lora.b);
-                }
-            }
-            out.push(&l.post_attention_layernorm);
-            for lin in [&l.gate_proj, &l.up_proj, &l.down_proj] {
-                out.push(&lin.weight);
-            }
-        }
-        out.push(&self.norm);
-        out.push(&self.lm_head);
+impl<P> LlamaWeights<Option<P>> {
+    /// The parameters that are present (for gradients: the trained ones), in parameter order.
+    pub fn present(&self) -> Vec<(ParamId, &P)> {
+        let mut out = Vec::new();
+        self.visit(|id, p| out.extend(p.as_ref().map(|p| (id, p))));
         out
     }
 
-    /// Every parameter, mutable, in the order of [`LlamaWeights::params`].
-    pub fn params_mut(&mut self) -> Vec<&mut Param<T>> {
-        let mut out = vec![&mut self.embed_tokens];
-        for l in &mut self.layers {
-            out.push(&mut l.input_layernorm);
-            for lin in [&mut l.q_proj, &mut l.k_proj, &mut l.v_proj, &mut l.o_proj] {
-                out.push(&mut lin.weight);
-                if let Some(lora) = &mut lin.lora {
-                    out.push(&mut lora.a);
-                    out.push(&mut lora.b);
-                }
-            }
-            out.push(&mut l.post_attention_layernorm);
-            for lin in [&mut l.gate_proj, &mut l.up_proj, &mut l.down_proj] {
-                out.push(&mut lin.weight);
-            }
-        }
-        out.push(&mut self.norm);
-        out.push(&mut self.lm_head);
+    /// The parameters that are present, mutable, in parameter order.
+    pub fn present_mut(&mut self) -> Vec<(ParamId, &mut P)> {
+        let mut out = Vec::new();
+        self.visit_mut(|id, p| out.extend(p.as_mut().map(|p| (id, p))));
         out
-    }
-
-    /// Converts every tensor to another element type (e.g. f32 weights to f64 for a gradient check).
-    pub fn cast<U: Float>(&self) -> LlamaWeights<U> {
-        let lin = |l: &Linear<T>| Linear {
-            weight: l.weight.cast(),
-            lora: l.lora.as_ref().map(|lo| Lora {
-                a: lo.a.cast(),
-                b: lo.b.cast(),
-                rank: lo.rank,
-                alpha: lo.alpha,
-            }),
-        };
-        LlamaWeights {
-            embed_tokens: self.embed_tokens.cast(),
-            layers: self
-                .layers
-                .iter()
-                .map(|l| LayerWeights {
-                    input_layernorm: l.input_layernorm.cast(),
-                    q_proj: lin(&l.q_proj),
-                    k_proj: lin(&l.k_proj),
-                    v_proj: lin(&l.v_proj),
-                    o_proj: lin(&l.o_proj),
-                    post_attention_layernorm: l.post_attention_layernorm.cast(),
-                    gate_proj: lin(&l.gate_proj),
-                    up_proj: lin(&l.up_proj),
-                    down_proj: lin(&l.down_proj),
-                })
-                .collect(),
-            norm: self.norm.cast(),
-            lm_head: self.lm_head.cast(),
-        }
     }
 }

@@ -2,17 +2,12 @@
 //! `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ`, `s = alpha / r`, every intermediate kept at rank r.
 
 use crate::float::Float;
-use crate::model::weights::Linear;
+use crate::model::{Linear, Param};
 use crate::ops::matmul::{matmul_nn, matmul_nt, matmul_tn};
 use crate::ops::narrow::{
     narrow_nn, narrow_nt, narrow_tn, narrow_tn_transposed, widen_nn, widen_nt,
 };
 use crate::ops::scratch::with_buffer;
-
-/// Rank of the layer's adapter (0 without one): the width of the `x·Aᵀ` buffer it saves.
-pub fn lora_rank<T: Float>(lin: &Linear<T>) -> usize {
-    lin.lora.as_ref().map_or(0, |l| l.rank)
-}
 
 /// Writes `y[m × out] = x[m × in]·Wᵀ (+ s·(x·Aᵀ)·Bᵀ)` (with `accumulate`, adds it to `y`) and
 /// saves `xa = x·Aᵀ` (`m × r`) for backward.
@@ -20,7 +15,7 @@ pub fn linear_forward<T: Float>(
     y: &mut [T],
     xa: &mut [T],
     x: &[T],
-    lin: &Linear<T>,
+    lin: &Linear<Param<T>>,
     m: usize,
     accumulate: bool,
 ) {
@@ -35,32 +30,36 @@ pub fn linear_forward<T: Float>(
     }
 }
 
-/// Accumulates the input gradient (when `dx` is given) and the gradients of every tensor of
-/// `grad` whose buffer is non-empty (empty = frozen):
+/// Accumulates the input gradient (when `dx` is given) and the gradients of the tensors `grad`
+/// holds (the trained ones; `None` is frozen):
 /// `dX += dY·W + s·(dY·B)·A`, `dW += dYᵀ·X`, `dB += s·dYᵀ·(X·Aᵀ)`, `dA += s·(dY·B)ᵀ·X`.
 pub fn linear_backward<T: Float>(
     dx: Option<&mut [T]>,
-    grad: &mut Linear<T>,
+    grad: &mut Linear<Option<Param<T>>>,
     dy: &[T],
     x: &[T],
-    lin: &Linear<T>,
+    lin: &Linear<Param<T>>,
     xa: &[T],
     m: usize,
 ) {
     let (n_in, n_out) = (lin.in_features(), lin.out_features());
     assert_eq!(dy.len(), m * n_out, "{}: output gradient", lin.weight.name);
-    if !grad.weight.data.is_empty() {
-        matmul_tn(&mut grad.weight.data, dy, x, n_out, m, n_in, T::one(), true);
+    if let Some(dw) = grad.weight.as_mut() {
+        matmul_tn(&mut dw.data, dy, x, n_out, m, n_in, T::one(), true);
     }
-    let rank = lora_rank(lin);
+    let rank = lin.lora_rank();
     // `dY·B` (`m × r`), in a per-thread buffer so that a training step does not allocate it.
     with_buffer(m * rank, |dy_b: &mut [T]| {
         if let Some(lora) = &lin.lora {
             narrow_nn(dy_b, dy, &lora.b.data, m, n_out, rank);
-            if let Some(g) = grad.lora.as_mut().filter(|g| !g.a.data.is_empty()) {
+            if let Some(g) = grad.lora.as_mut() {
                 let s = lora.scale();
-                narrow_tn_transposed(&mut g.b.data, dy, xa, m, n_out, rank, s);
-                narrow_tn(&mut g.a.data, dy_b, x, m, rank, n_in, s);
+                if let Some(db) = g.b.as_mut() {
+                    narrow_tn_transposed(&mut db.data, dy, xa, m, n_out, rank, s);
+                }
+                if let Some(da) = g.a.as_mut() {
+                    narrow_tn(&mut da.data, dy_b, x, m, rank, n_in, s);
+                }
             }
         }
         if let Some(dx) = dx {

@@ -15,9 +15,8 @@ use serde_json::{Map, Value};
 use crate::backend::Engine;
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
-use crate::hf::{assign_tensors, load_tensors, save_tensors};
-use crate::model::weights::{LlamaWeights, Param};
-use crate::model::Llama;
+use crate::hf::{load_tensors, save_tensors};
+use crate::model::Param;
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::{TrainConfig, Trainer, TrainerProgress};
 
@@ -56,12 +55,11 @@ pub struct RunCheckpoint {
     trained: Vec<Param<f32>>,
 }
 
-/// Writes a checkpoint of `trainer` and the trained tensors of `weights` into `run_dir` and
-/// removes older ones. Returns the checkpoint's directory.
+/// Writes a checkpoint of `trainer` (its progress, optimizer state and trained tensors) into
+/// `run_dir` and removes older ones. Returns the checkpoint's directory.
 pub fn save_run_checkpoint(
     run_dir: &Path,
-    trainer: &Trainer,
-    weights: &LlamaWeights<f32>,
+    trainer: &mut Trainer,
     options: &RunOptions,
     notes: &Value,
 ) -> Result<PathBuf> {
@@ -74,29 +72,33 @@ pub fn save_run_checkpoint(
     }
     fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
 
-    let names = trainer.trained_names();
-    let all = weights.params();
-    let trained: Vec<&Param<f32>> = names
-        .iter()
-        .map(|n| {
-            *all.iter()
-                .find(|p| p.name == *n)
-                .expect("the trainer's tensors are the model's")
-        })
-        .collect();
-    save_tensors(&tmp.join(TRAINED_FILE), &trained, None)?;
-    let moments = optimizer_tensors(trainer.optimizer(), &names);
+    let engine = trainer.engine();
+    let ids = engine.trained_ids()?;
+    let names: Vec<String> = ids.iter().map(|id| id.hf_name()).collect();
+    let optimizer = engine.optimizer()?;
+    let (adamw, adamw_step) = (optimizer.config, optimizer.step);
+    let moments = optimizer_tensors(optimizer, &names);
     save_tensors(
         &tmp.join(OPTIMIZER_FILE),
         &moments.iter().collect::<Vec<_>>(),
         None,
     )?;
+    let weights = &engine.model()?.weights;
+    let trained: Vec<&Param<f32>> = ids
+        .iter()
+        .map(|&id| {
+            weights
+                .param(id)
+                .expect("the engine trains the model's tensors")
+        })
+        .collect();
+    save_tensors(&tmp.join(TRAINED_FILE), &trained, None)?;
     let state = StateFile {
         format_version: FORMAT_VERSION,
         progress,
-        adamw: trainer.optimizer().config,
-        adamw_step: trainer.optimizer().step,
-        trained: names.iter().map(|n| n.to_string()).collect(),
+        adamw,
+        adamw_step,
+        trained: names,
         options: options
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
@@ -151,7 +153,7 @@ pub fn remove_checkpoints(run_dir: &Path) -> Result<()> {
 }
 
 /// PyTorch's names for the moments: `exp_avg.NAME` and `exp_avg_sq.NAME`, flat.
-fn optimizer_tensors(optimizer: &AdamW, names: &[&str]) -> Vec<Param<f32>> {
+fn optimizer_tensors(optimizer: &AdamW, names: &[String]) -> Vec<Param<f32>> {
     let flat = |prefix: &str, name: &str, data: &[f32]| Param {
         name: format!("{prefix}.{name}"),
         shape: vec![data.len()],
@@ -254,18 +256,17 @@ pub fn load_run_checkpoint(dir: &Path) -> Result<RunCheckpoint> {
 
 impl RunCheckpoint {
     /// Continues the run: checks `options` against the checkpoint's, puts its trained tensors into
-    /// `model` (built as the run built it, adapters attached) and returns the trainer, on `engine`, at
-    /// its step.
+    /// the model of `engine` (built as the run built it, adapters attached) and returns the
+    /// trainer at the checkpoint's step.
     pub fn resume(
         self,
-        model: &mut Llama<f32>,
+        mut engine: Engine,
         config: TrainConfig,
         options: &RunOptions,
-        engine: Engine,
     ) -> Result<Trainer> {
         self.check_options(options)?;
-        self.restore_weights(&mut model.weights)?;
-        Trainer::resume(model, config, self.progress, self.optimizer, engine)
+        engine.assign_tensors(self.trained, &self.dir.join(TRAINED_FILE))?;
+        Trainer::resume(engine, config, self.progress, self.optimizer)
     }
 
     /// Fails, naming the first option that differs, unless `options` are the ones the run was
@@ -285,12 +286,6 @@ impl RunCheckpoint {
             }
         }
         Ok(())
-    }
-
-    /// Puts the checkpoint's trained tensors into `weights`, which must have the run's
-    /// architecture (and its LoRA adapters when it trains them).
-    pub fn restore_weights(&self, weights: &mut LlamaWeights<f32>) -> Result<()> {
-        assign_tensors(weights, self.trained.clone(), &self.dir.join(TRAINED_FILE))
     }
 }
 

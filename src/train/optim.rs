@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::float::{cst, Float};
-use crate::model::weights::Param;
+use crate::model::Param;
 
 /// AdamW hyper-parameters (PyTorch's defaults, LongLoRA's weight decay of 0).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,19 @@ impl AdamW {
             m: sizes.iter().map(|&n| vec![0.0; n]).collect(),
             v: sizes.iter().map(|&n| vec![0.0; n]).collect(),
         }
+    }
+
+    /// Fails unless these moments are for tensors of exactly `sizes` (a checkpoint's state must
+    /// match the tensors the run trains).
+    pub fn check_sizes(&self, sizes: &[usize]) -> crate::Result<()> {
+        let lens = |moments: &[Vec<f32>]| moments.iter().map(Vec::len).collect::<Vec<_>>();
+        if lens(&self.m) == sizes && lens(&self.v) == sizes {
+            return Ok(());
+        }
+        Err(Error::option(
+            "trainable",
+            "the checkpoint's optimizer state does not match the tensors this run trains",
+        ))
     }
 
     /// One decoupled-weight-decay Adam update of each `(param, grad)` pair at learning rate `lr`.

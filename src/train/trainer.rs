@@ -1,18 +1,19 @@
 //! The training loop: sample windows, forward, backward into the trainable set's gradients,
-//! clip, AdamW. Deterministic given the seed (every reduction runs in a fixed order).
+//! clip, AdamW, each on the run's [`Engine`]. Deterministic given the seed on the CPU (every
+//! reduction runs in a fixed order).
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Engine;
+use crate::backend::{Compute, Engine};
 use crate::data::BatchSource;
 use crate::error::{Error, Result};
-use crate::model::trainable::trained_pairs;
-use crate::model::{Llama, LlamaWeights, TrainableSet};
+use crate::model::{Llama, TrainableSet};
 use crate::ops::attention::{AttnMask, AttnMode};
+use crate::ops::cross_entropy::scored_count;
 use crate::rng::Rng;
-use crate::train::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
+use crate::train::optim::{AdamW, AdamWConfig, Schedule};
 
 /// Everything that defines a training run besides the model and the data.
 #[derive(Clone, Debug, Serialize)]
@@ -68,17 +69,18 @@ pub struct TrainerProgress {
     pub rng: Rng,
 }
 
-/// Optimizer state, gradient buffers and the sampling stream of one run.
+/// The sampling stream and the progress of one run, driving an [`Engine`] that holds the model,
+/// its gradients and the optimizer state.
 pub struct Trainer {
     pub config: TrainConfig,
-    optimizer: AdamW,
-    grads: LlamaWeights<f32>,
-    /// The backend the forward and backward passes run on.
+    /// The backend the forward and backward passes and the optimizer step run on.
     engine: Engine,
     mask: AttnMask,
     rng: Rng,
     step: usize,
     tokens: usize,
+    /// Elements of the trained tensors.
+    trained_params: usize,
     elapsed_before_s: f64,
     /// Set when the first step starts, so set-up and evaluation do not count against tokens/s.
     started: Option<Instant>,
@@ -87,12 +89,13 @@ pub struct Trainer {
 impl Trainer {
     /// Prepares a run on the CPU reference ops; the model must already carry LoRA adapters when
     /// the set trains them.
-    pub fn new(model: &Llama<f32>, config: TrainConfig) -> Result<Self> {
-        Self::with_engine(model, config, Engine::cpu())
+    pub fn new(model: Llama<f32>, config: TrainConfig) -> Result<Self> {
+        let engine = Engine::new(Compute::Cpu, model, Some(config.trainable), false)?;
+        Self::with_engine(engine, config)
     }
 
-    /// Prepares a run on `engine`, opened on `model` for `config.trainable`.
-    pub fn with_engine(model: &Llama<f32>, config: TrainConfig, engine: Engine) -> Result<Self> {
+    /// Prepares a run on `engine`, opened for `config.trainable`.
+    pub fn with_engine(mut engine: Engine, config: TrainConfig) -> Result<Self> {
         if config.steps == 0 || config.batch_size == 0 || config.grad_accum == 0 {
             return Err(Error::option(
                 "steps/batch-size/grad-accum",
@@ -105,7 +108,7 @@ impl Trainer {
                 format!("must be a finite non-negative number, got {}", config.lr),
             ));
         }
-        let has_lora = model.weights.layers[0].q_proj.lora.is_some();
+        let has_lora = engine.lora_rank() > 0;
         if config.trainable.uses_lora() != has_lora {
             return Err(Error::option(
                 "trainable",
@@ -118,52 +121,40 @@ impl Trainer {
         }
         engine.check_trains(config.trainable)?;
         let mask = AttnMask::from_ratio(config.attn, config.group_ratio, config.seq_len)?;
-        let grads = config.trainable.grads_for(&model.weights);
-        let sizes: Vec<usize> = grads
-            .params()
+        engine.start_optimizer(config.adamw)?;
+        let trained = engine.trained_ids()?;
+        let weights = &engine.model()?.weights;
+        let trained_params = trained
             .iter()
-            .filter(|g| !g.data.is_empty())
-            .map(|g| g.data.len())
-            .collect();
+            .filter_map(|&id| weights.param(id))
+            .map(|p| p.data.len())
+            .sum();
         Ok(Trainer {
-            optimizer: AdamW::new(config.adamw, &sizes),
             rng: Rng::derive(config.seed, 0x7261_696e),
-            grads,
             engine,
             mask,
             step: 0,
             tokens: 0,
+            trained_params,
             elapsed_before_s: 0.0,
             started: None,
             config,
         })
     }
 
-    /// Continues a run on `engine` from a checkpoint's progress and optimizer state; `model` must
-    /// already hold the checkpoint's trained weights. Fails when the optimizer state does not fit the trained set.
+    /// Continues a run on `engine` from a checkpoint's progress and optimizer state; the engine's
+    /// model must already hold the checkpoint's trained weights. Fails when the optimizer state
+    /// does not fit the trained set.
     pub fn resume(
-        model: &Llama<f32>,
+        engine: Engine,
         config: TrainConfig,
         progress: TrainerProgress,
         optimizer: AdamW,
-        engine: Engine,
     ) -> Result<Self> {
-        let mut trainer = Trainer::with_engine(model, config, engine)?;
-        // The engine may hold device copies of the weights from before the checkpoint's were loaded.
-        trainer.engine.weights_updated(model)?;
-        let sizes = |o: &AdamW| -> (Vec<usize>, Vec<usize>) {
-            (
-                o.m.iter().map(Vec::len).collect(),
-                o.v.iter().map(Vec::len).collect(),
-            )
-        };
-        if sizes(&optimizer) != sizes(&trainer.optimizer) {
-            return Err(Error::option(
-                "trainable",
-                "the checkpoint's optimizer state does not match the tensors this run trains",
-            ));
-        }
-        if optimizer.config != trainer.optimizer.config {
+        let mut trainer = Trainer::with_engine(engine, config)?;
+        let same_settings = optimizer.config == trainer.config.adamw;
+        trainer.engine.set_optimizer(optimizer)?;
+        if !same_settings {
             return Err(Error::option(
                 "weight-decay",
                 "the checkpoint's AdamW settings differ from this run's",
@@ -178,7 +169,6 @@ impl Trainer {
                 ),
             ));
         }
-        trainer.optimizer = optimizer;
         trainer.rng = progress.rng;
         trainer.step = progress.step;
         trainer.tokens = progress.tokens;
@@ -197,43 +187,30 @@ impl Trainer {
         }
     }
 
-    /// The AdamW moments, one entry per name of [`Trainer::trained_names`].
-    pub fn optimizer(&self) -> &AdamW {
-        &self.optimizer
-    }
-
-    /// Names of the trained tensors, in the optimizer's order.
-    pub fn trained_names(&self) -> Vec<&str> {
-        self.grads
-            .params()
-            .into_iter()
-            .filter(|g| !g.data.is_empty())
-            .map(|g| g.name.as_str())
-            .collect()
-    }
-
-    /// The backend the run's passes run on (also for evaluating the model being trained).
+    /// The backend the run's passes run on, which holds the model, its gradients and the optimizer
+    /// state (also for evaluating the model being trained).
     pub fn engine(&mut self) -> &mut Engine {
         &mut self.engine
     }
 
-    /// The last step's gradients (after clipping), shaped like the weights, empty where frozen.
-    pub fn grads(&self) -> &LlamaWeights<f32> {
-        &self.grads
+    /// The model as trained so far.
+    pub fn model(&mut self) -> Result<&Llama<f32>> {
+        self.engine.model()
+    }
+
+    /// The model as trained so far, ending the run.
+    pub fn into_model(self) -> Result<Llama<f32>> {
+        Ok(self.engine.into_parts()?.1)
     }
 
     /// Number of trained parameters.
     pub fn trained_params(&self) -> usize {
-        self.grads.params().iter().map(|g| g.data.len()).sum()
+        self.trained_params
     }
 
     /// One optimizer step over `grad_accum` micro-batches. A non-finite loss stops the run with
     /// an error naming the step, before the weights are touched.
-    pub fn step(
-        &mut self,
-        model: &mut Llama<f32>,
-        sampler: &dyn BatchSource,
-    ) -> Result<StepReport> {
+    pub fn step(&mut self, sampler: &dyn BatchSource) -> Result<StepReport> {
         let started = *self.started.get_or_insert_with(Instant::now);
         let c = &self.config;
         if sampler.seq_len() != c.seq_len {
@@ -246,21 +223,18 @@ impl Trainer {
                 ),
             ));
         }
-        for g in self.grads.params_mut() {
-            g.data.iter_mut().for_each(|v| *v = 0.0);
-        }
+        self.engine.zero_grads()?;
         let mut loss = 0.0;
         for _ in 0..c.grad_accum {
             let batch = sampler.sample(c.batch_size, &mut self.rng);
             let engine = &mut self.engine;
-            engine.forward(model, &batch.tokens, batch.batch, batch.seq_len, &self.mask)?;
-            let count = crate::ops::cross_entropy::scored_count(&batch.targets).max(1);
+            engine.forward(&batch.tokens, batch.batch, batch.seq_len, &self.mask)?;
+            let count = scored_count(&batch.targets).max(1);
             let dloss = 1.0 / (count * c.grad_accum) as f32;
-            let sum = engine.backward(model, &batch.targets, dloss, &mut self.grads)?;
-            loss += sum / count as f64 / c.grad_accum as f64;
+            let batch_loss = engine.backward(&batch.targets, dloss as f64)?;
+            loss += batch_loss.mean() / c.grad_accum as f64;
             self.tokens += batch.tokens.len();
         }
-        self.engine.take_grads(&mut self.grads)?;
         if !loss.is_finite() {
             return Err(Error::Diverged {
                 step: self.step + 1,
@@ -268,17 +242,8 @@ impl Trainer {
                 checkpoint: None,
             });
         }
-        let mut grads: Vec<_> = self
-            .grads
-            .params_mut()
-            .into_iter()
-            .filter(|g| !g.data.is_empty())
-            .collect();
-        let grad_norm = clip_grad_norm(&mut grads, c.max_grad_norm);
         let lr = c.schedule.lr(c.lr, self.step, c.warmup_steps, c.steps);
-        self.optimizer
-            .update(&mut trained_pairs(&mut model.weights, &self.grads), lr);
-        self.engine.weights_updated(model)?;
+        let grad_norm = self.engine.optimizer_step(lr, c.max_grad_norm)?;
         self.step += 1;
         let elapsed_s = self.elapsed_before_s + started.elapsed().as_secs_f64();
         Ok(StepReport {
@@ -293,19 +258,20 @@ impl Trainer {
     }
 }
 
-/// Runs `config.steps` steps, calling `on_step` after each.
+/// Runs `config.steps` steps of `model` on the CPU, calling `on_step` after each; returns the
+/// trained model and the reports.
 pub fn train(
-    model: &mut Llama<f32>,
+    model: Llama<f32>,
     sampler: &dyn BatchSource,
     config: TrainConfig,
     mut on_step: impl FnMut(&StepReport),
-) -> Result<Vec<StepReport>> {
+) -> Result<(Llama<f32>, Vec<StepReport>)> {
     let mut trainer = Trainer::new(model, config)?;
     let mut reports = Vec::with_capacity(trainer.config.steps);
     for _ in 0..trainer.config.steps {
-        let r = trainer.step(model, sampler)?;
+        let r = trainer.step(sampler)?;
         on_step(&r);
         reports.push(r);
     }
-    Ok(reports)
+    Ok((trainer.into_model()?, reports))
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod device;
+pub mod kernel_model;
 
 use longlora::rng::Rng;
 
