@@ -10,7 +10,8 @@ use longlora::model::{Llama, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
 use longlora::rng::Rng;
 use longlora::train::checkpoint::{
-    find_checkpoint, load_run_checkpoint, save_run_checkpoint, RunOptions, CHECKPOINT_PREFIX,
+    load_latest_checkpoint, load_run_checkpoint, save_run_checkpoint, RunCheckpoint, RunMeta,
+    RunOptions, CHECKPOINT_PREFIX,
 };
 use longlora::train::optim::{AdamWConfig, Schedule};
 use longlora::train::{StepReport, TrainConfig, Trainer};
@@ -54,8 +55,28 @@ fn sampler() -> WindowSampler {
     WindowSampler::new(tokens, 8).unwrap()
 }
 
-fn options(lr: f64) -> RunOptions {
-    vec![("lr", json!(lr)), ("context", json!(8))]
+fn options(lora_rank: usize) -> RunOptions {
+    vec![
+        ("lora_rank", json!(lora_rank)),
+        ("data", json!({"size": 400})),
+    ]
+}
+
+/// Saves a checkpoint of `trainer` into `dir` with the run options of `options(2)`.
+fn save(dir: &std::path::Path, trainer: &Trainer, m: &Llama<f32>, notes: &serde_json::Value) {
+    let meta = RunMeta {
+        options: &options(2),
+        step_targets: &[trainer.config.steps],
+        notes,
+    };
+    save_run_checkpoint(dir, trainer, &m.weights, &meta, 2).unwrap();
+}
+
+/// The newest intact checkpoint in `dir`, which must hold one and none damaged.
+fn latest(dir: &std::path::Path) -> RunCheckpoint {
+    load_latest_checkpoint(dir, |e| panic!("damaged: {e}"))
+        .unwrap()
+        .expect("a checkpoint")
 }
 
 fn bits(reports: &[StepReport]) -> Vec<(usize, u64, u64, u64)> {
@@ -96,16 +117,17 @@ fn interrupted_and_resumed_training_matches_uninterrupted_bit_for_bit() {
         .map(|_| trainer.step(&mut first, &data).unwrap())
         .collect();
     let notes = json!({"heldout": 1.5});
-    save_run_checkpoint(dir.path(), &trainer, &first.weights, &options(1e-2), &notes).unwrap();
+    save(dir.path(), &trainer, &first, &notes);
     drop((first, trainer));
 
     // A new process: other adapter values, which the checkpoint must overwrite.
     let mut resumed = model(99);
-    let ck = load_run_checkpoint(&find_checkpoint(dir.path()).unwrap()).unwrap();
+    let ck = latest(dir.path());
     assert_eq!(ck.progress.step, 3);
     assert_eq!(ck.notes, notes);
+    assert_eq!(ck.step_targets, [STEPS]);
     let mut trainer = ck
-        .resume(&mut resumed, train_config(), &options(1e-2), Engine::cpu())
+        .resume(&mut resumed, train_config(), &options(2), Engine::cpu())
         .unwrap();
     got.extend((3..STEPS).map(|_| trainer.step(&mut resumed, &data).unwrap()));
 
@@ -117,26 +139,90 @@ fn interrupted_and_resumed_training_matches_uninterrupted_bit_for_bit() {
     );
 }
 
+/// The option `err` names, which must be an invalid option.
+fn invalid_option(err: &Error) -> &str {
+    match err {
+        Error::InvalidOption { option, .. } => option,
+        other => panic!("expected an invalid option, got {other}"),
+    }
+}
+
 #[test]
 fn a_resume_with_a_different_option_is_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let m = model(2);
     let trainer = Trainer::new(&m, train_config()).unwrap();
-    save_run_checkpoint(
-        dir.path(),
-        &trainer,
-        &m.weights,
-        &options(1e-2),
-        &json!(null),
-    )
-    .unwrap();
-    let ck = load_run_checkpoint(&find_checkpoint(dir.path()).unwrap()).unwrap();
-    let err = ck.check_options(&options(3e-2)).unwrap_err();
-    assert!(
-        matches!(err, Error::InvalidOption { option: "lr", .. }),
-        "{err}"
-    );
+    save(dir.path(), &trainer, &m, &json!(null));
+    let ck = latest(dir.path());
+    let other_lr = TrainConfig {
+        lr: 3e-2,
+        ..train_config()
+    };
+    let err = ck.check_options(&other_lr, &options(2)).unwrap_err();
+    assert_eq!(invalid_option(&err), "lr");
     assert!(err.to_string().contains("0.01"), "{err}");
+    assert!(
+        !err.to_string().contains("--"),
+        "a library error names a flag: {err}"
+    );
+    let other_decay = TrainConfig {
+        adamw: AdamWConfig {
+            weight_decay: 0.5,
+            ..train_config().adamw
+        },
+        ..train_config()
+    };
+    let err = ck.check_options(&other_decay, &options(2)).unwrap_err();
+    assert_eq!(invalid_option(&err), "weight_decay");
+    let err = ck.check_options(&train_config(), &options(4)).unwrap_err();
+    assert_eq!(invalid_option(&err), "lora_rank");
+    ck.check_options(&train_config(), &options(2)).unwrap();
+}
+
+#[test]
+fn a_resume_extends_a_constant_schedule_run_and_refuses_to_extend_a_cosine_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sampler();
+    let constant = |steps| TrainConfig {
+        steps,
+        schedule: Schedule::Constant,
+        ..train_config()
+    };
+    // Straight through 8 steps, and 5 steps extended to 8: the same curve.
+    let mut straight = model(2);
+    let mut trainer = Trainer::new(&straight, constant(8)).unwrap();
+    let want: Vec<StepReport> = (0..8)
+        .map(|_| trainer.step(&mut straight, &data).unwrap())
+        .collect();
+    let mut first = model(2);
+    let mut trainer = Trainer::new(&first, constant(5)).unwrap();
+    let mut got: Vec<StepReport> = (0..5)
+        .map(|_| trainer.step(&mut first, &data).unwrap())
+        .collect();
+    save(dir.path(), &trainer, &first, &json!(null));
+    let ck = latest(dir.path());
+    assert_eq!(ck.step_targets_with(8), [5, 8]);
+    assert_eq!(ck.step_targets_with(5), [5]);
+    let mut resumed = model(99);
+    let mut trainer = ck
+        .resume(&mut resumed, constant(8), &options(2), Engine::cpu())
+        .unwrap();
+    got.extend((5..8).map(|_| trainer.step(&mut resumed, &data).unwrap()));
+    assert_eq!(bits(&got), bits(&want), "the extended run differs");
+
+    let cosine_dir = tempfile::tempdir().unwrap();
+    let m = model(2);
+    let trainer = Trainer::new(&m, train_config()).unwrap();
+    save(cosine_dir.path(), &trainer, &m, &json!(null));
+    let longer = TrainConfig {
+        steps: STEPS + 4,
+        ..train_config()
+    };
+    let err = latest(cosine_dir.path())
+        .check_options(&longer, &options(2))
+        .unwrap_err();
+    assert_eq!(invalid_option(&err), "steps");
+    assert!(err.to_string().contains("cosine"), "{err}");
 }
 
 #[test]
@@ -144,14 +230,7 @@ fn a_resume_with_another_trained_set_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let m = model(2);
     let trainer = Trainer::new(&m, train_config()).unwrap();
-    save_run_checkpoint(
-        dir.path(),
-        &trainer,
-        &m.weights,
-        &options(1e-2),
-        &json!(null),
-    )
-    .unwrap();
+    save(dir.path(), &trainer, &m, &json!(null));
     let ck = load_run_checkpoint(
         dir.path()
             .join(format!("{CHECKPOINT_PREFIX}000000"))
@@ -174,46 +253,56 @@ fn a_resume_with_another_trained_set_is_refused() {
     assert!(err.to_string().contains("trainable"), "{err}");
 }
 
+fn checkpoint_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(CHECKPOINT_PREFIX))
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
-fn only_the_newest_complete_checkpoint_is_kept_and_found() {
+fn only_the_newest_kept_checkpoints_stay_and_the_newest_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let data = sampler();
     let mut m = model(2);
     let mut trainer = Trainer::new(&m, train_config()).unwrap();
-    let none = find_checkpoint(dir.path()).unwrap_err();
-    assert!(none.to_string().contains("--save-every"), "{none}");
+    assert!(load_latest_checkpoint(dir.path(), |_| ())
+        .unwrap()
+        .is_none());
     // What a crash in the middle of a save leaves: a hidden temporary directory.
     let abandoned = dir.path().join(".checkpoint-000009.tmp-1");
     std::fs::create_dir(&abandoned).unwrap();
     std::fs::write(abandoned.join("state.json"), "{").unwrap();
     assert!(
-        find_checkpoint(dir.path()).is_err(),
+        load_latest_checkpoint(dir.path(), |_| ())
+            .unwrap()
+            .is_none(),
         "an unfinished save was found"
     );
-    for _ in 0..2 {
+    for _ in 0..3 {
         trainer.step(&mut m, &data).unwrap();
-        save_run_checkpoint(
-            dir.path(),
-            &trainer,
-            &m.weights,
-            &options(1e-2),
-            &json!(null),
-        )
-        .unwrap();
+        save(dir.path(), &trainer, &m, &json!(null));
     }
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(CHECKPOINT_PREFIX))
-        .collect();
-    assert_eq!(names, ["checkpoint-000002"]);
+    assert_eq!(
+        checkpoint_names(dir.path()),
+        ["checkpoint-000002", "checkpoint-000003"]
+    );
     assert!(
         !abandoned.exists(),
         "the abandoned temporary directory was left"
     );
-    let found = find_checkpoint(dir.path()).unwrap();
-    assert_eq!(found, dir.path().join("checkpoint-000002"));
-    assert_eq!(find_checkpoint(&found).unwrap(), found);
+    let newest = dir.path().join("checkpoint-000003");
+    assert_eq!(latest(dir.path()).dir, newest);
+    assert_eq!(latest(&newest).dir, newest);
+    let older = dir.path().join("checkpoint-000002");
+    assert_eq!(
+        latest(&older).dir,
+        older,
+        "a named checkpoint, not a newer one"
+    );
 }
 
 #[test]

@@ -88,7 +88,11 @@ fn ctrl_c_saves_and_resume_reproduces_the_uninterrupted_run_bit_for_bit() {
         .unwrap();
     assert!(killed.success());
     let o = child.wait_with_output().unwrap();
-    let e = fails_with(&o, &["interrupted after step", "--resume", s(&cut)]);
+    assert_eq!(o.status.code(), Some(130), "SIGINT's exit status");
+    let e = fails_with(
+        &o,
+        &["interrupted by SIGINT", "to continue:", "--resume", s(&cut)],
+    );
     let done = curve(&cut).len();
     assert!(done < STEPS, "the run finished before the signal: {e}");
     let checkpoint = cut.join(format!("checkpoint-{done:06}"));

@@ -15,7 +15,7 @@ use crate::rng::Rng;
 use crate::train::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
 
 /// Everything that defines a training run besides the model and the data.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub steps: usize,
     pub batch_size: usize,
@@ -23,20 +23,37 @@ pub struct TrainConfig {
     pub seq_len: usize,
     pub lr: f64,
     pub warmup_steps: usize,
-    #[serde(serialize_with = "crate::train::trainer::as_display")]
+    #[serde(with = "display_str")]
     pub schedule: Schedule,
     pub adamw: AdamWConfig,
     pub max_grad_norm: f64,
-    #[serde(serialize_with = "crate::train::trainer::as_display")]
+    #[serde(with = "display_str")]
     pub attn: AttnMode,
     pub group_ratio: f64,
-    #[serde(serialize_with = "crate::train::trainer::as_display")]
+    #[serde(with = "display_str")]
     pub trainable: TrainableSet,
     pub seed: u64,
 }
 
-fn as_display<S: serde::Serializer, D: std::fmt::Display>(v: &D, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
+/// Enumerations as their command-line spelling, e.g. `"lora+embed+norm"`.
+mod display_str {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, D: Display>(v: &D, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, De: Deserializer<'de>, T: FromStr>(d: De) -> Result<T, De::Error>
+    where
+        T::Err: Display,
+    {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// What one optimizer step did.
