@@ -132,6 +132,7 @@ pub fn load_model(dir: &Path) -> Result<(LlamaConfig, LlamaWeights<f32>)> {
     let hf = read_config(dir)?;
     let source = WeightFiles::open(dir)?;
     let copy_embedding = hf.tie_word_embeddings && !source.contains(LM_HEAD);
+    check_fits(dir, &hf.cfg, copy_embedding, &source)?;
     let mut w = LlamaWeights::zeros(&hf.cfg);
     for p in w.params_mut() {
         if !(copy_embedding && p.name == LM_HEAD) {
@@ -142,6 +143,47 @@ pub fn load_model(dir: &Path) -> Result<(LlamaConfig, LlamaWeights<f32>)> {
         w.lm_head.data.clone_from(&w.embed_tokens.data);
     }
     Ok((hf.cfg, w))
+}
+
+/// Fails unless the weight files are large enough for the model config.json describes, at two
+/// bytes a value (bf16 or f16), before any memory is set aside for it: the model in memory then
+/// takes at most twice the files' size, whatever config.json claims.
+fn check_fits(
+    dir: &Path,
+    cfg: &LlamaConfig,
+    without_lm_head: bool,
+    source: &WeightFiles,
+) -> Result<()> {
+    let [vocab, d, inter, layers, kv] = [
+        cfg.vocab_size,
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_hidden_layers,
+        cfg.kv_dim(),
+    ]
+    .map(|x| x as u128);
+    let per_layer = (2 * d)
+        .saturating_add(d.saturating_mul(d).saturating_mul(2))
+        .saturating_add(d.saturating_mul(kv).saturating_mul(2))
+        .saturating_add(d.saturating_mul(inter).saturating_mul(3));
+    let embeddings = if without_lm_head { 1 } else { 2 };
+    let values = vocab
+        .saturating_mul(d)
+        .saturating_mul(embeddings)
+        .saturating_add(layers.saturating_mul(per_layer))
+        .saturating_add(d);
+    let need = values.saturating_mul(2);
+    let have = source.bytes() as u128;
+    if need > have {
+        return Err(Error::BadFile {
+            path: dir.join(super::config_json::CONFIG_FILE),
+            message: format!(
+                "describes a model of {values} values, at least {need} bytes, but its weight \
+                 files hold {have} bytes"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The mapped weight files of a model directory and which one holds each tensor.
@@ -195,6 +237,14 @@ impl WeightFiles {
             shards,
             shard_of: parsed.weight_map,
         })
+    }
+
+    /// The total size of the weight files.
+    fn bytes(&self) -> usize {
+        match self {
+            WeightFiles::Single(file) => file.len(),
+            WeightFiles::Sharded { shards, .. } => shards.values().map(MappedFile::len).sum(),
+        }
     }
 
     fn contains(&self, tensor: &str) -> bool {

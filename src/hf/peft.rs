@@ -116,6 +116,7 @@ pub fn load_adapter(dir: &Path, weights: &mut LlamaWeights<f32>) -> Result<()> {
         .into_iter()
         .map(|p| (p.name.clone(), p))
         .collect();
+    check_rank(&cfg_path, &path, rank, weights, &tensors)?;
     weights.add_lora(rank, alpha, &mut crate::rng::Rng::new(0));
     for p in weights
         .params_mut()
@@ -147,6 +148,40 @@ pub fn load_adapter(dir: &Path, weights: &mut LlamaWeights<f32>) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// Fails unless `rank` fits the model (at most its hidden size) and every LoRA tensor of the file
+/// has it, before the adapters are allocated: what they take is then bounded by the model, not
+/// by what adapter_config.json claims.
+fn check_rank(
+    cfg_path: &Path,
+    path: &Path,
+    rank: usize,
+    weights: &LlamaWeights<f32>,
+    tensors: &HashMap<String, Param<f32>>,
+) -> Result<()> {
+    let hidden = weights.embed_tokens.shape.get(1).copied().unwrap_or(0);
+    if rank > hidden {
+        return Err(Error::BadFile {
+            path: cfg_path.into(),
+            message: format!("`r` = {rank} exceeds the model's hidden size {hidden}"),
+        });
+    }
+    for (name, t) in tensors {
+        let rank_dim = match () {
+            _ if name.contains(".lora_A") => t.shape.first(),
+            _ if name.contains(".lora_B") => t.shape.get(1),
+            _ => continue,
+        };
+        if t.shape.len() != 2 || rank_dim != Some(&rank) {
+            return Err(Error::BadTensor {
+                path: path.into(),
+                tensor: name.clone(),
+                message: format!("shape {:?} is not of rank r = {rank}", t.shape),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Writes the trained non-LoRA tensors (embedding and norms for `lora+embed+norm`) under their
