@@ -6,17 +6,15 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::tiny_config;
+use common::{short_run_config, tiny_config};
 use longlora::data::WindowSampler;
 use longlora::fs::fault::fail_writes_after;
-use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
-use longlora::ops::attention::AttnMode;
+use longlora::model::{Llama, LlamaConfig, LlamaWeights};
 use longlora::rng::Rng;
 use longlora::train::checkpoint::{
     load_latest_checkpoint, save_run_checkpoint, RunCheckpoint, RunMeta,
 };
-use longlora::train::optim::{AdamWConfig, Schedule};
-use longlora::train::{TrainConfig, Trainer};
+use longlora::train::Trainer;
 use longlora::Error;
 use serde_json::json;
 
@@ -30,22 +28,7 @@ fn small_run() -> (Llama<f32>, Trainer, WindowSampler) {
     let mut w = LlamaWeights::random(&cfg, 0.5, &mut Rng::new(1));
     w.add_lora(1, 2.0, &mut Rng::new(2));
     let model = Llama::new(cfg, w).unwrap();
-    let config = TrainConfig {
-        steps: 4,
-        batch_size: 1,
-        grad_accum: 1,
-        seq_len: 4,
-        lr: 1e-2,
-        warmup_steps: 0,
-        schedule: Schedule::Constant,
-        adamw: AdamWConfig::default(),
-        max_grad_norm: 1.0,
-        attn: AttnMode::Dense,
-        group_ratio: 1.0,
-        trainable: TrainableSet::Lora,
-        seed: 3,
-    };
-    let trainer = Trainer::new(&model, config).unwrap();
+    let trainer = Trainer::new(&model, short_run_config()).unwrap();
     let mut rng = Rng::new(4);
     let tokens = (0..64).map(|_| rng.below(11) as u32).collect();
     (model, trainer, WindowSampler::new(tokens, 4).unwrap())

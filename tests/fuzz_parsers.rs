@@ -13,18 +13,16 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use common::tiny_config;
+use common::{short_run_config, tiny_config};
 use longlora::data::sft::load_records;
 use longlora::data::token_file::{side_file, TokenDtype, TokenFile, TokenFileMeta};
 use longlora::data::WindowSampler;
 use longlora::hf::peft::{load_adapter, save_adapter, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use longlora::hf::{load_model, load_tensors, save_model};
-use longlora::model::{Llama, LlamaWeights, TrainableSet};
-use longlora::ops::attention::AttnMode;
+use longlora::model::{Llama, LlamaWeights};
 use longlora::rng::Rng;
 use longlora::train::checkpoint::{load_run_checkpoint, save_run_checkpoint, RunMeta};
-use longlora::train::optim::{AdamWConfig, Schedule};
-use longlora::train::{RunRecord, TrainConfig, Trainer};
+use longlora::train::{RunRecord, Trainer};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use safetensors::tensor::{Dtype, TensorView};
@@ -480,30 +478,12 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // run.json.
 
-fn train_config() -> TrainConfig {
-    TrainConfig {
-        steps: 4,
-        batch_size: 1,
-        grad_accum: 1,
-        seq_len: 4,
-        lr: 1e-2,
-        warmup_steps: 0,
-        schedule: Schedule::Constant,
-        adamw: AdamWConfig::default(),
-        max_grad_norm: 1.0,
-        attn: AttnMode::S2,
-        group_ratio: 0.5,
-        trainable: TrainableSet::LoraEmbedNorm,
-        seed: 3,
-    }
-}
-
 fn run_record() -> Value {
     json!({
         "format_version": 1, "command": "finetune", "version": "0.1.0",
         "base_model": "base", "tokenizer": "builtin byte-level", "data": null,
         "context": 1024, "rope_factor": 4.0, "original_context": 256,
-        "train": serde_json::to_value(train_config()).unwrap(),
+        "train": serde_json::to_value(short_run_config()).unwrap(),
         "step_targets": [100, 150], "trained_parameters": 1234,
         "heldout_loss_base_at_original_context": 2.5, "heldout_loss_before": 3.0,
         "heldout_loss_after": 2.75, "first_step_loss": 3.1, "last_step_loss": 2.9,
@@ -558,7 +538,7 @@ fn checkpoint() -> (tempfile::TempDir, PathBuf) {
     let mut w = LlamaWeights::random(&tiny_config(), 0.5, &mut Rng::new(1));
     w.add_lora(1, 2.0, &mut Rng::new(2));
     let mut model = Llama::new(tiny_config(), w).unwrap();
-    let mut trainer = Trainer::new(&model, train_config()).unwrap();
+    let mut trainer = Trainer::new(&model, short_run_config()).unwrap();
     let tokens = (0..64).map(|i| i % 11).collect();
     trainer
         .step(&mut model, &WindowSampler::new(tokens, 4).unwrap())

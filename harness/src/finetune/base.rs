@@ -88,7 +88,7 @@ pub fn load_base(
             (Llama::new(cfg, weights)?, dir.display().to_string())
         }
         None => (
-            builtin_base(args, &run_dir.join(BASE_MODEL_DIR), resuming)?,
+            builtin_base(args, run_dir, resuming)?,
             "built-in (pre-trained in this run)".to_string(),
         ),
     };
@@ -101,9 +101,11 @@ pub fn load_base(
     })
 }
 
-/// The built-in base model in `dir`: read back when a resumed run finished it, else pre-trained
-/// (from its newest checkpoint when resuming) and saved there.
-fn builtin_base(args: &FinetuneArgs, dir: &Path, resuming: bool) -> Result<Llama<f32>> {
+/// The built-in base model in the run's BASE_MODEL_DIR: read back when a resumed run finished it,
+/// else pre-trained (from its newest checkpoint when resuming) and saved there. An interruption
+/// is resumed through the fine-tune's own directory.
+fn builtin_base(args: &FinetuneArgs, run_dir: &Path, resuming: bool) -> Result<Llama<f32>> {
+    let dir = &run_dir.join(BASE_MODEL_DIR);
     if resuming {
         if let Ok((cfg, weights)) = load_model(dir) {
             return Llama::new(cfg, weights);
@@ -136,10 +138,29 @@ fn builtin_base(args: &FinetuneArgs, dir: &Path, resuming: bool) -> Result<Llama
         &sampler,
         &checkpointing,
         "pretrain",
-    )?;
+    )
+    .map_err(|e| resumed_through(e, run_dir))?;
     save_model(dir, &model.config, &model.weights)?;
     Tokenizer::builtin().save(dir)?;
     // Its checkpoints served only to finish it.
     remove_checkpoints(dir, None)?;
     Ok(model)
+}
+
+/// An interruption of the pre-training resumes through the fine-tune's directory, `run_dir`.
+fn resumed_through(e: Error, run_dir: &Path) -> Error {
+    match e {
+        Error::Interrupted {
+            signal,
+            step,
+            checkpoint,
+            ..
+        } => Error::Interrupted {
+            signal,
+            step,
+            checkpoint,
+            run_dir: run_dir.to_path_buf(),
+        },
+        e => e,
+    }
 }
