@@ -34,6 +34,7 @@ pub fn report(e: &Error) -> ExitCode {
 fn flag(option: &str) -> String {
     match option {
         "seq_len" => "context".into(),
+        "depth" => "depths".into(),
         other => other.replace('_', "-"),
     }
 }

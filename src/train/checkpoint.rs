@@ -261,10 +261,10 @@ fn checkpoint_step(path: &Path) -> Option<usize> {
 /// beside it; else those inside it.
 fn candidates(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
-        return Err(Error::option(
-            "resume",
-            format!("{} is not a directory", dir.display()),
-        ));
+        return Err(Error::BadFile {
+            path: dir.into(),
+            message: "not a directory: neither a checkpoint nor a run's output".into(),
+        });
     }
     let (run_dir, newest) = match checkpoint_step(dir) {
         Some(step) => match dir.parent() {

@@ -110,11 +110,14 @@ impl Trainer {
 
     /// Prepares a run on `engine`, opened on `model` for `config.trainable`.
     pub fn with_engine(model: &Llama<f32>, config: TrainConfig, engine: Engine) -> Result<Self> {
-        if config.steps == 0 || config.batch_size == 0 || config.grad_accum == 0 {
-            return Err(Error::option(
-                "steps/batch-size/grad-accum",
-                "steps, batch size and gradient accumulation must all be at least 1",
-            ));
+        for (option, value) in [
+            ("steps", config.steps),
+            ("batch_size", config.batch_size),
+            ("grad_accum", config.grad_accum),
+        ] {
+            if value == 0 {
+                return Err(Error::option(option, "must be at least 1"));
+            }
         }
         if !(config.lr >= 0.0 && config.lr.is_finite()) {
             return Err(Error::option(
@@ -182,7 +185,7 @@ impl Trainer {
         }
         if optimizer.config != trainer.optimizer.config {
             return Err(Error::option(
-                "weight-decay",
+                "weight_decay",
                 "the checkpoint's AdamW settings differ from this run's",
             ));
         }
@@ -255,7 +258,7 @@ impl Trainer {
         let c = &self.config;
         if sampler.seq_len() != c.seq_len {
             return Err(Error::option(
-                "context",
+                "seq_len",
                 format!(
                     "the sampler yields windows of {} tokens but the run trains at {}",
                     sampler.seq_len(),
