@@ -1,5 +1,5 @@
 //! Property-based fuzzing of every file parser: safetensors files, config.json (with its weights),
-//! token files and their side files, SFT JSON and JSONL, PEFT adapters, run.json and checkpoints.
+//! the index of a sharded model, token files and their side files, SFT JSON and JSONL, PEFT adapters, run.json and checkpoints.
 //! Each starts from a valid file and damages it (truncation, byte flips, inserted bytes, header
 //! lengths up to 2^64 - 1, JSON values replaced by extreme or wrongly typed ones: offsets out of
 //! range, overlapping tensors, unknown dtypes, huge dimensions). Every parser must return a value
@@ -12,13 +12,14 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use common::{short_run_config, tiny_config};
 use longlora::data::sft::load_records;
 use longlora::data::token_file::{side_file, TokenDtype, TokenFile, TokenFileMeta};
 use longlora::data::WindowSampler;
 use longlora::hf::peft::{load_adapter, save_adapter, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
-use longlora::hf::{load_model, load_tensors, save_model};
+use longlora::hf::{load_model, load_tensors, save_model, save_model_sharded};
 use longlora::model::{Llama, LlamaWeights};
 use longlora::rng::Rng;
 use longlora::train::checkpoint::{load_run_checkpoint, save_run_checkpoint, RunMeta};
@@ -108,6 +109,40 @@ fn check<T>(files: &[PathBuf], parse: impl FnOnce() -> longlora::Result<T>) -> R
         return Err(format!("held {peak} bytes reading {size} (limit {limit})"));
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Valid files to damage, written once (saves sync to disk) and copied into each case's directory.
+
+/// The files a writer leaves in a directory, by name.
+type Template = Vec<(String, Vec<u8>)>;
+
+fn template(write: impl FnOnce(&Path)) -> Template {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path());
+    let mut files: Template = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A new directory holding the template's files.
+fn materialize(template: &Template) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in template {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    dir
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -323,12 +358,20 @@ proptest! {
 
 /// A model directory of the tiny model and its config.json as JSON.
 fn model_dir() -> (tempfile::TempDir, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = tiny_config();
-    let w = LlamaWeights::random(&cfg, 0.5, &mut Rng::new(1));
-    save_model(dir.path(), &cfg, &w).unwrap();
-    let config = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap());
-    (dir, config.unwrap())
+    static MODEL: OnceLock<Template> = OnceLock::new();
+    let dir = materialize(MODEL.get_or_init(|| {
+        template(|dir| {
+            let cfg = tiny_config();
+            save_model(
+                dir,
+                &cfg,
+                &LlamaWeights::random(&cfg, 0.5, &mut Rng::new(1)),
+            )
+            .unwrap();
+        })
+    }));
+    let config = read_json(&dir.path().join("config.json"));
+    (dir, config)
 }
 
 proptest! {
@@ -340,6 +383,33 @@ proptest! {
         let path = dir.path().join("config.json");
         std::fs::write(&path, damaged_json(&config, &damage)).unwrap();
         let files = [path, dir.path().join("model.safetensors")];
+        check(&files, || load_model(dir.path())).map_err(TestCaseError::fail)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The index of a sharded model.
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sharded_model_index(damage in json_file_damage()) {
+        static SHARDED: OnceLock<Template> = OnceLock::new();
+        let dir = materialize(SHARDED.get_or_init(|| {
+            template(|dir| {
+                let cfg = tiny_config();
+                let w = LlamaWeights::random(&cfg, 0.5, &mut Rng::new(1));
+                save_model_sharded(dir, &cfg, &w, 1000).unwrap();
+            })
+        }));
+        let index = dir.path().join("model.safetensors.index.json");
+        let v = read_json(&index);
+        std::fs::write(&index, damaged_json(&v, &damage)).unwrap();
+        let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         check(&files, || load_model(dir.path())).map_err(TestCaseError::fail)?;
     }
 }
@@ -452,16 +522,19 @@ proptest! {
 
     #[test]
     fn peft_adapters(damage in adapter_damage()) {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = tiny_config();
-        let base = LlamaWeights::random(&cfg, 0.5, &mut Rng::new(1));
-        let mut adapted = base.clone();
-        adapted.add_lora(2, 4.0, &mut Rng::new(2));
-        save_adapter(dir.path(), &adapted, "base").unwrap();
+        static ADAPTER: OnceLock<Template> = OnceLock::new();
+        let base = LlamaWeights::random(&tiny_config(), 0.5, &mut Rng::new(1));
+        let dir = materialize(ADAPTER.get_or_init(|| {
+            template(|dir| {
+                let mut adapted = base.clone();
+                adapted.add_lora(2, 4.0, &mut Rng::new(2));
+                save_adapter(dir, &adapted, "base").unwrap();
+            })
+        }));
         let (config, tensors) = (dir.path().join(ADAPTER_CONFIG), dir.path().join(ADAPTER_WEIGHTS));
         match &damage {
             AdapterDamage::Config(d) => {
-                let v: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+                let v = read_json(&config);
                 std::fs::write(&config, damaged_json(&v, d)).unwrap();
             }
             AdapterDamage::Tensors(d) => {
@@ -533,28 +606,36 @@ fn checkpoint_damage() -> impl Strategy<Value = CheckpointDamage> {
     ]
 }
 
-fn checkpoint() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut w = LlamaWeights::random(&tiny_config(), 0.5, &mut Rng::new(1));
-    w.add_lora(1, 2.0, &mut Rng::new(2));
-    let mut model = Llama::new(tiny_config(), w).unwrap();
-    let mut trainer = Trainer::new(&model, short_run_config()).unwrap();
-    let tokens = (0..64).map(|i| i % 11).collect();
-    trainer
-        .step(&mut model, &WindowSampler::new(tokens, 4).unwrap())
-        .unwrap();
-    let meta = RunMeta {
-        options: &vec![("lora_rank", json!(1))],
-        step_targets: &[4],
-        notes: &json!({"heldout_loss_before": 3.0}),
-    };
-    let ck = save_run_checkpoint(dir.path(), &trainer, &model.weights, &meta, 2).unwrap();
-    (dir, ck)
+/// A checkpoint directory (its files are the template).
+fn checkpoint() -> tempfile::TempDir {
+    static CHECKPOINT: OnceLock<Template> = OnceLock::new();
+    materialize(CHECKPOINT.get_or_init(|| {
+        let run = tempfile::tempdir().unwrap();
+        let mut w = LlamaWeights::random(&tiny_config(), 0.5, &mut Rng::new(1));
+        w.add_lora(1, 2.0, &mut Rng::new(2));
+        let mut model = Llama::new(tiny_config(), w).unwrap();
+        let mut trainer = Trainer::new(&model, short_run_config()).unwrap();
+        let tokens = (0..64).map(|i| i % 11).collect();
+        trainer
+            .step(&mut model, &WindowSampler::new(tokens, 4).unwrap())
+            .unwrap();
+        let meta = RunMeta {
+            options: &vec![("lora_rank", json!(1))],
+            step_targets: &[4],
+            notes: &json!({"heldout_loss_before": 3.0}),
+        };
+        let ck = save_run_checkpoint(run.path(), &trainer, &model.weights, &meta, 2).unwrap();
+        template(|dir| {
+            for file in ["state.json", "trained.safetensors", "optimizer.safetensors"] {
+                std::fs::copy(ck.join(file), dir.join(file)).unwrap();
+            }
+        })
+    }))
 }
 
 fn damage_checkpoint(ck: &Path, damage: &CheckpointDamage) {
     let state_path = ck.join("state.json");
-    let state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let state = read_json(&state_path);
     match damage {
         CheckpointDamage::State(d) => std::fs::write(&state_path, damaged_json(&state, d)).unwrap(),
         CheckpointDamage::Tensors {
@@ -586,10 +667,11 @@ proptest! {
 
     #[test]
     fn checkpoint_files(damage in checkpoint_damage()) {
-        let (_dir, ck) = checkpoint();
-        damage_checkpoint(&ck, &damage);
+        let dir = checkpoint();
+        let ck = dir.path();
+        damage_checkpoint(ck, &damage);
         let files = ["state.json", "trained.safetensors", "optimizer.safetensors"].map(|f| ck.join(f));
-        check(&files, || load_run_checkpoint(&ck)).map_err(TestCaseError::fail)?;
+        check(&files, || load_run_checkpoint(ck)).map_err(TestCaseError::fail)?;
     }
 }
 

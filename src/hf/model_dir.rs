@@ -229,7 +229,7 @@ impl WeightFiles {
         let mut shards = HashMap::new();
         for file in parsed.weight_map.values() {
             if !shards.contains_key(file) {
-                shards.insert(file.clone(), open_shard(&index, &dir.join(file))?);
+                shards.insert(file.clone(), open_shard(&index, dir, file)?);
             }
         }
         Ok(WeightFiles::Sharded {
@@ -273,13 +273,21 @@ impl WeightFiles {
     }
 }
 
-/// Opens a shard, saying which index named it when it does not exist.
-fn open_shard(index: &Path, shard: &Path) -> Result<MappedFile> {
-    if !shard.exists() {
+/// Opens a shard, saying which index named it when it is not a file of the model's directory.
+fn open_shard(index: &Path, dir: &Path, name: &str) -> Result<MappedFile> {
+    let shard = dir.join(name);
+    let plain_name = matches!(
+        Path::new(name).components().collect::<Vec<_>>()[..],
+        [std::path::Component::Normal(_)]
+    );
+    if !plain_name || !shard.is_file() {
         return Err(Error::BadFile {
             path: index.into(),
-            message: format!("names shard {}, which does not exist", shard.display()),
+            message: format!(
+                "names shard `{name}`, which is not a file in {}",
+                dir.display()
+            ),
         });
     }
-    MappedFile::open(shard)
+    MappedFile::open(&shard)
 }
