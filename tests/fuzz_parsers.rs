@@ -730,3 +730,22 @@ fn a_four_bit_tensor_is_refused_before_allocating() {
     let err = load_tensors(&path).unwrap_err();
     assert!(err.to_string().contains("unsupported dtype F4"), "{err}");
 }
+
+#[test]
+fn a_shard_that_is_not_a_file_of_the_directory_is_the_index_error() {
+    for name in ["", "..", "../model.safetensors", "/etc/hostname"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = tiny_config();
+        let w = LlamaWeights::random(&cfg, 0.5, &mut Rng::new(1));
+        save_model_sharded(dir.path(), &cfg, &w, 1000).unwrap();
+        let index = dir.path().join("model.safetensors.index.json");
+        let mut v = read_json(&index);
+        v["weight_map"]["model.norm.weight"] = json!(name);
+        std::fs::write(&index, v.to_string()).unwrap();
+        let err = load_model(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(index.to_str().unwrap()) && err.contains("not a file in"),
+            "{name:?}: {err}"
+        );
+    }
+}
