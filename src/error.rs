@@ -32,11 +32,10 @@ pub enum Error {
     #[error("{path}: missing tensor `{tensor}`")]
     MissingTensor { path: PathBuf, tensor: String },
 
+    /// An option with a value that cannot work, named as in the library's configuration types
+    /// (e.g. `group_ratio`, `lora_rank`); a command line maps the name to its own spelling.
     #[error("invalid option {option}: {message}")]
-    InvalidOption {
-        option: &'static str,
-        message: String,
-    },
+    InvalidOption { option: String, message: String },
 
     #[error("invalid model config: {0}")]
     InvalidConfig(String),
@@ -60,16 +59,21 @@ pub enum Error {
     },
 
     #[error(
-        "interrupted after step {step}; checkpoint saved in {}; to continue, run the same command \
-         with --resume {} in place of --output",
-        .checkpoint.display(),
-        .run_dir.display()
+        "interrupted by {} after step {step}; checkpoint saved in {}",
+        signal_name(*.signal),
+        .checkpoint.display()
     )]
     Interrupted {
+        /// The signal that stopped the run.
+        signal: i32,
         step: usize,
         checkpoint: PathBuf,
+        /// The run's output directory, which a resume names.
         run_dir: PathBuf,
     },
+
+    #[error("{path} is locked: another run is writing into this directory ({holder})")]
+    Locked { path: PathBuf, holder: String },
 
     #[error(transparent)]
     Kernel(#[from] crate::kernels::KernelError),
@@ -78,7 +82,17 @@ pub enum Error {
 fn last_good(checkpoint: &Option<PathBuf>) -> String {
     match checkpoint {
         Some(dir) => format!("the last good checkpoint is {}", dir.display()),
-        None => "no checkpoint was saved (see --save-every)".into(),
+        None => "no checkpoint was saved".into(),
+    }
+}
+
+/// A signal's conventional name, e.g. `SIGTERM`.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT (Ctrl-C)".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        other => format!("signal {other}"),
     }
 }
 
@@ -95,9 +109,9 @@ impl Error {
     }
 
     /// An invalid command-line or config option, with what was expected.
-    pub fn option(option: &'static str, message: impl Into<String>) -> Self {
+    pub fn option(option: impl Into<String>, message: impl Into<String>) -> Self {
         Error::InvalidOption {
-            option,
+            option: option.into(),
             message: message.into(),
         }
     }

@@ -1,8 +1,9 @@
-//! Crash-safe file replacement.
+//! Crash-safe file replacement, and the lock that keeps two runs out of one directory.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,7 +43,7 @@ fn temporary_name(path: &Path) -> Result<PathBuf> {
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = File::options().write(true).create_new(true).open(path)?;
-    file.write_all(bytes)?;
+    fault::write_all(&mut file, bytes)?;
     file.sync_all()
 }
 
@@ -54,4 +55,91 @@ fn sync_parent_dir(path: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+/// Fault injection for the tests of what a full disk does to a save.
+#[doc(hidden)]
+pub mod fault {
+    use std::cell::Cell;
+    use std::fs::File;
+    use std::io::{self, Write};
+
+    thread_local! {
+        static BUDGET: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    /// While the guard lives, [`super::write_atomic`] on this thread writes `bytes` more bytes
+    /// and then fails as a full disk does (`ENOSPC`), part-way through a file.
+    pub fn fail_writes_after(bytes: u64) -> Guard {
+        BUDGET.with(|b| b.set(Some(bytes)));
+        Guard
+    }
+
+    pub struct Guard;
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            BUDGET.with(|b| b.set(None));
+        }
+    }
+
+    pub(super) fn write_all(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+        let Some(left) = BUDGET.with(Cell::get) else {
+            return file.write_all(bytes);
+        };
+        let n = bytes.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        file.write_all(&bytes[..n])?;
+        BUDGET.with(|b| b.set(Some(left - n as u64)));
+        if n < bytes.len() {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        Ok(())
+    }
+}
+
+/// Name of the lock file in a locked directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// An exclusive advisory lock (`flock`) on a directory's [`LOCK_FILE`], held while the value
+/// lives. The file names the holder, so that a second process can say who has it; the kernel
+/// releases the lock when its holder dies, so a killed run leaves no stale lock.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+/// Locks `dir` (which must exist) for this process, described as `holder` (e.g. its pid and
+/// command line); fails at once with [`Error::Locked`] naming the current holder if another
+/// process has it.
+pub fn lock_dir(dir: &Path, holder: &str) -> Result<DirLock> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is shared with the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(Error::io(&path, e));
+        }
+        let mut other = String::new();
+        // Best effort: the holder may not have written its name yet.
+        let _ = file.read_to_string(&mut other);
+        return Err(Error::Locked {
+            path,
+            holder: match other.trim() {
+                "" => "a process that has not said which".into(),
+                name => name.to_string(),
+            },
+        });
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(holder.as_bytes()))
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(DirLock { _file: file })
 }

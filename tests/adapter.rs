@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 
 use common::{rel_error, tiny_config};
 use longlora::hf::peft::{
-    load_adapter, load_with_adapter, save_adapter, save_trainable_params, Extension,
-    ADAPTER_CONFIG, ADAPTER_WEIGHTS, RUN_FILE, TRAINABLE_PARAMS_FILE,
+    load_adapter, load_with_adapter, save_adapter, save_trainable_params, ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS, TRAINABLE_PARAMS_FILE,
 };
 use longlora::hf::{load_model, load_tensors, save_model};
 use longlora::model::lora::merge_lora;
 use longlora::model::{Llama, LlamaWeights, ParamId, TrainableSet};
 use longlora::ops::attention::AttnMask;
 use longlora::rng::Rng;
+use longlora::train::{Extension, RUN_FILE};
 use serde_json::Value;
 
 fn fixture() -> PathBuf {
@@ -166,8 +167,35 @@ fn adapters_peft_reads_differently_are_refused_by_name() {
     assert!(err.to_string().contains("use_dora"), "{err}");
 }
 
+/// The run.json `harness finetune` wrote before the record had a version (context 16, factor 3).
+const UNVERSIONED_RUN_JSON: &str = r#"{
+  "base_model": "base",
+  "tokenizer": "builtin byte-level",
+  "context": 16,
+  "original_context": 8,
+  "rope_factor": 3.0,
+  "train": {
+    "steps": 3, "batch_size": 1, "grad_accum": 1, "seq_len": 16, "lr": 0.01, "warmup_steps": 5,
+    "schedule": "constant",
+    "adamw": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
+    "max_grad_norm": 1.0, "attn": "s2", "group_ratio": 0.25, "trainable": "lora+embed+norm",
+    "seed": 42
+  },
+  "trained_parameters": 1234,
+  "heldout_loss_base_at_original_context": 2.5,
+  "heldout_loss_before": 3.0,
+  "heldout_loss_after": 2.75,
+  "first_step_loss": 3.1,
+  "last_step_loss": 2.9,
+  "finetune_tokens_per_s": 1000.0,
+  "total_time_s": 4.5,
+  "peak_memory_mib": 120.0,
+  "resumed_from": null,
+  "version": "0.1.0"
+}"#;
+
 /// A fine-tune's output: base model, adapter with non-zero B, changed embeddings and norms, and
-/// a run.json with the extension.
+/// a run.json with the extension, as a previous version of the tool wrote it.
 fn fine_tuned_run(dir: &Path) -> Llama<f32> {
     let mut cfg = tiny_config();
     cfg.rope_scaling_factor = 1.0;
@@ -191,7 +219,7 @@ fn fine_tuned_run(dir: &Path) -> Llama<f32> {
         TrainableSet::LoraEmbedNorm,
     )
     .unwrap();
-    std::fs::write(run.join(RUN_FILE), r#"{"context": 16, "rope_factor": 3.0}"#).unwrap();
+    std::fs::write(run.join(RUN_FILE), UNVERSIONED_RUN_JSON).unwrap();
     cfg.rope_scaling_factor = 3.0;
     Llama::new(cfg, w).unwrap()
 }

@@ -16,7 +16,7 @@ use longlora::model::{Grads, Llama, LlamaWeights, Param, TrainableSet};
 use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::ops::cross_entropy::scored_count;
 use longlora::rng::Rng;
-use longlora::train::checkpoint::{find_checkpoint, load_run_checkpoint, save_run_checkpoint};
+use longlora::train::checkpoint::{load_latest_checkpoint, save_run_checkpoint, RunMeta};
 use longlora::train::optim::{clip_grad_norm, global_norm, AdamW, AdamWConfig};
 use longlora::train::{StepReport, Trainer};
 use serde_json::json;
@@ -189,8 +189,13 @@ fn a_run_checkpointed_and_resumed_on_the_device_continues_as_if_uninterrupted() 
         let dir = tempfile::tempdir().unwrap();
         let mut first = kernel_trainer(same_kind(&device), model(), STEPS);
         let mut got = vec![first.step(&data).unwrap()];
-        let options = vec![("lr", json!(1e-3))];
-        save_run_checkpoint(dir.path(), &mut first, &options, &json!(null)).unwrap();
+        let options = vec![("lora_rank", json!(2))];
+        let meta = RunMeta {
+            options: &options,
+            step_targets: &[STEPS],
+            notes: &json!(null),
+        };
+        save_run_checkpoint(dir.path(), &mut first, &meta, 1).unwrap();
         drop(first);
 
         // Other adapter values, which the checkpoint must overwrite.
@@ -200,7 +205,9 @@ fn a_run_checkpointed_and_resumed_on_the_device_continues_as_if_uninterrupted() 
                 p.data.fill(0.0);
             }
         }
-        let ck = load_run_checkpoint(&find_checkpoint(dir.path()).unwrap()).unwrap();
+        let ck = load_latest_checkpoint(dir.path(), |e| panic!("damaged: {e}"))
+            .unwrap()
+            .expect("a checkpoint");
         let engine = kernel_engine(device, other);
         let mut resumed = ck.resume(engine, run_config(STEPS), &options).unwrap();
         got.extend((1..STEPS).map(|_| resumed.step(&data).unwrap()));

@@ -3,16 +3,17 @@
 
 mod common;
 
-use common::tiny_config;
 use std::path::Path;
 
+use common::tiny_config;
 use longlora::backend::{Compute, Engine};
 use longlora::data::WindowSampler;
 use longlora::model::{Llama, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
 use longlora::rng::Rng;
 use longlora::train::checkpoint::{
-    find_checkpoint, load_run_checkpoint, save_run_checkpoint, RunOptions, CHECKPOINT_PREFIX,
+    load_latest_checkpoint, load_run_checkpoint, save_run_checkpoint, RunCheckpoint, RunMeta,
+    RunOptions, CHECKPOINT_PREFIX,
 };
 use longlora::train::optim::{AdamWConfig, Schedule};
 use longlora::train::{StepReport, TrainConfig, Trainer};
@@ -56,8 +57,39 @@ fn sampler() -> WindowSampler {
     WindowSampler::new(tokens, 8).unwrap()
 }
 
-fn options(lr: f64) -> RunOptions {
-    vec![("lr", json!(lr)), ("context", json!(8))]
+fn options(lora_rank: usize) -> RunOptions {
+    vec![
+        ("lora_rank", json!(lora_rank)),
+        ("data", json!({"size": 400})),
+    ]
+}
+
+/// Saves a checkpoint of `trainer` into `dir` with the run options of `options(2)`.
+fn save(dir: &Path, trainer: &mut Trainer, notes: &serde_json::Value) {
+    let meta = RunMeta {
+        options: &options(2),
+        step_targets: &[trainer.config.steps],
+        notes,
+    };
+    save_run_checkpoint(dir, trainer, &meta, 2).unwrap();
+}
+
+/// A fresh CPU engine on `model`, as a new process builds it to resume a run.
+fn engine(model: Llama<f32>) -> Engine {
+    Engine::new(
+        Compute::Cpu,
+        model,
+        Some(TrainableSet::LoraEmbedNorm),
+        false,
+    )
+    .unwrap()
+}
+
+/// The newest intact checkpoint in `dir`, which must hold one and none damaged.
+fn latest(dir: &Path) -> RunCheckpoint {
+    load_latest_checkpoint(dir, |e| panic!("damaged: {e}"))
+        .unwrap()
+        .expect("a checkpoint")
 }
 
 fn bits(reports: &[StepReport]) -> Vec<(usize, u64, u64, u64)> {
@@ -93,21 +125,16 @@ fn interrupted_and_resumed_training_matches_uninterrupted_bit_for_bit() {
     let mut trainer = Trainer::new(model(2), train_config()).unwrap();
     let mut got: Vec<StepReport> = (0..3).map(|_| trainer.step(&data).unwrap()).collect();
     let notes = json!({"heldout": 1.5});
-    save_run_checkpoint(dir.path(), &mut trainer, &options(1e-2), &notes).unwrap();
+    save(dir.path(), &mut trainer, &notes);
     drop(trainer);
 
     // A new process: other adapter values, which the checkpoint must overwrite.
-    let engine = Engine::new(
-        Compute::Cpu,
-        model(99),
-        Some(TrainableSet::LoraEmbedNorm),
-        false,
-    );
-    let ck = load_run_checkpoint(&find_checkpoint(dir.path()).unwrap()).unwrap();
+    let ck = latest(dir.path());
     assert_eq!(ck.progress.step, 3);
     assert_eq!(ck.notes, notes);
+    assert_eq!(ck.step_targets, [STEPS]);
     let mut trainer = ck
-        .resume(engine.unwrap(), train_config(), &options(1e-2))
+        .resume(engine(model(99)), train_config(), &options(2))
         .unwrap();
     got.extend((3..STEPS).map(|_| trainer.step(&data).unwrap()));
 
@@ -119,25 +146,88 @@ fn interrupted_and_resumed_training_matches_uninterrupted_bit_for_bit() {
     );
 }
 
+/// The option `err` names, which must be an invalid option.
+fn invalid_option(err: &Error) -> &str {
+    match err {
+        Error::InvalidOption { option, .. } => option,
+        other => panic!("expected an invalid option, got {other}"),
+    }
+}
+
 #[test]
 fn a_resume_with_a_different_option_is_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::new(model(2), train_config()).unwrap();
-    save_run_checkpoint(dir.path(), &mut trainer, &options(1e-2), &json!(null)).unwrap();
-    let ck = load_run_checkpoint(&find_checkpoint(dir.path()).unwrap()).unwrap();
-    let err = ck.check_options(&options(3e-2)).unwrap_err();
-    assert!(
-        matches!(err, Error::InvalidOption { option: "lr", .. }),
-        "{err}"
-    );
+    save(dir.path(), &mut trainer, &json!(null));
+    let ck = latest(dir.path());
+    let other_lr = TrainConfig {
+        lr: 3e-2,
+        ..train_config()
+    };
+    let err = ck.check_options(&other_lr, &options(2)).unwrap_err();
+    assert_eq!(invalid_option(&err), "lr");
     assert!(err.to_string().contains("0.01"), "{err}");
+    assert!(
+        !err.to_string().contains("--"),
+        "a library error names a flag: {err}"
+    );
+    let other_decay = TrainConfig {
+        adamw: AdamWConfig {
+            weight_decay: 0.5,
+            ..train_config().adamw
+        },
+        ..train_config()
+    };
+    let err = ck.check_options(&other_decay, &options(2)).unwrap_err();
+    assert_eq!(invalid_option(&err), "weight_decay");
+    let err = ck.check_options(&train_config(), &options(4)).unwrap_err();
+    assert_eq!(invalid_option(&err), "lora_rank");
+    ck.check_options(&train_config(), &options(2)).unwrap();
+}
+
+#[test]
+fn a_resume_extends_a_constant_schedule_run_and_refuses_to_extend_a_cosine_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sampler();
+    let constant = |steps| TrainConfig {
+        steps,
+        schedule: Schedule::Constant,
+        ..train_config()
+    };
+    // Straight through 8 steps, and 5 steps extended to 8: the same curve.
+    let mut trainer = Trainer::new(model(2), constant(8)).unwrap();
+    let want: Vec<StepReport> = (0..8).map(|_| trainer.step(&data).unwrap()).collect();
+    let mut trainer = Trainer::new(model(2), constant(5)).unwrap();
+    let mut got: Vec<StepReport> = (0..5).map(|_| trainer.step(&data).unwrap()).collect();
+    save(dir.path(), &mut trainer, &json!(null));
+    let ck = latest(dir.path());
+    assert_eq!(ck.step_targets_with(8), [5, 8]);
+    assert_eq!(ck.step_targets_with(5), [5]);
+    let mut trainer = ck
+        .resume(engine(model(99)), constant(8), &options(2))
+        .unwrap();
+    got.extend((5..8).map(|_| trainer.step(&data).unwrap()));
+    assert_eq!(bits(&got), bits(&want), "the extended run differs");
+
+    let cosine_dir = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::new(model(2), train_config()).unwrap();
+    save(cosine_dir.path(), &mut trainer, &json!(null));
+    let longer = TrainConfig {
+        steps: STEPS + 4,
+        ..train_config()
+    };
+    let err = latest(cosine_dir.path())
+        .check_options(&longer, &options(2))
+        .unwrap_err();
+    assert_eq!(invalid_option(&err), "steps");
+    assert!(err.to_string().contains("cosine"), "{err}");
 }
 
 #[test]
 fn a_resume_with_another_trained_set_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::new(model(2), train_config()).unwrap();
-    save_run_checkpoint(dir.path(), &mut trainer, &options(1e-2), &json!(null)).unwrap();
+    save(dir.path(), &mut trainer, &json!(null));
     let ck = load_run_checkpoint(
         dir.path()
             .join(format!("{CHECKPOINT_PREFIX}000000"))
@@ -155,38 +245,55 @@ fn a_resume_with_another_trained_set_is_refused() {
     assert!(err.to_string().contains("trainable"), "{err}");
 }
 
+fn checkpoint_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(CHECKPOINT_PREFIX))
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
-fn only_the_newest_complete_checkpoint_is_kept_and_found() {
+fn only_the_newest_kept_checkpoints_stay_and_the_newest_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let data = sampler();
     let mut trainer = Trainer::new(model(2), train_config()).unwrap();
-    let none = find_checkpoint(dir.path()).unwrap_err();
-    assert!(none.to_string().contains("--save-every"), "{none}");
+    assert!(load_latest_checkpoint(dir.path(), |_| ())
+        .unwrap()
+        .is_none());
     // What a crash in the middle of a save leaves: a hidden temporary directory.
     let abandoned = dir.path().join(".checkpoint-000009.tmp-1");
     std::fs::create_dir(&abandoned).unwrap();
     std::fs::write(abandoned.join("state.json"), "{").unwrap();
     assert!(
-        find_checkpoint(dir.path()).is_err(),
+        load_latest_checkpoint(dir.path(), |_| ())
+            .unwrap()
+            .is_none(),
         "an unfinished save was found"
     );
-    for _ in 0..2 {
+    for _ in 0..3 {
         trainer.step(&data).unwrap();
-        save_run_checkpoint(dir.path(), &mut trainer, &options(1e-2), &json!(null)).unwrap();
+        save(dir.path(), &mut trainer, &json!(null));
     }
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(CHECKPOINT_PREFIX))
-        .collect();
-    assert_eq!(names, ["checkpoint-000002"]);
+    assert_eq!(
+        checkpoint_names(dir.path()),
+        ["checkpoint-000002", "checkpoint-000003"]
+    );
     assert!(
         !abandoned.exists(),
         "the abandoned temporary directory was left"
     );
-    let found = find_checkpoint(dir.path()).unwrap();
-    assert_eq!(found, dir.path().join("checkpoint-000002"));
-    assert_eq!(find_checkpoint(&found).unwrap(), found);
+    let newest = dir.path().join("checkpoint-000003");
+    assert_eq!(latest(dir.path()).dir, newest);
+    assert_eq!(latest(&newest).dir, newest);
+    let older = dir.path().join("checkpoint-000002");
+    assert_eq!(
+        latest(&older).dir,
+        older,
+        "a named checkpoint, not a newer one"
+    );
 }
 
 #[test]
@@ -196,8 +303,8 @@ fn a_non_finite_loss_stops_before_the_weights_change_and_names_the_step() {
     trainer.step(&data).unwrap();
     let mut norm = trainer.model().unwrap().weights.norm.clone();
     norm.data[0] = f32::INFINITY;
-    let engine = trainer.engine();
-    engine
+    trainer
+        .engine()
         .assign_tensors(vec![norm], Path::new("edit"))
         .unwrap();
     let before = weight_bits(trainer.model().unwrap());

@@ -6,7 +6,7 @@ use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
 use longlora::rng::Rng;
 use longlora::train::optim::{AdamWConfig, Schedule};
-use longlora::train::{train, StepReport, TrainConfig};
+use longlora::train::TrainConfig;
 use longlora::Result;
 
 /// Bytes per synthetic document: long enough that recalls reach thousands of tokens back.
@@ -27,14 +27,22 @@ pub fn heldout_corpus(seed: u64) -> Vec<u32> {
     synthetic_corpus(seed ^ 0x0068_656c_646f_7574, 8, DOC_BYTES)
 }
 
-/// Pre-trains the built-in model from random weights (all parameters, dense attention).
-pub fn pretrain(seed: u64, steps: usize, on_step: impl FnMut(&StepReport)) -> Result<Llama<f32>> {
+/// The built-in model's pre-training: random weights, the corpus in windows of its context, and
+/// the schedule (all parameters, dense attention).
+pub struct Pretraining {
+    pub model: Llama<f32>,
+    pub sampler: WindowSampler,
+    pub config: TrainConfig,
+}
+
+/// The pre-training of `steps` steps that `seed` defines.
+pub fn pretraining(seed: u64, steps: usize) -> Result<Pretraining> {
     let cfg = config();
     let context = cfg.max_position_embeddings;
     let weights = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(seed, 1));
     let model = Llama::new(cfg, weights)?;
     let sampler = WindowSampler::new(train_corpus(seed), context)?;
-    let run = TrainConfig {
+    let config = TrainConfig {
         steps,
         batch_size: 4,
         grad_accum: 1,
@@ -52,5 +60,9 @@ pub fn pretrain(seed: u64, steps: usize, on_step: impl FnMut(&StepReport)) -> Re
         trainable: TrainableSet::Full,
         seed,
     };
-    Ok(train(model, &sampler, run, on_step)?.0)
+    Ok(Pretraining {
+        model,
+        sampler,
+        config,
+    })
 }

@@ -39,10 +39,20 @@ pub fn open(choice: DeviceArg, work: &Workload) -> Result<Compute> {
             eprintln!("device: auto: the GPU kernels cannot run this ({why}); using the CPU");
             Compute::Cpu
         }
-        (_, Err(why)) => return Err(why),
+        (_, Err(why)) => return Err(with_cpu_hint(why)),
     };
     eprintln!("device: {}", compute.describe());
     Ok(compute)
+}
+
+/// A refusal of the kernels, with the way out on the command line: the CPU runs everything.
+fn with_cpu_hint(why: Error) -> Error {
+    match why {
+        Error::InvalidOption { option, message } => {
+            Error::option(option, format!("{message}; use --device cpu"))
+        }
+        other => other,
+    }
 }
 
 fn open_device(choice: DeviceArg) -> Result<Compute> {

@@ -3,19 +3,14 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use longlora::backend::Engine;
 use longlora::data::token_file::TokenFile;
 use longlora::data::tokenizer::Tokenizer;
 use longlora::eval::perplexity;
-use longlora::hf::load_model;
-use longlora::hf::peft::load_with_adapter;
-use longlora::model::{Llama, LlamaWeights};
 use longlora::ops::attention::{AttnMask, AttnMode};
-use longlora::rng::Rng;
 use longlora::{Error, Result};
 
-use crate::builtin;
-use crate::device_arg::{self, DeviceArg, Workload};
+use crate::device_arg::DeviceArg;
+use crate::inference::{self, ModelSource};
 use crate::progress::bar;
 use crate::training_data::load_tokens;
 
@@ -68,22 +63,12 @@ pub struct EvalArgs {
 
 /// Loads the model, evaluates, and prints one JSON object on stdout.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let mut model = match (&args.model, &args.adapter) {
-        (Some(dir), Some(adapter)) => load_with_adapter(dir, adapter)?.0,
-        (Some(dir), None) => {
-            let (cfg, w) = load_model(dir)?;
-            Llama::new(cfg, w)?
-        }
-        (None, _) => {
-            let cfg = builtin::config();
-            let w = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(args.seed, 1));
-            Llama::new(cfg, w)?
-        }
-    };
-    if let Some(f) = args.rope_scale {
-        model.config.rope_scaling_factor = f;
-        model.config.validate()?;
-    }
+    let model = inference::load(&ModelSource {
+        dir: args.model.as_deref(),
+        adapter: args.adapter.as_deref(),
+        rope_scale: args.rope_scale,
+        seed: args.seed,
+    })?;
     let context = args.context;
     let mask = AttnMask::from_ratio(args.attn, args.group_ratio, context)?;
     let vocab = model.config.vocab_size;
@@ -94,7 +79,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 Some(dir) => Tokenizer::from_model_dir(dir)?,
                 None => Tokenizer::builtin(),
             };
-            (None, load_tokens(p, &tokenizer, vocab)?)
+            (None, load_tokens(p, Some(&tokenizer), vocab)?)
         }
         (None, None) => return Err(Error::option("tokens", "give --tokens FILE or --data PATH")),
     };
@@ -103,12 +88,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(n) => len.min(n.saturating_sub(1) * args.stride + context + 1),
         None => len,
     };
-    let work = Workload {
-        config: &model.config,
-        trainable: None,
-        lora_rank: model.weights.max_lora_rank(),
-    };
-    let mut engine = Engine::new(device_arg::open(args.device, &work)?, model, None, false)?;
+    let mut engine = inference::engine(args.device, model)?;
     let pb = bar(0, "eval");
     let result = perplexity(
         &mut engine,

@@ -4,15 +4,20 @@
 
 mod builtin;
 mod device_arg;
+mod error_report;
 mod eval_cmd;
 mod finetune;
+mod inference;
 mod merge;
 mod passkey_cmd;
 mod passkey_corpus;
 mod plot;
 mod pretrain;
 mod progress;
+mod run_dir;
+mod signals;
 mod tokenize;
+mod train_args;
 mod train_tokenizer;
 mod training_data;
 mod training_loop;
@@ -73,9 +78,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => error_report::report(&e),
     }
 }

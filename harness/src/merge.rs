@@ -11,7 +11,7 @@ use longlora::hf::save_model_sharded;
 use longlora::model::lora::merge_lora;
 use longlora::{Error, Result};
 
-use crate::finetune::prepare_output;
+use crate::run_dir::prepare_output;
 
 #[derive(Args, Debug)]
 pub struct MergeArgs {

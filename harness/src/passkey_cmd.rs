@@ -3,17 +3,14 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use longlora::backend::Engine;
 use longlora::data::tokenizer::Tokenizer;
 use longlora::eval::passkey::{run_passkey, PasskeyPlan};
-use longlora::hf::load_model;
-use longlora::hf::peft::load_with_adapter;
-use longlora::model::Llama;
 use longlora::ops::attention::{AttnMask, AttnMode};
 use longlora::Result;
 use serde_json::json;
 
-use crate::device_arg::{self, DeviceArg, Workload};
+use crate::device_arg::DeviceArg;
+use crate::inference::{self, ModelSource};
 use crate::progress::bar;
 
 #[derive(Args, Debug)]
@@ -62,17 +59,12 @@ pub struct PasskeyArgs {
 
 /// Runs the trials and prints one JSON object on stdout.
 pub fn run(args: PasskeyArgs) -> Result<()> {
-    let mut model = match &args.adapter {
-        Some(adapter) => load_with_adapter(&args.model, adapter)?.0,
-        None => {
-            let (config, weights) = load_model(&args.model)?;
-            Llama::new(config, weights)?
-        }
-    };
-    if let Some(f) = args.rope_scale {
-        model.config.rope_scaling_factor = f;
-        model.config.validate()?;
-    }
+    let model = inference::load(&ModelSource {
+        dir: Some(&args.model),
+        adapter: args.adapter.as_deref(),
+        rope_scale: args.rope_scale,
+        seed: 0,
+    })?;
     let vocab = model.config.vocab_size;
     let tokenizer = Tokenizer::from_model_dir(&args.model)?;
     let bos = tokenizer.bos_id().filter(|_| !args.no_bos);
@@ -91,13 +83,8 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
         depths: args.depths.clone(),
         seed: args.seed,
     };
-    let work = Workload {
-        config: &model.config,
-        trainable: None,
-        lora_rank: model.weights.max_lora_rank(),
-    };
     let rope_scaling_factor = model.config.rope_scaling_factor;
-    let mut engine = Engine::new(device_arg::open(args.device, &work)?, model, None, false)?;
+    let mut engine = inference::engine(args.device, model)?;
     let pb = bar(0, "passkey");
     // Rejects a ratio outside (0, 1] before any prompt is built, whatever the mode.
     AttnMask::from_ratio(AttnMode::Dense, args.group_ratio, 2)?;

@@ -8,22 +8,21 @@ use clap::{Args, ValueEnum};
 use longlora::backend::Engine;
 use longlora::data::tokenizer::Tokenizer;
 use longlora::data::WindowSampler;
-use longlora::fs::write_atomic;
 use longlora::hf::save_model;
 use longlora::model::{Llama, LlamaConfig, LlamaWeights, TrainableSet};
 use longlora::ops::attention::AttnMode;
 use longlora::rng::Rng;
 use longlora::train::checkpoint::RunOptions;
-use longlora::train::optim::{AdamWConfig, Schedule};
-use longlora::train::{TrainConfig, Trainer};
+use longlora::train::{RunCommand, RunRecord, RUN_FILE};
 use longlora::Result;
 use serde_json::json;
 
 use crate::device_arg::{self, DeviceArg, Workload};
-use crate::finetune::prepare_output;
-use crate::progress::peak_memory_mib;
+use crate::run_dir::{latest_checkpoint, no_checkpoint, RunArgs};
+use crate::signals;
+use crate::train_args::{RunShape, TrainArgs};
 use crate::training_data::{load_tokens, TokenizerSource};
-use crate::training_loop::{optimizer_options, run_steps, Checkpointing, RunArgs};
+use crate::training_loop::{run_record, run_steps, start_run};
 
 /// Width of every attention head: the GPU attention kernels are built for 64.
 const HEAD_DIM: usize = 64;
@@ -48,6 +47,14 @@ impl Preset {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("steps", |a| a.required(false).default_value("1000")),
+    mut_arg("batch_size", |a| a.required(false).default_value("8")),
+    mut_arg("lr", |a| a.default_value("0.001")),
+    mut_arg("warmup_steps", |a| a.help("Linear warmup steps. Default: a tenth of --steps")),
+    mut_arg("schedule", |a| a.required(false).default_value("cosine")),
+    mut_arg("weight_decay", |a| a.required(false).default_value("0.1")),
+)]
 pub struct PretrainArgs {
     /// Training data: a .txt file or a directory of .txt files (tokenized with --tokenizer, each
     /// file one document followed by EOS), or a .bin token file from `harness tokenize`.
@@ -78,33 +85,8 @@ pub struct PretrainArgs {
     /// level, 258 tokens). It sets the vocabulary size.
     #[arg(long, default_value = "builtin")]
     tokenizer: TokenizerSource,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 1000)]
-    steps: usize,
-    /// Sequences per micro-batch.
-    #[arg(long, default_value_t = 8)]
-    batch_size: usize,
-    /// Micro-batches per optimizer step (gradient accumulation).
-    #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
-    /// Linear warmup steps. Default: a tenth of --steps.
-    #[arg(long)]
-    warmup_steps: Option<usize>,
-    /// Learning-rate schedule after warmup: cosine (to zero at the last step) or constant.
-    #[arg(long, default_value = "cosine")]
-    schedule: Schedule,
-    /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.1)]
-    weight_decay: f64,
-    /// Clip gradients to this global L2 norm.
-    #[arg(long, default_value_t = 1.0)]
-    max_grad_norm: f64,
-    /// Random seed: initial weights and data order.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    train: TrainArgs,
     #[command(flatten)]
     run: RunArgs,
     /// Where the model runs: auto, cpu, cuda or emu, as for finetune. Pre-training trains every
@@ -138,30 +120,22 @@ fn model_config(args: &PretrainArgs, tokenizer: &Tokenizer) -> Result<LlamaConfi
     Ok(cfg)
 }
 
-/// The options that define the run: a resume must repeat them.
-fn run_options(
-    args: &PretrainArgs,
-    cfg: &LlamaConfig,
-    config: &TrainConfig,
-    data_tokens: usize,
-) -> RunOptions {
-    let mut options = vec![
+/// The options that define the run besides its training configuration: a resume must repeat
+/// them.
+fn run_options(args: &PretrainArgs, cfg: &LlamaConfig, data_tokens: usize) -> RunOptions {
+    vec![
         ("model", longlora::hf::config_to_json(cfg)),
         ("data", json!({"path": args.data, "tokens": data_tokens})),
-        ("seed", json!(config.seed)),
-        ("context", json!(config.seq_len)),
-    ];
-    options.extend(optimizer_options(config));
-    options
+    ]
 }
 
 /// Trains and writes config.json, model.safetensors, the tokenizer, metrics.jsonl and run.json.
 pub fn run(args: PretrainArgs) -> Result<()> {
     let started = Instant::now();
-    let (out, resume) = args.run.open("pretrain")?;
+    signals::watch();
     let tokenizer = args.tokenizer.load()?;
     let cfg = model_config(&args, &tokenizer)?;
-    let weights = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(args.seed, 1));
+    let weights = LlamaWeights::random(&cfg, 0.02, &mut Rng::derive(args.train.seed, 1));
     let model = Llama::new(cfg.clone(), weights)?;
     let compute = device_arg::open(
         args.device,
@@ -172,36 +146,57 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         },
     )?;
     let engine = Engine::new(compute, model, Some(TrainableSet::Full), false)?;
-    let config = TrainConfig {
-        steps: args.steps,
-        batch_size: args.batch_size,
-        grad_accum: args.grad_accum,
+    let config = args.train.config(RunShape {
         seq_len: args.context,
-        lr: args.lr,
-        warmup_steps: args.warmup_steps.unwrap_or(args.steps / 10),
-        schedule: args.schedule,
-        adamw: AdamWConfig {
-            weight_decay: args.weight_decay,
-            ..AdamWConfig::default()
-        },
-        max_grad_norm: args.max_grad_norm,
         attn: AttnMode::Dense,
         group_ratio: 1.0,
         trainable: TrainableSet::Full,
-        seed: args.seed,
-    };
-    let tokens = load_tokens(&args.data, &tokenizer, cfg.vocab_size)?;
+        default_lr: 1e-3,
+        default_warmup_steps: args.train.steps / 10,
+    });
+    let tokens = load_tokens(&args.data, Some(&tokenizer), cfg.vocab_size)?;
     let data_tokens = tokens.len();
     let sampler = WindowSampler::new(tokens, args.context)?;
-    let options = run_options(&args, &cfg, &config, data_tokens);
-    let resumed_from = resume.as_ref().map(|ck| ck.dir.clone());
-    let mut trainer = match resume {
-        Some(ck) => ck.resume(engine, config.clone(), &options)?,
-        None => {
-            prepare_output(&out, args.run.overwrite, "output")?;
-            Trainer::with_engine(engine, config.clone())?
-        }
+    let options = run_options(&args, &cfg, data_tokens);
+    let run = args.run.open("pretrain")?;
+    let resume = match &args.run.resume {
+        Some(dir) => Some(latest_checkpoint(dir)?.ok_or_else(|| no_checkpoint(dir))?),
+        None => None,
     };
+    let (mut trainer, checkpointing) =
+        start_run(&args.run, run.path.clone(), options, config, engine, resume)?;
+    describe(&args, &cfg, data_tokens);
+    let reports = run_steps(&mut trainer, &sampler, &checkpointing, "pretrain")?;
+    let model = trainer.model()?;
+    save_model(&run.path, &model.config, &model.weights)?;
+    tokenizer.save(&run.path)?;
+    let record = RunRecord {
+        tokenizer: Some(tokenizer.source()),
+        data: Some(args.data.display().to_string()),
+        data_tokens: Some(data_tokens),
+        preset: Some(format!("{:?}", args.preset).to_lowercase()),
+        model: Some(longlora::hf::config_to_json(&cfg)),
+        ..run_record(
+            RunCommand::Pretrain,
+            &trainer,
+            &checkpointing,
+            &reports,
+            started,
+        )
+    };
+    record.save(&run.path.join(RUN_FILE))?;
+    println!(
+        "pre-training finished in {:.1} s: loss {:.4} first step -> {:.4} last step, {:.0} tokens/s",
+        record.total_time_s, record.first_step_loss, record.last_step_loss, record.tokens_per_s
+    );
+    println!(
+        "  wrote {}: config.json, model.safetensors, tokenizer.json, metrics.jsonl, run.json",
+        run.path.display()
+    );
+    Ok(())
+}
+
+fn describe(args: &PretrainArgs, cfg: &LlamaConfig, data_tokens: usize) {
     eprintln!(
         "pre-training a {} M-parameter Llama (d {}, {} layers, {} heads, vocabulary {}) at context \
          {} on {} tokens of {}",
@@ -214,49 +209,4 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         data_tokens,
         args.data.display()
     );
-    let checkpointing = Checkpointing {
-        run_dir: &out,
-        save_every: args.run.save_every,
-        resumed_from,
-        options: &options,
-        notes: &json!({}),
-    };
-    let reports = run_steps(&mut trainer, &sampler, &checkpointing, "pretrain")?;
-
-    let model = trainer.into_model()?;
-    save_model(&out, &model.config, &model.weights)?;
-    tokenizer.save(&out)?;
-    let (first, last) = (&reports[0], reports.last().expect("at least one step"));
-    let summary = json!({
-        "command": "pretrain",
-        "preset": format!("{:?}", args.preset).to_lowercase(),
-        "parameters": cfg.num_params(),
-        "model": longlora::hf::config_to_json(&cfg),
-        "train": config,
-        "data": args.data.display().to_string(),
-        "data_tokens": data_tokens,
-        "tokenizer": tokenizer.source(),
-        "first_step_loss": first.loss,
-        "last_step_loss": last.loss,
-        "tokens_per_s": last.tokens_per_s,
-        "total_time_s": started.elapsed().as_secs_f64(),
-        "peak_memory_mib": peak_memory_mib(),
-        "resumed_from": checkpointing.resumed_from,
-        "version": env!("CARGO_PKG_VERSION"),
-    });
-    let run_json = out.join("run.json");
-    let text = serde_json::to_string_pretty(&summary).expect("a JSON value serialises");
-    write_atomic(&run_json, text.as_bytes())?;
-    println!(
-        "pre-training finished in {:.1} s: loss {:.4} first step -> {:.4} last step, {:.0} tokens/s",
-        started.elapsed().as_secs_f64(),
-        first.loss,
-        last.loss,
-        last.tokens_per_s
-    );
-    println!(
-        "  wrote {}: config.json, model.safetensors, tokenizer.json, metrics.jsonl, run.json",
-        out.display()
-    );
-    Ok(())
 }

@@ -32,10 +32,15 @@ impl TrainData {
     }
 
     /// The sampler for training at `context`. SFT truncation is reported on stderr.
-    pub fn sampler(self, tokenizer: &Tokenizer, context: usize) -> Result<Box<dyn BatchSource>> {
+    pub fn sampler(
+        self,
+        tokenizer: Option<&Tokenizer>,
+        context: usize,
+    ) -> Result<Box<dyn BatchSource>> {
         match self {
             TrainData::Tokens(tokens) => Ok(Box::new(WindowSampler::new(tokens, context)?)),
             TrainData::Sft { records, path } => {
+                let tokenizer = need_tokenizer(tokenizer, &path)?;
                 let sampler = SftSampler::new(&records, tokenizer, context, &path)?;
                 if let Some(w) = sampler.truncation_warning() {
                     eprintln!("{w}");
@@ -46,13 +51,36 @@ impl TrainData {
     }
 }
 
+/// The tokenizer that text or SFT data at `path` needs.
+fn need_tokenizer<'a>(tokenizer: Option<&'a Tokenizer>, path: &Path) -> Result<&'a Tokenizer> {
+    tokenizer.ok_or_else(|| {
+        Error::option(
+            "data",
+            format!(
+                "{} is text, which needs a tokenizer, and the model has none (no tokenizer.json); \
+                 give a .bin token file",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// Whether `path` names a token file (`.bin`) rather than text or SFT records.
+pub fn is_token_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "bin")
+}
+
 fn is_sft(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e == "json" || e == "jsonl")
 }
 
 /// Reads `--data` for training: SFT records when the file is .json/.jsonl, else tokens.
-pub fn load_train_data(path: &Path, tokenizer: &Tokenizer, vocab: usize) -> Result<TrainData> {
+pub fn load_train_data(
+    path: &Path,
+    tokenizer: Option<&Tokenizer>,
+    vocab: usize,
+) -> Result<TrainData> {
     if is_sft(path) {
         return Ok(TrainData::Sft {
             records: load_records(path)?,
@@ -62,12 +90,16 @@ pub fn load_train_data(path: &Path, tokenizer: &Tokenizer, vocab: usize) -> Resu
     load_tokens(path, tokenizer, vocab).map(TrainData::Tokens)
 }
 
-/// Token ids of a `.bin` token file (checked against `vocab`) or of text files, each file one
-/// document followed by EOS.
-pub fn load_tokens(path: &Path, tokenizer: &Tokenizer, vocab: usize) -> Result<Vec<u32>> {
-    if path.extension().is_some_and(|e| e == "bin") {
+/// Token ids of a `.bin` token file (checked against `vocab`, and its side file against the
+/// tokenizer or, without one, the vocabulary) or of text files, each file one document followed
+/// by EOS.
+pub fn load_tokens(path: &Path, tokenizer: Option<&Tokenizer>, vocab: usize) -> Result<Vec<u32>> {
+    if is_token_file(path) {
         let file = TokenFile::open(path)?;
-        file.check_tokenizer(tokenizer.vocab_size(), &tokenizer.source())?;
+        match tokenizer {
+            Some(t) => file.check_tokenizer(t.vocab_size(), &t.source())?,
+            None => file.check_tokenizer(vocab, "none (the model's vocabulary)")?,
+        }
         return file.tokens(vocab);
     }
     if is_sft(path) {
@@ -79,6 +111,7 @@ pub fn load_tokens(path: &Path, tokenizer: &Tokenizer, vocab: usize) -> Result<V
             ),
         ));
     }
+    let tokenizer = need_tokenizer(tokenizer, path)?;
     let files = longlora::data::text::text_files(path)?;
     let pb = bar(files.len(), "tokenize");
     let mut tokens = Vec::new();

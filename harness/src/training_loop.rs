@@ -1,123 +1,124 @@
 //! The step loop every training command shares: one metrics line per step, a progress bar,
-//! checkpoints every K steps, Ctrl-C (finish the step, save, exit), and a clear stop on a
+//! checkpoints every K steps, a stop signal (finish the step, save, exit), and a clear stop on a
 //! non-finite loss. A resumed run continues the same metrics file.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
+use std::time::Instant;
 
-use clap::Args;
 use indicatif::ProgressBar;
+use longlora::backend::Engine;
 use longlora::data::BatchSource;
 use longlora::fs::write_atomic;
 use longlora::train::checkpoint::{
-    find_checkpoint, load_run_checkpoint, remove_checkpoints, save_run_checkpoint, RunCheckpoint,
-    RunOptions,
+    remove_checkpoints, save_run_checkpoint, RunCheckpoint, RunMeta, RunOptions,
 };
-use longlora::train::{StepReport, TrainConfig, Trainer};
+use longlora::train::optim::Schedule;
+use longlora::train::run_record::RUN_RECORD_VERSION;
+use longlora::train::{HeldoutLosses, RunCommand, RunRecord, StepReport, TrainConfig, Trainer};
 use longlora::{Error, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::finetune::utc_stamp;
-use crate::progress::bar;
+use crate::progress::{bar, peak_memory_mib};
+use crate::run_dir::RunArgs;
+use crate::signals;
 
 /// One JSON object per optimizer step.
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Makes the first Ctrl-C a request to stop after the current step; a second one exits at once,
-/// for a user who does not want to wait.
-fn watch_ctrl_c() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let installed = ctrlc::set_handler(|| {
-            if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
-                std::process::exit(130);
-            }
-            eprintln!("\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again to quit now)");
-        });
-        if let Err(e) = installed {
-            eprintln!("warning: Ctrl-C cannot save a checkpoint: {e}");
-        }
-    });
-}
-
-/// Where a training run writes and how it survives interruption: options shared by every command
-/// that trains.
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    /// Output directory. Default: runs/<command>-<UTC date-time>.
-    #[arg(long)]
-    pub output: Option<PathBuf>,
-    /// Allow writing into a non-empty output directory.
-    #[arg(long)]
-    pub overwrite: bool,
-    /// Save a checkpoint every K steps (trained weights, optimizer state, step, RNG state) into
-    /// OUTPUT/checkpoint-NNNNNN, keeping only the newest. Ctrl-C saves one whether or not this is set.
-    #[arg(long)]
+/// Where and when a run saves checkpoints, and what they record about it.
+pub struct Checkpointing {
+    pub run_dir: PathBuf,
+    /// Save after every this many steps; `None` saves only when a signal stops the run.
     pub save_every: Option<usize>,
-    /// Continue an interrupted run from its output directory (its newest checkpoint) or from one
-    /// checkpoint directory. Give the options the run was started with; it writes into its own
-    /// output directory and continues metrics.jsonl.
-    #[arg(long, conflicts_with_all = ["output", "overwrite"])]
-    pub resume: Option<PathBuf>,
+    /// How many of the newest checkpoints to keep.
+    pub keep: usize,
+    /// The checkpoint this run resumed from, if any: the last good one until a newer is saved.
+    pub resumed_from: Option<PathBuf>,
+    pub options: RunOptions,
+    /// The run's `steps` at its start and after each resume that changed it.
+    pub step_targets: Vec<usize>,
+    pub notes: Value,
 }
 
-impl RunArgs {
-    /// The checkpoint `--resume` names (read), and the run directory: the resumed run's, else
-    /// `--output`, else `runs/<command>-<UTC date-time>`.
-    pub fn open(&self, command: &str) -> Result<(PathBuf, Option<RunCheckpoint>)> {
-        if self.save_every == Some(0) {
-            return Err(Error::option("save-every", "must be at least 1"));
-        }
-        let Some(dir) = &self.resume else {
-            let out = self
-                .output
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("runs/{command}-{}", utc_stamp())));
-            return Ok((out, None));
+impl Checkpointing {
+    fn save(&self, trainer: &mut Trainer) -> Result<PathBuf> {
+        let meta = RunMeta {
+            options: &self.options,
+            step_targets: &self.step_targets,
+            notes: &self.notes,
         };
-        let checkpoint = load_run_checkpoint(&find_checkpoint(dir)?)?;
-        eprintln!(
-            "resuming {} at step {}",
-            checkpoint.dir.display(),
-            checkpoint.progress.step
-        );
-        let out = checkpoint
-            .dir
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        Ok((out, Some(checkpoint)))
+        save_run_checkpoint(&self.run_dir, trainer, &meta, self.keep)
     }
 }
 
-/// The optimizer options that define a run (a resume must repeat them), for the run's options list.
-pub fn optimizer_options(config: &TrainConfig) -> RunOptions {
-    vec![
-        ("steps", json!(config.steps)),
-        ("batch-size", json!(config.batch_size)),
-        ("grad-accum", json!(config.grad_accum)),
-        ("lr", json!(config.lr)),
-        ("warmup-steps", json!(config.warmup_steps)),
-        ("schedule", json!(config.schedule.to_string())),
-        ("weight-decay", json!(config.adamw.weight_decay)),
-        ("max-grad-norm", json!(config.max_grad_norm)),
-    ]
+/// Starts a run's trainer on `engine`, at step 0 or, resuming, at the checkpoint's step with its
+/// weights put into the engine's model (which fails when `config` or `options` differ from the
+/// run's), and
+/// how it checkpoints into `run_dir`. The notes start as the checkpoint's (null for a new run).
+pub fn start_run(
+    args: &RunArgs,
+    run_dir: PathBuf,
+    options: RunOptions,
+    config: TrainConfig,
+    engine: Engine,
+    resume: Option<RunCheckpoint>,
+) -> Result<(Trainer, Checkpointing)> {
+    let mut checkpointing = Checkpointing {
+        run_dir,
+        save_every: args.save_every,
+        keep: args.keep_checkpoints,
+        resumed_from: None,
+        options,
+        step_targets: vec![config.steps],
+        notes: Value::Null,
+    };
+    let trainer = match resume {
+        Some(ck) => {
+            checkpointing.resumed_from = Some(ck.dir.clone());
+            checkpointing.step_targets = ck.step_targets_with(config.steps);
+            checkpointing.notes = ck.notes.clone();
+            ck.resume(engine, config, &checkpointing.options)?
+        }
+        None => Trainer::with_engine(engine, config)?,
+    };
+    Ok((trainer, checkpointing))
 }
 
-/// Where and when a run saves checkpoints, and what they record about it.
-pub struct Checkpointing<'a> {
-    pub run_dir: &'a Path,
-    /// Save after every this many steps; `None` saves only on Ctrl-C.
-    pub save_every: Option<usize>,
-    /// The checkpoint this run resumed from, if any: the last good one until a newer is saved.
-    pub resumed_from: Option<PathBuf>,
-    pub options: &'a RunOptions,
-    pub notes: &'a Value,
+/// The run record of a finished run of `command`, with what every training command records; the
+/// command adds its own fields.
+pub fn run_record(
+    command: RunCommand,
+    trainer: &Trainer,
+    checkpointing: &Checkpointing,
+    reports: &[StepReport],
+    started: Instant,
+) -> RunRecord {
+    let (first, last) = (&reports[0], reports.last().expect("at least one step"));
+    RunRecord {
+        format_version: RUN_RECORD_VERSION,
+        command,
+        version: env!("CARGO_PKG_VERSION").into(),
+        base_model: None,
+        tokenizer: None,
+        data: None,
+        data_tokens: None,
+        extension: None,
+        original_context: None,
+        preset: None,
+        model: None,
+        train: trainer.config.clone(),
+        step_targets: checkpointing.step_targets.clone(),
+        trained_parameters: trainer.trained_params(),
+        heldout: HeldoutLosses::default(),
+        first_step_loss: first.loss,
+        last_step_loss: last.loss,
+        tokens_per_s: last.tokens_per_s,
+        total_time_s: started.elapsed().as_secs_f64(),
+        peak_memory_mib: peak_memory_mib(),
+        resumed_from: checkpointing.resumed_from.clone(),
+    }
 }
 
 /// Shows one step on the progress bar.
@@ -131,37 +132,34 @@ pub fn show_step(pb: &ProgressBar, r: &StepReport) {
 
 /// Runs `trainer` to its last step and returns the report of every step of the run, those before
 /// a resume read back from the metrics file (whose lines past the resumed step are dropped: they
-/// are about to be recomputed).
+/// are about to be recomputed, as are the checkpoints past it). A run with a constant schedule
+/// ends with a checkpoint of its last step, from which `--resume` can extend it.
 pub fn run_steps(
     trainer: &mut Trainer,
     sampler: &dyn BatchSource,
-    checkpointing: &Checkpointing,
+    ck: &Checkpointing,
     label: &str,
 ) -> Result<Vec<StepReport>> {
-    let ck = checkpointing;
     let metrics_path = ck.run_dir.join(METRICS_FILE);
-    let mut reports = earlier_reports(&metrics_path, trainer.progress().step)?;
-    if ck.resumed_from.is_none() {
-        remove_checkpoints(ck.run_dir)?;
-    }
+    let start = trainer.progress().step;
+    let mut reports = earlier_reports(&metrics_path, start)?;
+    remove_checkpoints(&ck.run_dir, ck.resumed_from.as_ref().map(|_| start))?;
     let mut metrics = OpenOptions::new()
         .append(true)
         .open(&metrics_path)
         .map_err(|e| Error::io(&metrics_path, e))?;
     let mut last_checkpoint = ck.resumed_from.clone();
-    let save =
-        |trainer: &mut Trainer| save_run_checkpoint(ck.run_dir, trainer, ck.options, ck.notes);
-    watch_ctrl_c();
     let steps = trainer.config.steps;
     let pb = bar(steps, label);
-    pb.set_position(trainer.progress().step as u64);
+    pb.set_position(start as u64);
     while trainer.progress().step < steps {
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if let Some(signal) = signals::requested() {
             pb.abandon();
             return Err(Error::Interrupted {
+                signal,
                 step: trainer.progress().step,
-                checkpoint: save(trainer)?,
-                run_dir: ck.run_dir.to_path_buf(),
+                checkpoint: ck.save(trainer)?,
+                run_dir: ck.run_dir.clone(),
             });
         }
         let r = match trainer.step(sampler) {
@@ -179,8 +177,9 @@ pub fn run_steps(
         show_step(&pb, &r);
         let line = serde_json::to_string(&r).expect("a step report serialises");
         writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
-        if ck.save_every.is_some_and(|k| r.step % k == 0) {
-            last_checkpoint = Some(save(trainer)?);
+        let last = r.step == steps && trainer.config.schedule == Schedule::Constant;
+        if last || ck.save_every.is_some_and(|k| r.step % k == 0) {
+            last_checkpoint = Some(ck.save(trainer)?);
         }
         reports.push(r);
     }

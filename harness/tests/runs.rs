@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{harness, s, stderr};
+use common::{curve, harness, s, stderr};
 
 /// Asserts a clean failure whose message contains every one of `needles`.
 fn fails_with(o: &Output, needles: &[&str]) -> String {
@@ -45,22 +45,6 @@ fn run_finetune(steps: usize, extra: &[&str]) -> Output {
     harness(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-/// (step, loss bits, grad norm bits) of every line of a metrics file.
-fn curve(run: &Path) -> Vec<(u64, u64, u64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["step"].as_u64().unwrap(),
-                v["loss"].as_f64().unwrap().to_bits(),
-                v["grad_norm"].as_f64().unwrap().to_bits(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn ctrl_c_saves_and_resume_reproduces_the_uninterrupted_run_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,15 +72,23 @@ fn ctrl_c_saves_and_resume_reproduces_the_uninterrupted_run_bit_for_bit() {
         .unwrap();
     assert!(killed.success());
     let o = child.wait_with_output().unwrap();
-    let e = fails_with(&o, &["interrupted after step", "--resume", s(&cut)]);
-    let done = curve(&cut).len();
+    assert_eq!(o.status.code(), Some(130), "SIGINT's exit status");
+    let e = fails_with(
+        &o,
+        &["interrupted by SIGINT", "to continue:", "--resume", s(&cut)],
+    );
+    let done = curve(&cut.join("metrics.jsonl")).len();
     assert!(done < STEPS, "the run finished before the signal: {e}");
     let checkpoint = cut.join(format!("checkpoint-{done:06}"));
     assert!(checkpoint.join("state.json").is_file(), "{e}");
 
     let o = run_finetune(STEPS, &["--save-every", "5", "--resume", s(&cut)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(curve(&cut), curve(&straight), "loss curves differ");
+    assert_eq!(
+        curve(&cut.join("metrics.jsonl")),
+        curve(&straight.join("metrics.jsonl")),
+        "loss curves differ"
+    );
     for f in ["adapter_model.safetensors", "trainable_params.safetensors"] {
         assert!(
             std::fs::read(cut.join(f)).unwrap() == std::fs::read(straight.join(f)).unwrap(),
@@ -135,7 +127,7 @@ fn a_non_finite_loss_stops_the_run_names_the_step_and_keeps_the_last_good_checkp
         ],
     );
     let e = fails_with(&o, &["diverged at step", "last good checkpoint"]);
-    let steps = curve(&run).len();
+    let steps = curve(&run.join("metrics.jsonl")).len();
     assert!(e.contains(&format!("step {}", steps + 1)), "{e}");
     let kept = run.join(format!("checkpoint-{steps:06}"));
     assert!(

@@ -112,15 +112,15 @@ pub fn check_supported(
         return Err(Error::option(
             "trainable",
             "full fine-tuning needs weight gradients of the base matrices, which the kernels \
-             (--device cuda|emu) do not compute: use --device cpu or --trainable lora|lora+embed+norm",
+             do not compute",
         ));
     }
     if !matches!(cfg.head_dim(), 64 | 128) {
         return Err(Error::option(
             "device",
             format!(
-                "the attention kernels (--device cuda|emu) need a head dim of 64 or 128; this \
-                 model's is {} (hidden {} / {} heads): use --device cpu",
+                "the attention kernels need a head dim of 64 or 128; this model's is {} (hidden \
+                 {} / {} heads)",
                 cfg.head_dim(),
                 cfg.hidden_size,
                 cfg.num_attention_heads
@@ -129,11 +129,8 @@ pub fn check_supported(
     }
     if lora_rank > MAX_LORA_RANK {
         return Err(Error::option(
-            "lora-rank",
-            format!(
-                "the LoRA kernels (--device cuda|emu) hold ranks up to {MAX_LORA_RANK}, got \
-                 {lora_rank}: use a smaller rank or --device cpu"
-            ),
+            "lora_rank",
+            format!("the LoRA kernels hold ranks up to {MAX_LORA_RANK}, got {lora_rank}"),
         ));
     }
     Ok(())

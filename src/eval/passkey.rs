@@ -296,11 +296,11 @@ pub fn run_passkey(
     logits_of: &mut dyn FnMut(&[u32]) -> Result<Vec<f32>>,
     on_trial: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<LengthAccuracy>> {
-    if plan.trials == 0 || plan.lengths.is_empty() {
-        return Err(Error::option(
-            "trials/lengths",
-            "give at least one length and one trial",
-        ));
+    if plan.trials == 0 {
+        return Err(Error::option("trials", "must be at least 1"));
+    }
+    if plan.lengths.is_empty() {
+        return Err(Error::option("lengths", "give at least one length"));
     }
     let depth_count = plan.depths.len().max(1);
     let cases = test_cases(plan);

@@ -36,11 +36,10 @@ pub fn perplexity(
     mask: &AttnMask,
     mut on_window: impl FnMut(usize, usize),
 ) -> Result<Perplexity> {
-    if context == 0 || stride == 0 {
-        return Err(Error::option(
-            "context/stride",
-            "context and stride must be at least 1",
-        ));
+    for (option, value) in [("context", context), ("stride", stride)] {
+        if value == 0 {
+            return Err(Error::option(option, "must be at least 1"));
+        }
     }
     let starts = window_starts(len, context, stride);
     if starts.is_empty() {

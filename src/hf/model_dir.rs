@@ -118,6 +118,7 @@ pub fn load_model(dir: &Path) -> Result<(LlamaConfig, LlamaWeights<Param<f32>>)>
     let source = WeightFiles::open(dir)?;
     let lm_head = ParamId::Weight(LinearId::LmHead);
     let copy_embedding = hf.tie_word_embeddings && !source.contains(&lm_head.hf_name());
+    check_fits(dir, &hf.cfg, copy_embedding, &source)?;
     let mut w = LlamaWeights::zeros(&hf.cfg);
     let mut result = Ok(());
     w.visit_mut(|id, p| {
@@ -130,6 +131,47 @@ pub fn load_model(dir: &Path) -> Result<(LlamaConfig, LlamaWeights<Param<f32>>)>
         w.lm_head.weight.data.clone_from(&w.embed_tokens.data);
     }
     Ok((hf.cfg, w))
+}
+
+/// Fails unless the weight files are large enough for the model config.json describes, at two
+/// bytes a value (bf16 or f16), before any memory is set aside for it: the model in memory then
+/// takes at most twice the files' size, whatever config.json claims.
+fn check_fits(
+    dir: &Path,
+    cfg: &LlamaConfig,
+    without_lm_head: bool,
+    source: &WeightFiles,
+) -> Result<()> {
+    let [vocab, d, inter, layers, kv] = [
+        cfg.vocab_size,
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_hidden_layers,
+        cfg.kv_dim(),
+    ]
+    .map(|x| x as u128);
+    let per_layer = (2 * d)
+        .saturating_add(d.saturating_mul(d).saturating_mul(2))
+        .saturating_add(d.saturating_mul(kv).saturating_mul(2))
+        .saturating_add(d.saturating_mul(inter).saturating_mul(3));
+    let embeddings = if without_lm_head { 1 } else { 2 };
+    let values = vocab
+        .saturating_mul(d)
+        .saturating_mul(embeddings)
+        .saturating_add(layers.saturating_mul(per_layer))
+        .saturating_add(d);
+    let need = values.saturating_mul(2);
+    let have = source.bytes() as u128;
+    if need > have {
+        return Err(Error::BadFile {
+            path: dir.join(super::config_json::CONFIG_FILE),
+            message: format!(
+                "describes a model of {values} values, at least {need} bytes, but its weight \
+                 files hold {have} bytes"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The mapped weight files of a model directory and which one holds each tensor.
@@ -175,7 +217,7 @@ impl WeightFiles {
         let mut shards = HashMap::new();
         for file in parsed.weight_map.values() {
             if !shards.contains_key(file) {
-                shards.insert(file.clone(), open_shard(&index, &dir.join(file))?);
+                shards.insert(file.clone(), open_shard(&index, dir, file)?);
             }
         }
         Ok(WeightFiles::Sharded {
@@ -183,6 +225,14 @@ impl WeightFiles {
             shards,
             shard_of: parsed.weight_map,
         })
+    }
+
+    /// The total size of the weight files.
+    fn bytes(&self) -> usize {
+        match self {
+            WeightFiles::Single(file) => file.len(),
+            WeightFiles::Sharded { shards, .. } => shards.values().map(MappedFile::len).sum(),
+        }
     }
 
     fn contains(&self, tensor: &str) -> bool {
@@ -211,13 +261,21 @@ impl WeightFiles {
     }
 }
 
-/// Opens a shard, saying which index named it when it does not exist.
-fn open_shard(index: &Path, shard: &Path) -> Result<MappedFile> {
-    if !shard.exists() {
+/// Opens a shard, saying which index named it when it is not a file of the model's directory.
+fn open_shard(index: &Path, dir: &Path, name: &str) -> Result<MappedFile> {
+    let shard = dir.join(name);
+    let plain_name = matches!(
+        Path::new(name).components().collect::<Vec<_>>()[..],
+        [std::path::Component::Normal(_)]
+    );
+    if !plain_name || !shard.is_file() {
         return Err(Error::BadFile {
             path: index.into(),
-            message: format!("names shard {}, which does not exist", shard.display()),
+            message: format!(
+                "names shard `{name}`, which is not a file in {}",
+                dir.display()
+            ),
         });
     }
-    MappedFile::open(shard)
+    MappedFile::open(&shard)
 }

@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
 use crate::hf::{assign_tensors, load_model, load_tensors, save_tensors_renamed};
 use crate::model::{Llama, LlamaWeights, Param, TrainableSet};
+use crate::train::{Extension, RunRecord, RUN_FILE};
 
 /// PEFT's prefix in front of the base model's tensor names in `adapter_model.safetensors`.
 pub const PEFT_PREFIX: &str = "base_model.model.";
@@ -119,6 +120,7 @@ pub fn load_adapter(dir: &Path, weights: &mut LlamaWeights<Param<f32>>) -> Resul
         .into_iter()
         .map(|p| (p.name.clone(), p))
         .collect();
+    check_rank(&cfg_path, &path, rank, weights, &tensors)?;
     weights.add_lora(rank, alpha, &mut crate::rng::Rng::new(0));
     let mut adapters = Vec::new();
     weights.visit_mut(|id, p| {
@@ -154,6 +156,40 @@ pub fn load_adapter(dir: &Path, weights: &mut LlamaWeights<Param<f32>>) -> Resul
     }
 }
 
+/// Fails unless `rank` fits the model (at most its hidden size) and every LoRA tensor of the file
+/// has it, before the adapters are allocated: what they take is then bounded by the model, not
+/// by what adapter_config.json claims.
+fn check_rank(
+    cfg_path: &Path,
+    path: &Path,
+    rank: usize,
+    weights: &LlamaWeights<Param<f32>>,
+    tensors: &HashMap<String, Param<f32>>,
+) -> Result<()> {
+    let hidden = weights.embed_tokens.shape.get(1).copied().unwrap_or(0);
+    if rank > hidden {
+        return Err(Error::BadFile {
+            path: cfg_path.into(),
+            message: format!("`r` = {rank} exceeds the model's hidden size {hidden}"),
+        });
+    }
+    for (name, t) in tensors {
+        let rank_dim = match () {
+            _ if name.contains(".lora_A") => t.shape.first(),
+            _ if name.contains(".lora_B") => t.shape.get(1),
+            _ => continue,
+        };
+        if t.shape.len() != 2 || rank_dim != Some(&rank) {
+            return Err(Error::BadTensor {
+                path: path.into(),
+                tensor: name.clone(),
+                message: format!("shape {:?} is not of rank r = {rank}", t.shape),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes the trained non-LoRA tensors (embedding and norms for `lora+embed+norm`) under their
 /// Hugging Face names: LongLoRA's `trainable_params.bin`, as safetensors.
 pub fn save_trainable_params(
@@ -176,17 +212,6 @@ pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 
 /// LongLoRA's `trainable_params.bin`, as safetensors under Hugging Face names.
 pub const TRAINABLE_PARAMS_FILE: &str = "trainable_params.safetensors";
-/// The run record `harness finetune` writes; its `context` and `rope_factor` describe the extension.
-pub const RUN_FILE: &str = "run.json";
-
-/// The context extension a run trained for.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Extension {
-    /// The context the run trained at (the merged model's `max_position_embeddings`).
-    pub context: usize,
-    /// Linear RoPE interpolation factor.
-    pub rope_factor: f64,
-}
 
 /// The extension recorded in `adapter_dir/run.json`, or `None` for an adapter that has no run
 /// record (one written by PEFT, or a run that has not finished).
@@ -195,21 +220,11 @@ pub fn read_extension(adapter_dir: &Path) -> Result<Option<Extension>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let run: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
-        path: path.clone(),
-        source: e,
-    })?;
-    let context = run.get("context").and_then(Value::as_u64);
-    let rope_factor = run.get("rope_factor").and_then(Value::as_f64);
-    match (context, rope_factor) {
-        (Some(context), Some(rope_factor)) => Ok(Some(Extension {
-            context: context as usize,
-            rope_factor,
-        })),
-        _ => Err(Error::BadFile {
+    match RunRecord::load(&path)?.extension {
+        Some(extension) => Ok(Some(extension)),
+        None => Err(Error::BadFile {
             path,
-            message: "expected a numeric `context` and `rope_factor`".into(),
+            message: "not a fine-tune's record: no numeric `context` and `rope_factor`".into(),
         }),
     }
 }

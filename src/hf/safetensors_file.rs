@@ -99,7 +99,7 @@ pub fn load_tensors(path: &Path) -> Result<Vec<Param<f32>>> {
         .offset_keys()
         .into_iter()
         .map(|name| {
-            let shape = file.info(&name)?.shape.clone();
+            let shape = file.readable_shape(&name)?;
             let mut p = Param::filled(name, shape, 0.0);
             file.read_into(&mut p)?;
             Ok(p)
@@ -146,6 +146,23 @@ impl MappedFile {
             })
     }
 
+    /// The shape of tensor `name`, which must be of a dtype this crate reads: checked before any
+    /// memory is set aside for it (a 4-bit tensor would take 8 times its bytes as f32).
+    fn readable_shape(&self, name: &str) -> Result<Vec<usize>> {
+        let info = self.info(name)?;
+        readable(info.dtype).map_err(|message| Error::BadTensor {
+            path: self.path.clone(),
+            tensor: name.into(),
+            message,
+        })?;
+        Ok(info.shape.clone())
+    }
+
+    /// The total size of the file in bytes.
+    pub fn len(&self) -> usize {
+        self.mmap.len()
+    }
+
     /// Fills `param` with the tensor of the same name, which must have `param`'s shape.
     pub fn read_into(&self, param: &mut Param<f32>) -> Result<()> {
         let info = self.info(&param.name)?;
@@ -166,18 +183,24 @@ impl MappedFile {
     }
 }
 
+/// Fails for a dtype [`decode`] does not read.
+fn readable(dtype: Dtype) -> Result<(), String> {
+    match dtype {
+        Dtype::F32 | Dtype::BF16 | Dtype::F16 | Dtype::F64 => Ok(()),
+        other => Err(format!(
+            "unsupported dtype {other} (F32, BF16, F16 or F64 expected)"
+        )),
+    }
+}
+
 /// Converts little-endian values of a floating-point dtype to f32 (F64 rounds to nearest).
 fn decode(dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
+    readable(dtype)?;
     match dtype {
         Dtype::F32 => decode_with(bytes, out, f32::from_le_bytes),
         Dtype::BF16 => decode_with(bytes, out, |b| bf16::from_le_bytes(b).to_f32()),
         Dtype::F16 => decode_with(bytes, out, |b| f16::from_le_bytes(b).to_f32()),
-        Dtype::F64 => decode_with(bytes, out, |b| f64::from_le_bytes(b) as f32),
-        other => {
-            return Err(format!(
-                "unsupported dtype {other} (F32, BF16, F16 or F64 expected)"
-            ))
-        }
+        _ => decode_with(bytes, out, |b| f64::from_le_bytes(b) as f32),
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::rng::Rng;
 use crate::train::optim::{AdamW, AdamWConfig, Schedule};
 
 /// Everything that defines a training run besides the model and the data.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub steps: usize,
     pub batch_size: usize,
@@ -24,20 +24,37 @@ pub struct TrainConfig {
     pub seq_len: usize,
     pub lr: f64,
     pub warmup_steps: usize,
-    #[serde(serialize_with = "crate::train::trainer::as_display")]
+    #[serde(with = "display_str")]
     pub schedule: Schedule,
     pub adamw: AdamWConfig,
     pub max_grad_norm: f64,
-    #[serde(serialize_with = "crate::train::trainer::as_display")]
+    #[serde(with = "display_str")]
     pub attn: AttnMode,
     pub group_ratio: f64,
-    #[serde(serialize_with = "crate::train::trainer::as_display")]
+    #[serde(with = "display_str")]
     pub trainable: TrainableSet,
     pub seed: u64,
 }
 
-fn as_display<S: serde::Serializer, D: std::fmt::Display>(v: &D, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
+/// Enumerations as their command-line spelling, e.g. `"lora+embed+norm"`.
+mod display_str {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, D: Display>(v: &D, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, De: Deserializer<'de>, T: FromStr>(d: De) -> Result<T, De::Error>
+    where
+        T::Err: Display,
+    {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// What one optimizer step did.
@@ -96,11 +113,14 @@ impl Trainer {
 
     /// Prepares a run on `engine`, opened for `config.trainable`.
     pub fn with_engine(mut engine: Engine, config: TrainConfig) -> Result<Self> {
-        if config.steps == 0 || config.batch_size == 0 || config.grad_accum == 0 {
-            return Err(Error::option(
-                "steps/batch-size/grad-accum",
-                "steps, batch size and gradient accumulation must all be at least 1",
-            ));
+        for (option, value) in [
+            ("steps", config.steps),
+            ("batch_size", config.batch_size),
+            ("grad_accum", config.grad_accum),
+        ] {
+            if value == 0 {
+                return Err(Error::option(option, "must be at least 1"));
+            }
         }
         if !(config.lr >= 0.0 && config.lr.is_finite()) {
             return Err(Error::option(
@@ -156,7 +176,7 @@ impl Trainer {
         trainer.engine.set_optimizer(optimizer)?;
         if !same_settings {
             return Err(Error::option(
-                "weight-decay",
+                "weight_decay",
                 "the checkpoint's AdamW settings differ from this run's",
             ));
         }
@@ -215,7 +235,7 @@ impl Trainer {
         let c = &self.config;
         if sampler.seq_len() != c.seq_len {
             return Err(Error::option(
-                "context",
+                "seq_len",
                 format!(
                     "the sampler yields windows of {} tokens but the run trains at {}",
                     sampler.seq_len(),

@@ -95,3 +95,23 @@ pub fn tiny_config() -> longlora::model::LlamaConfig {
         eos_token_id: None,
     }
 }
+
+/// A short run of LoRA-only training at sequence length 4 with a constant schedule, for tests of
+/// what surrounds training (checkpoints, files) rather than of training itself.
+pub fn short_run_config() -> longlora::train::TrainConfig {
+    longlora::train::TrainConfig {
+        steps: 4,
+        batch_size: 1,
+        grad_accum: 1,
+        seq_len: 4,
+        lr: 1e-2,
+        warmup_steps: 0,
+        schedule: longlora::train::optim::Schedule::Constant,
+        adamw: longlora::train::optim::AdamWConfig::default(),
+        max_grad_norm: 1.0,
+        attn: longlora::ops::attention::AttnMode::Dense,
+        group_ratio: 1.0,
+        trainable: longlora::model::TrainableSet::Lora,
+        seed: 3,
+    }
+}

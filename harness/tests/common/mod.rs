@@ -39,3 +39,19 @@ pub fn json(path: &Path) -> serde_json::Value {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// (step, loss bits, grad norm bits) of every line of a metrics file.
+pub fn curve(metrics: &Path) -> Vec<(u64, u64, u64)> {
+    std::fs::read_to_string(metrics)
+        .expect("readable")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("valid JSON");
+            (
+                v["step"].as_u64().expect("a step"),
+                v["loss"].as_f64().expect("a loss").to_bits(),
+                v["grad_norm"].as_f64().expect("a gradient norm").to_bits(),
+            )
+        })
+        .collect()
+}

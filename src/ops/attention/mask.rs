@@ -117,12 +117,13 @@ impl AttnMask {
         Ok(AttnMask { mode, group_size })
     }
 
-    /// The mask for `--group-ratio` at context `seq_len`: `G = floor(seq_len · group_ratio)`.
-    /// The ratio is checked even for `Dense`, where G is unused, so a bad flag never goes unnoticed.
+    /// The mask for `group_ratio` at context `seq_len`: `G = floor(seq_len · group_ratio)`.
+    /// The ratio is checked even for `Dense`, where G is unused, so a bad ratio never goes
+    /// unnoticed.
     pub fn from_ratio(mode: AttnMode, group_ratio: f64, seq_len: usize) -> Result<Self> {
         if !(group_ratio > 0.0 && group_ratio <= 1.0) {
             return Err(Error::option(
-                "--group-ratio",
+                "group_ratio",
                 format!("must be in (0, 1], got {group_ratio}"),
             ));
         }
@@ -139,7 +140,7 @@ impl AttnMask {
             return Ok(AttnMask { mode, group_size });
         };
         Err(Error::option(
-            "--group-ratio",
+            "group_ratio",
             format!(
                 "{group_ratio} at context {seq_len} gives group size {group_size} \
                  (floor of {exact}), {problem}; {mode} attention needs an even group size of \
