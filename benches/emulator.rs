@@ -3,7 +3,8 @@
 //! throughput is warp-level mmas per second. Run: cargo bench --bench emulator
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use longlora::kernels::{mma_loop, Device};
+use longlora::kernels::self_test::mma_loop;
+use longlora::kernels::Device;
 
 const WARPS: u32 = 4;
 const ITERATIONS: u32 = 256;

@@ -9,13 +9,14 @@
 //!
 //!     cargo run --release --example kernel_launches
 
+use longlora::kernels::self_test::{probe, reduce_sum, ProbeInputs};
 use longlora::kernels::{
     self, adamw_step, attention_backward, attention_forward, bf16_to_f32, cross_entropy_backward,
     cross_entropy_forward, embedding_backward, embedding_forward, f32_to_bf16, grad_norm,
-    lora_linear_backward, lora_linear_forward, probe, reduce_sum, rmsnorm_backward,
-    rmsnorm_forward, rope_forward, swiglu_backward, swiglu_forward, AdamwTensor, AttentionHeads,
-    AttentionScratch, BackwardOptions, Buffer, Device, DeviceRopeTable, LinearScratch, LinearShape,
-    LoraAdapter, LoraBackward, ProbeInputs, Sequences,
+    lora_linear_backward, lora_linear_forward, rmsnorm_backward, rmsnorm_forward, rope_forward,
+    swiglu_backward, swiglu_forward, AdamwTensor, AttentionHeads, AttentionScratch,
+    BackwardOptions, Buffer, Device, DeviceRopeTable, LinearScratch, LinearShape, LoraAdapter,
+    LoraBackward, Sequences,
 };
 use longlora::ops::attention::AttnMask;
 use longlora::train::optim::AdamWConfig;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the test and bench executables with the CUDA kernels embedded and packs them into
 # gpu-pack/ (git-ignored, kept under the device tool's 64 MiB carry limit), for a GPU machine that
-# has no Rust. Prints the one command that runs everything there: every test binary (the GPU tests
-# run when a GPU is visible), compute-sanitizer memcheck and racecheck on the kernel tests, the GPU
-# golden-vector recording (DESIGN §5), and the kernel benchmarks; logs and fixtures go to $OUT.
+# has no Rust. Prints the one command that runs everything there: every test binary with
+# --include-ignored (so the tests marked "needs a CUDA GPU" run too), compute-sanitizer memcheck and
+# racecheck on the kernel tests, the GPU golden-vector recording (DESIGN §5), and the kernel
+# benchmarks; logs and fixtures go to $OUT.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,11 +51,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 status=0
 for t in tests/*; do
     echo "== $t"
-    "./$t" 2>&1 | tee "$out/logs/$(basename "$t").log" | grep -E "^test result|FAILED|panicked|skipped" || true
+    "./$t" --include-ignored --skip emulator_matches_gpu_golden_vectors 2>&1 | tee "$out/logs/$(basename "$t").log" | grep -E "^test result|FAILED|panicked|skipped" || true
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 done
 echo "== recording GPU golden vectors"
-LONGLORA_RECORD_GOLDEN="$out/gpu_golden" ./tests/gpu_golden record_gpu_golden_vectors --nocapture 2>&1 | tail -3
+LONGLORA_RECORD_GOLDEN="$out/gpu_golden" ./tests/gpu_golden --ignored record_gpu_golden_vectors --nocapture 2>&1 | tail -3
 for tool in memcheck racecheck; do
     echo "== compute-sanitizer $tool on the kernel tests"
     for t in tests/emulator tests/kernels_* tests/attention_kernels*; do

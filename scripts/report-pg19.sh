@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# The REPORT.md experiment on pg19-mini: pre-train the `small` preset at context 512, extend it to 2048
-# with LongLoRA, and measure perplexity and passkey accuracy at 512, 1024 and 2048 before and after.
-# Usage: bash scripts/report-pg19.sh [OUT_DIR]   (default runs/report; about 70 minutes on 2 cores)
-# Set SKIP_PRETRAIN=1 to reuse OUT_DIR/small-512.
+# REPORT.md's pg19-mini experiments: pre-train the `small` preset at context 512 on pg19-mini plus
+# passkey documents, extend it to 2048 with LongLoRA (RoPE factor 4) under each ablation, and measure
+# perplexity (full attention at 512, 1024 and 2048, and the training attention at 2048) and passkey
+# retrieval. Every step is skipped when its result exists, so an interrupted run continues where it
+# stopped; OUT/costs.tsv records each step's wall time. `python3 scripts/pg19_tables.py OUT` prints
+# the tables and `bash scripts/pg19-plots.sh OUT` draws the charts.
+#
+# Usage: bash scripts/report-pg19.sh [OUT_DIR]          (default runs/pg19)
+#   BASE_STEPS (600)  pre-training steps of 8 × 512 tokens
+#   EXT_STEPS  (150)  fine-tuning steps of 2048 tokens
+#   HARNESS    (target/release/harness, built first)  the harness binary to run
+#   ONLY       (all)  space-separated stages to run: base passkey-base main attention ratio
+#                     trainable transfer bpe
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/pg19-mini
@@ -10,63 +19,160 @@ if [ ! -d "$data/train" ]; then
     echo "error: $data not found: this experiment needs ../shared/data/pg19-mini beside the repository" >&2
     exit 1
 fi
-out=${1:-runs/report}
-mkdir -p "$out"
-cargo build --release -p harness
-harness=target/release/harness
-base=$out/small-512
-run=$out/small-2048
-
-if [ "${SKIP_PRETRAIN:-0}" != 1 ]; then
-    $harness pretrain --preset small --data "$data/train" --context 512 --steps 400 --batch-size 8 \
-        --output "$base"
+out=${1:-runs/pg19}
+base_steps=${BASE_STEPS:-600}
+ext_steps=${EXT_STEPS:-150}
+only=${ONLY:-base passkey-base main attention ratio trainable transfer bpe}
+mkdir -p "$out/done" "$out/eval" "$out/passkey"
+out=$(cd "$out" && pwd)
+data=$(cd "$data" && pwd)
+if [ -z "${HARNESS:-}" ]; then
+    cargo build --release -p harness
 fi
-$harness tokenize --data "$data/validation" --model "$base" --out "$out/validation.bin"
+h=${HARNESS:-$PWD/target/release/harness}
 
-# Same number of scored tokens (64 Ki) at every context: non-overlapping windows.
-evaluate() { # label, extra options...
-    local label=$1
+wanted() { [[ " $only " == *" $1 "* ]]; }
+
+# step NAME COMMAND...: runs COMMAND once (a marker in OUT/done says it finished) and records its time.
+step() {
+    local name=$1
     shift
-    for context in 512 1024 2048; do
-        printf '%s\t%s\t' "$label" "$context"
-        $harness eval --model "$base" --tokens "$out/validation.bin" --context $context \
-            --stride $context --max-windows $((65536 / context)) --device cpu "$@"
-    done
+    [ -e "$out/done/$name" ] && return 0
+    echo "== $name: $*" >&2
+    local start=$SECONDS
+    "$@"
+    printf '%s\t%d\t%s\n' "$name" $((SECONDS - start)) "$(date -u +%FT%TZ)" >> "$out/costs.tsv"
+    touch "$out/done/$name"
 }
-passkey() { # label, extra options...
-    local label=$1
+# to FILE COMMAND...: COMMAND's stdout into FILE, replaced only when COMMAND succeeds.
+to() {
+    local file=$1
     shift
-    printf '%s\t' "$label"
-    $harness passkey --model "$base" --lengths 512,1024,2048 --trials 20 --seed 7 --no-bos \
-        --device cpu "$@"
+    "$@" > "$file.partial"
+    mv "$file.partial" "$file"
 }
 
-{
-    evaluate base
-    evaluate base-pi4 --rope-scale 4
-} | tee "$out/eval-before.tsv"
-passkey base | tee "$out/passkey-before.tsv"
+# Passkey documents in the models' own text: short ones for pre-training at 512, long ones for the
+# extension to 2048 (the `harness passkey` prompt and answer, keys drawn from another stream).
+corpus() { # dir, documents per length, lengths
+    $h passkey-corpus --out "$1" --count "$2" --lengths "$3" --seed 1 --overwrite
+}
+step corpus-512 corpus "$out/data/passkey-512" 1300 256,320,384,448,512
+step corpus-2048 corpus "$out/data/passkey-2048" 400 768,1024,1280,1536,1792,2048
+mkdir -p "$out/data/base-mix" "$out/data/ext-mix"
+ln -sfn "$data/train" "$out/data/base-mix/pg19"
+ln -sfn "$out/data/passkey-512" "$out/data/base-mix/passkey"
+ln -sfn "$data/train" "$out/data/ext-mix/pg19"
+ln -sfn "$out/data/passkey-2048" "$out/data/ext-mix/passkey"
 
-extend() { # run directory, extra options...
+# pretrain DIR EXTRA...: the `small` preset at 512 on pg19 + short passkey documents.
+pretrain() {
     local dir=$1
     shift
-    $harness finetune --model "$base" --data "$data/train" --context 2048 --lr 1e-3 \
-        --warmup-steps 10 --device cpu --output "$dir" "$@"
+    $h pretrain --preset small --data "$out/data/base-mix" --context 512 --steps "$base_steps" \
+        --batch-size 8 --seed 1 --save-every 100 --device cpu --output "$dir" --overwrite "$@"
 }
-extend "$run" --steps 150 --save-every 50
-evaluate longlora --adapter "$run" | tee "$out/eval-after.tsv"
-passkey longlora --adapter "$run" | tee "$out/passkey-after.tsv"
+# evaluate LABEL MODEL [EXTRA...]: full attention at 512, 1024, 2048 on the same 64 Ki scored tokens
+# of the validation books (non-overlapping windows), one JSON per context.
+evaluate() {
+    local label=$1 model=$2
+    shift 2
+    for context in 512 1024 2048; do
+        step "eval-$label-$context" to "$out/eval/$label-dense-$context.json" \
+            $h eval --model "$model" --tokens "$tokens" \
+            --context $context --stride $context --max-windows $((65536 / context)) --device cpu "$@"
+    done
+}
+# evaluate_as_trained LABEL MODEL ATTN RATIO [EXTRA...]: the training attention at 2048.
+evaluate_as_trained() {
+    local label=$1 model=$2 attn=$3 ratio=$4
+    shift 4
+    step "eval-$label-$attn" to "$out/eval/$label-$attn-2048.json" \
+        $h eval --model "$model" --tokens "$tokens" --context 2048 \
+        --stride 2048 --max-windows 32 --attn "$attn" --group-ratio "$ratio" --device cpu "$@"
+}
+passkey() { # LABEL MODEL [EXTRA...]
+    local label=$1 model=$2
+    shift 2
+    step "passkey-$label" to "$out/passkey/$label.json" \
+        $h passkey --model "$model" --lengths 512,1024,2048 --trials 20 --seed 7 --no-bos \
+        --device cpu "$@"
+}
+# extend NAME MODEL [FINETUNE OPTIONS...]: LongLoRA 512 → 2048 on pg19 + long passkey documents, then
+# its evaluations. The options given replace these defaults: s2 with group ratio 1/4,
+# lora+embed+norm, lr 1e-3 after 10 warmup steps, EXT_STEPS steps, seed 1.
+extend() {
+    local name=$1 model=$2
+    shift 2
+    local -A option=([--attn]=s2 [--group-ratio]=0.25 [--lr]=1e-3 [--warmup-steps]=10
+        [--steps]=$ext_steps [--seed]=1)
+    local args=("$@") i
+    for ((i = 0; i + 1 < ${#args[@]}; i += 2)); do option[${args[i]}]=${args[i + 1]}; done
+    local options=()
+    for i in "${!option[@]}"; do options+=("$i" "${option[$i]}"); done
+    step "train-$name" $h finetune --model "$model" --data "$out/data/ext-mix" --context 2048 \
+        --rope-factor 4 --device cpu --output "$out/$name" --overwrite "${options[@]}"
+    evaluate "$name" "$model" --adapter "$out/$name"
+    if [ "${option[--attn]}" != dense ]; then
+        evaluate_as_trained "$name" "$model" "${option[--attn]}" "${option[--group-ratio]}" \
+            --adapter "$out/$name"
+    fi
+}
 
-# Longer, and the dense-attention control.
-extend "$run-600" --steps 600 --save-every 100
-evaluate longlora600 --adapter "$run-600" | tee "$out/eval-after-600.tsv"
-passkey longlora600 --adapter "$run-600" | tee "$out/passkey-after-600.tsv"
-extend "$run-dense" --steps 150 --attn dense
-evaluate dense150 --adapter "$run-dense" | tee "$out/eval-after-dense.tsv"
+base=$out/base-512
+tokens=$out/validation-bytes.bin
+if wanted base; then
+    step pretrain-base pretrain "$base"
+    step tokenize-base $h tokenize --data "$data/validation" --model "$base" \
+        --out "$tokens"
+    evaluate base "$base"
+    evaluate base-pi4 "$base" --rope-scale 4
+fi
+wanted passkey-base && passkey base "$base"
 
-# The S²-Attn runs evaluated with the attention they were trained with.
-for dir in "$run" "$run-600"; do
-    printf '%s s2\t2048\t' "$dir"
-    $harness eval --model "$base" --tokens "$out/validation.bin" --context 2048 --stride 2048 \
-        --max-windows 32 --device cpu --adapter "$dir" --attn s2 --group-ratio 0.25
-done | tee "$out/eval-after-s2.tsv"
+if wanted main; then
+    for seed in 1 2; do
+        extend "s2-seed$seed" "$base" --seed $seed
+        extend "dense-seed$seed" "$base" --attn dense --seed $seed
+    done
+    passkey s2-seed1 "$base" --adapter "$out/s2-seed1"
+    passkey dense-seed1 "$base" --adapter "$out/dense-seed1"
+fi
+if wanted attention; then
+    extend s2-roll "$base" --attn s2-roll
+    extend s2-noshift "$base" --attn s2-noshift
+fi
+if wanted ratio; then
+    extend s2-ratio0.125 "$base" --group-ratio 0.125
+    extend s2-ratio0.5 "$base" --group-ratio 0.5
+fi
+if wanted trainable; then
+    for attn in s2 dense; do
+        extend "$attn-lora" "$base" --attn $attn --trainable lora
+        extend "$attn-full" "$base" --attn $attn --trainable full
+    done
+fi
+if wanted transfer; then
+    # A lower learning rate: less drift from what the base learned under full attention.
+    extend s2-lr1e-4 "$base" --lr 1e-4
+    # S²-Attn for all but the last 10 steps, then dense attention: the S²-Attn run is merged into the
+    # base and a second, dense adapter trained on top.
+    extend s2-head "$base" --steps $((ext_steps - 10))
+    step merge-s2-head $h merge --model "$base" --adapter "$out/s2-head" --out "$out/s2-head-merged" \
+        --context 512
+    extend s2-then-dense "$out/s2-head-merged" --attn dense --steps 10 --warmup-steps 2
+fi
+if wanted bpe; then
+    # A subword vocabulary, so that 2048 tokens span more text; the same recipe otherwise.
+    step tokenizer $h train-tokenizer --data "$data/train" --vocab-size 4096 --out "$out/bpe-4096" \
+        --overwrite
+    bpe=$out/bpe-512
+    step pretrain-bpe pretrain "$bpe" --tokenizer "$out/bpe-4096"
+    step tokenize-bpe $h tokenize --data "$data/validation" --model "$bpe" \
+        --out "$out/validation-bpe.bin"
+    tokens=$out/validation-bpe.bin
+    evaluate bpe-base "$bpe"
+    extend bpe-s2 "$bpe"
+    extend bpe-dense "$bpe" --attn dense
+fi
+echo "done: $out (tables: python3 scripts/pg19_tables.py $out; charts: bash scripts/pg19-plots.sh $out)" >&2

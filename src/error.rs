@@ -75,6 +75,24 @@ pub enum Error {
     #[error("{path} is locked: another run is writing into this directory ({holder})")]
     Locked { path: PathBuf, holder: String },
 
+    #[error(
+        "a training step needs about {needed_mib} MiB of GPU memory (weights and master copies \
+         {weights_mib}, gradients {gradients_mib}, AdamW state {optimizer_mib}, activations \
+         {activations_mib}{}) but the GPU has {free_mib} of {total_mib} MiB free",
+        if *.recompute { ", recomputed per layer" } else { "" }
+    )]
+    DeviceMemory {
+        needed_mib: usize,
+        weights_mib: usize,
+        gradients_mib: usize,
+        optimizer_mib: usize,
+        activations_mib: usize,
+        /// Whether the activations were counted with per-layer recomputation.
+        recompute: bool,
+        free_mib: usize,
+        total_mib: usize,
+    },
+
     #[error(transparent)]
     Kernel(#[from] crate::kernels::KernelError),
 }

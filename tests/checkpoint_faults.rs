@@ -138,7 +138,8 @@ fn a_save_that_fails_after_any_byte_leaves_the_previous_checkpoint_whole() {
         "restored weights differ"
     );
 
-    let _enough = fail_writes_after(total);
+    // The progress's elapsed time, and so state.json's length, varies by a few bytes between saves.
+    let _enough = fail_writes_after(2 * total);
     let newer = save(dir.path(), &mut trainer).unwrap();
     assert_eq!(latest(dir.path()).0.dir, newer);
 }

@@ -70,9 +70,13 @@ fn s2_roll_counts_its_wrapped_pairs() {
 
 mod common;
 
-use longlora::cost::memory::{activation_elements, train_memory, trained_params};
+use longlora::cost::memory::{
+    activation_elements, check_device_memory, device_train_memory, lora_params, train_memory,
+    trained_params,
+};
 use longlora::model::{Llama, LlamaWeights, Param, TrainableSet};
 use longlora::rng::Rng;
+use longlora::Error;
 
 #[test]
 fn activation_count_matches_what_the_forward_keeps() {
@@ -104,5 +108,43 @@ fn trained_parameter_count_matches_the_gradient_buffers() {
         assert_eq!(mem.gradients, 4.0 * counted as f64, "{set}");
         assert_eq!(mem.optimizer, 8.0 * counted as f64, "{set}");
         assert!(mem.activations_recomputed < mem.activations, "{set}");
+    }
+}
+
+/// The GPU path keeps bf16 weights and activations, and f32 masters, gradients and moments of the
+/// trained tensors; a step that does not fit is refused naming what it needs.
+#[test]
+fn device_memory_is_counted_in_bf16_and_a_step_too_large_is_refused() {
+    let cfg = common::tiny_config();
+    let set = TrainableSet::LoraEmbedNorm;
+    let trained = trained_params(&cfg, set, 4) as f64;
+    let need = device_train_memory(&cfg, set, 4, 1000);
+    let host = train_memory(&cfg, set, 4, 1000);
+    let weights = (cfg.num_params() + lora_params(&cfg, 4)) as f64;
+    assert_eq!(need.weights, 2.0 * weights + 4.0 * trained);
+    assert_eq!(need.gradients, 4.0 * trained);
+    assert_eq!(need.optimizer, 8.0 * trained);
+    assert_eq!(need.activations, host.activations / 2.0);
+
+    for recompute in [false, true] {
+        let bytes = need.total(recompute).ceil() as usize;
+        check_device_memory(&need, recompute, bytes, 2 * bytes).expect("exactly enough fits");
+        let err = check_device_memory(&need, recompute, bytes - 1, 2 * bytes).unwrap_err();
+        let message = err.to_string();
+        let Error::DeviceMemory {
+            needed_mib,
+            free_mib,
+            ..
+        } = err
+        else {
+            panic!("expected a device-memory error, got {message}");
+        };
+        assert_eq!(needed_mib, bytes.div_ceil(1 << 20));
+        assert_eq!(free_mib, (bytes - 1) >> 20);
+        assert!(
+            message.contains("GPU memory") && !message.contains("--"),
+            "{message}"
+        );
+        assert_eq!(message.contains("recomputed"), recompute, "{message}");
     }
 }

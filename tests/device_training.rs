@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::device::{devices, F32_BAND};
+use common::device::{devices, gpu, F32_BAND};
 use common::kernel_model::{config, model, run_config, sampler, SEQ};
 use common::{assert_close, rel_error};
 use longlora::backend::{Compute, Engine};
@@ -151,7 +151,7 @@ fn same_kind(device: &Device) -> Device {
     if device.is_emulator() {
         Device::emulator()
     } else {
-        Device::cuda(0).unwrap()
+        gpu()
     }
 }
 

@@ -2,19 +2,21 @@
 //! definitions written here, independently of the emulator, from the PTX ISA's fragment layouts
 //! (DESIGN §5); barriers that diverge are reported as errors; a shared-memory reduction; launches on
 //! parallel threads stay apart; the generated params.rs matches the C layouts. The `gpu_*` tests run
-//! the same checks on a CUDA GPU when one is present, and otherwise print "skipped: no CUDA GPU".
+//! the same checks on a CUDA GPU; they are ignored unless asked for (`-- --include-ignored`).
 
 use half::{bf16, f16};
-use longlora::kernels::{
-    self, divergent_barrier, mma_loop, probe, reduce_sum, Device, Divergence, KernelError,
-    ProbeInputs, ProbeOutputs, LDMATRIX_REGISTERS,
+use longlora::kernels::self_test::{
+    divergent_barrier, mma_loop, probe, reduce_sum, Divergence, ProbeInputs, ProbeOutputs,
+    LDMATRIX_REGISTERS,
 };
+use longlora::kernels::{self, Device, KernelError};
 use longlora::rng::Rng;
 
 /// Definitions from the PTX ISA, indexed by matrix element: where element (row, col) of each fragment
 /// lives (the emulator goes the other way, from each lane's registers to elements).
 mod common;
 
+use common::device::gpu;
 use common::probe::random_inputs;
 
 mod ptx {
@@ -542,16 +544,6 @@ fn generated_params_match_the_c_layouts() {
     );
 }
 
-/// The GPU to run the `gpu_*` tests on, or None (after saying so) when there is none.
-fn gpu() -> Option<Device> {
-    if Device::cuda_device_count() == 0 {
-        println!("skipped: no CUDA GPU");
-        return None;
-    }
-    // A GPU with a library built without kernels is a failure, not a skip.
-    Some(Device::cuda(0).unwrap())
-}
-
 #[test]
 fn without_a_gpu_the_cuda_backend_is_an_error_not_a_panic() {
     if Device::cuda_device_count() > 0 {
@@ -593,21 +585,20 @@ fn kernels_launch_from_a_second_os_thread() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_kernels_launch_from_a_second_os_thread() {
-    check_launch_from_a_second_thread(&Device::cuda(0).unwrap());
+    check_launch_from_a_second_thread(&gpu());
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn gpu_primitives_match_ptx_definitions() {
-    if let Some(device) = gpu() {
-        check_probe(&device, 1, MmaMatch::TensorCore);
-    }
+    check_probe(&gpu(), 1, MmaMatch::TensorCore);
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn gpu_reduce_sum_is_right_for_any_block_size() {
-    if let Some(device) = gpu() {
-        for (i, block_threads) in [1, 7, 32, 33, 100, 256, 1000, 1024].into_iter().enumerate() {
-            check_reduce_sum(&device, 10 + i as u64, 3, 1 + 397 * i, block_threads);
-        }
+    let device = gpu();
+    for (i, block_threads) in [1, 7, 32, 33, 100, 256, 1000, 1024].into_iter().enumerate() {
+        check_reduce_sum(&device, 10 + i as u64, 3, 1 + 397 * i, block_threads);
     }
 }

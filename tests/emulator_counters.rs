@@ -2,7 +2,8 @@
 //! patterns, whose wavefronts follow from the 32-bank model by hand: a conflict-free ldmatrix.x4 is
 //! 4 wavefronts, an 8x8 matrix whose rows share their banks is 8, a 16-byte load is 4 phases.
 
-use longlora::kernels::{shared_access_counters, Device, SharedAccess};
+use longlora::kernels::self_test::{shared_access_counters, SharedAccess};
+use longlora::kernels::Device;
 
 /// (wavefronts, conflict-free wavefronts) of one access with lane l at `offset(l)`.
 fn wavefronts(access: SharedAccess, offset: impl Fn(u32) -> u32) -> (u64, u64) {

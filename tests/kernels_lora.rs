@@ -7,7 +7,7 @@
 mod common;
 
 use common::device::{
-    devices, from_bits, from_f32, random_bf16, to_bits, to_f32, BF16_BAND, BF16_NAN, F32_BAND,
+    devices, from_bits, from_f32, gpu, random_bf16, to_bits, to_f32, BF16_BAND, BF16_NAN, F32_BAND,
 };
 use common::{assert_close, random_vec};
 use longlora::kernels::params::{LORA_BLOCK_COLS, LORA_BLOCK_REDUCE, LORA_BLOCK_ROWS};
@@ -476,7 +476,7 @@ fn lora_linear_pads_only_operands_whose_rows_are_not_16_byte_aligned() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_cublas_plain_products_match_our_kernel_and_the_reference() {
-    let device = Device::cuda(0).unwrap();
+    let device = gpu();
     let mut scratch = LinearScratch::default();
     for (case, &shape) in SHAPES.iter().enumerate() {
         let (rows, n_in, n_out) = (shape.rows, shape.in_features, shape.out_features);

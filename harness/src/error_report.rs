@@ -25,6 +25,14 @@ pub fn report(e: &Error) -> ExitCode {
         Error::Diverged {
             checkpoint: None, ..
         } => eprintln!("error: {e} (see --save-every)"),
+        Error::DeviceMemory { recompute, .. } => {
+            eprintln!("error: {e}");
+            let recompute = if *recompute { "" } else { "--recompute, " };
+            eprintln!(
+                "to need less: {recompute}a shorter --context, a smaller --batch-size (with \
+                 --grad-accum for the same batch) or a smaller --lora-rank"
+            );
+        }
         _ => eprintln!("error: {e}"),
     }
     ExitCode::FAILURE

@@ -2,7 +2,7 @@
 //! tensors, next to their device gradients, updated by the AdamW kernel (cuda/adamw.cu) with the
 //! gradient clipping folded in. The host sees them only when it asks: at checkpoints and at the end.
 
-use crate::backend::device_weights::{DeviceGrads, DeviceParam, DeviceWeights};
+use crate::backend::device_weights::{allocating, DeviceGrads, DeviceParam, DeviceWeights};
 use crate::error::Result;
 use crate::kernels::{adamw_step, clip_coefficient, grad_norm, AdamwTensor, Buffer, Device};
 use crate::model::{LlamaWeights, Param, ParamId, TrainableSet};
@@ -45,16 +45,19 @@ impl DeviceOptimizer {
             if !set.trains(id) {
                 return Ok(None);
             }
-            let master = match id {
-                ParamId::Norm(_) => None,
-                _ => Some(device.upload(&p.data)?),
+            let state = || -> Result<_> {
+                let master = match id {
+                    ParamId::Norm(_) => None,
+                    _ => Some(device.upload(&p.data)?),
+                };
+                let n = p.data.len();
+                Ok(Some(TensorState {
+                    master,
+                    m: device.zeros(n)?,
+                    v: device.zeros(n)?,
+                }))
             };
-            let n = p.data.len();
-            Ok(Some(TensorState {
-                master,
-                m: device.zeros(n)?,
-                v: device.zeros(n)?,
-            }))
+            state().map_err(|e| allocating(e, format!("for the AdamW state of {}", id.hf_name())))
         })?;
         Ok(DeviceOptimizer {
             config,

@@ -60,7 +60,10 @@ pub fn upload_weights(
     device: &Device,
     weights: &LlamaWeights<Param<f32>>,
 ) -> Result<DeviceWeights> {
-    weights.try_map(|id, p| DeviceParam::upload(device, id, &p.data))
+    weights.try_map(|id, p| {
+        DeviceParam::upload(device, id, &p.data)
+            .map_err(|e| allocating(e, format!("for the weight {}", id.hf_name())))
+    })
 }
 
 /// Zero device gradients for the tensors of `weights` that `trainable` trains (none for
@@ -71,7 +74,10 @@ pub fn zero_grads(
     trainable: Option<TrainableSet>,
 ) -> Result<DeviceGrads> {
     weights.try_map(|id, p| match trainable {
-        Some(set) if set.trains(id) => device.zeros(p.data.len()).map(Some).map_err(Error::from),
+        Some(set) if set.trains(id) => device.zeros(p.data.len()).map(Some).map_err(|e| {
+            e.allocating(format!("for the gradient of {}", id.hf_name()))
+                .into()
+        }),
         _ => Ok(None),
     })
 }
@@ -134,4 +140,12 @@ pub fn check_supported(
         ));
     }
     Ok(())
+}
+
+/// `e` naming the allocation when it ran out of device memory.
+pub(crate) fn allocating(e: Error, what: String) -> Error {
+    match e {
+        Error::Kernel(k) => Error::Kernel(k.allocating(what)),
+        other => other,
+    }
 }

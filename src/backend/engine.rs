@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::backend::device_weights::check_supported;
 use crate::backend::{CpuEngine, KernelEngine};
+use crate::cost::memory::{check_device_memory, device_train_memory};
 use crate::error::{Error, Result};
 use crate::kernels::Device;
 use crate::model::{Grads, Llama, LlamaConfig, Loss, Param, ParamId, TrainableSet};
@@ -33,6 +34,27 @@ impl Compute {
             Compute::Cpu => Ok(()),
             Compute::Kernels(_) => check_supported(config, trainable, lora_rank),
         }
+    }
+
+    /// Fails, before anything is allocated, when a training step of `tokens` tokens would not fit
+    /// in the GPU's free memory by the memory model (DESIGN §3). Nothing to check on the CPU or in
+    /// the emulator, whose buffers are host memory.
+    pub fn check_memory(
+        &self,
+        config: &LlamaConfig,
+        trainable: TrainableSet,
+        lora_rank: usize,
+        tokens: usize,
+        recompute: bool,
+    ) -> Result<()> {
+        let Compute::Kernels(device) = self else {
+            return Ok(());
+        };
+        let Some((free, total)) = device.memory_info()? else {
+            return Ok(());
+        };
+        let need = device_train_memory(config, trainable, lora_rank, tokens);
+        check_device_memory(&need, recompute, free, total)
     }
 
     /// What a run prints about where it runs.

@@ -9,7 +9,7 @@ use crate::backend::{Backend, BatchShape, Buffers};
 use crate::error::{Error, Result};
 use crate::kernels::{
     self, AttentionHeads, AttentionScratch, BackwardOptions, Buffer, Device, DeviceRopeTable,
-    LinearScratch, LinearShape, LoraAdapter, LoraBackward, Sequences,
+    KernelError, LinearScratch, LinearShape, LoraAdapter, LoraBackward, Sequences,
 };
 use crate::model::config::LlamaConfig;
 use crate::model::ids::{LinearId, NormId, ParamId};
@@ -46,6 +46,11 @@ pub struct Kernels {
     linear_scratch: LinearScratch,
     attention_scratch: AttentionScratch,
     row_loss: Option<Buffer<f32>>,
+}
+
+/// Names an activation buffer that ran out of device memory.
+fn for_activations(e: KernelError) -> KernelError {
+    e.allocating("for the activations and scratch of a step")
 }
 
 /// A scratch buffer of exactly `len` elements, reallocated only when the length changes.
@@ -162,10 +167,10 @@ impl Backend for Kernels {
     }
 
     fn tensor(&mut self, len: usize) -> Result<Buffer<u16>> {
-        Ok(self.device.zeros(len)?)
+        Ok(self.device.zeros(len).map_err(for_activations)?)
     }
     fn stats(&mut self, len: usize) -> Result<Buffer<f32>> {
-        Ok(self.device.zeros(len)?)
+        Ok(self.device.zeros(len).map_err(for_activations)?)
     }
     fn ids(&mut self, values: &[u32]) -> Result<Buffer<u32>> {
         Ok(self.device.upload(values)?)

@@ -3,6 +3,7 @@
 //! The activation count is the one this crate's forward actually keeps (a test checks it against
 //! the buffers of a real forward pass).
 
+use crate::error::{Error, Result};
 use crate::model::{LlamaConfig, TrainableSet};
 
 /// Bytes of one training configuration, by category.
@@ -82,4 +83,49 @@ pub fn train_memory(
         activations: 4.0 * all as f64,
         activations_recomputed: 4.0 * recomputed as f64,
     }
+}
+
+/// Memory of the same training on the GPU kernels, as the kernel engine holds it: bf16 weights and
+/// adapters, and for each trained tensor an f32 master copy, an f32 gradient and two f32 AdamW
+/// moments; bf16 activations. Kernel scratch and the allocator's slack come on top.
+pub fn device_train_memory(
+    cfg: &LlamaConfig,
+    set: TrainableSet,
+    rank: usize,
+    tokens: usize,
+) -> TrainMemory {
+    let host = train_memory(cfg, set, rank, tokens);
+    TrainMemory {
+        weights: host.weights / 2.0 + host.gradients,
+        gradients: host.gradients,
+        optimizer: host.optimizer,
+        activations: host.activations / 2.0,
+        activations_recomputed: host.activations_recomputed / 2.0,
+    }
+}
+
+/// Fails when `need` (with or without recomputation) exceeds the `free` bytes of a device of
+/// `total`, saying what the step needs by category, so that a run that cannot fit stops before it
+/// allocates anything.
+pub fn check_device_memory(
+    need: &TrainMemory,
+    recompute: bool,
+    free: usize,
+    total: usize,
+) -> Result<()> {
+    let needed = need.total(recompute);
+    if needed <= free as f64 {
+        return Ok(());
+    }
+    let mib = |bytes: f64| (bytes / f64::from(1 << 20)).ceil() as usize;
+    Err(Error::DeviceMemory {
+        needed_mib: mib(needed),
+        weights_mib: mib(need.weights),
+        gradients_mib: mib(need.gradients),
+        optimizer_mib: mib(need.optimizer),
+        activations_mib: mib(needed - need.weights - need.gradients - need.optimizer),
+        recompute,
+        free_mib: free >> 20,
+        total_mib: total >> 20,
+    })
 }

@@ -465,13 +465,29 @@ pub fn attention_backward(
         accumulate: options.accumulate.into(),
         tiles_visited,
     };
+    launch_backward(device, &params, sequences, heads, options.deterministic)
+}
+
+/// The backward's three launches: delta = rowsum(dO ∘ O); dK and dV (and dq through atomics
+/// unless `deterministic`); then dq, by its own query-parallel kernel or converted from the f32
+/// accumulator.
+fn launch_backward(
+    device: &Device,
+    params: &AttentionBackwardParams,
+    sequences: &Sequences,
+    heads: AttentionHeads,
+    deterministic: bool,
+) -> Result<()> {
     let d = heads.head_dim;
+    let d128 = d == 128;
+    let dkdv = if d128 { DKDV_D128 } else { DKDV_D64 };
+    let q_len = sequences.tokens * heads.n_heads * d;
     let tiles = attention_tiles(d);
     let threads = ELEMENTWISE_THREADS as usize;
     device.launch(
         &DELTA,
         block_grid(sequences, heads.n_heads, threads, 0),
-        &params,
+        params,
     )?;
     // K and V; two buffers each of Q and dO; the dS tile (keys x queries); two buffers of lse and
     // delta.
@@ -479,15 +495,15 @@ pub fn attention_backward(
         + tiles.key_block * tiles.backward_queries * size_of::<u16>()
         + 4 * tiles.backward_queries * size_of::<f32>();
     let config = block_grid(sequences, heads.n_kv_heads, 32 * tiles.dkdv_warps, shared);
-    device.launch(&dkdv, config, &params)?;
-    if options.deterministic {
+    device.launch(&dkdv, config, params)?;
+    if deterministic {
         let kernel = if d128 { DQ_D128 } else { DQ_D64 };
         // Q and dO; two buffers each of K and V.
         let shared = bf16_rows(2 * tiles.query_block + 4 * tiles.dq_keys, d);
         device.launch(
             &kernel,
             block_grid(sequences, heads.n_heads, 256, shared),
-            &params,
+            params,
         )
     } else {
         let chunks = q_len / 8;
@@ -497,6 +513,6 @@ pub fn attention_backward(
             block: [ELEMENTWISE_THREADS, 1, 1],
             dynamic_shared_bytes: 0,
         };
-        device.launch(&DQ_CONVERT, config, &params)
+        device.launch(&DQ_CONVERT, config, params)
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
 
-use cudarc::driver::sys::{CUdevice_attribute_enum, CUfunction_attribute_enum};
+use cudarc::driver::sys::{CUdevice_attribute_enum, CUfunction_attribute_enum, CUresult};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
     DriverError, PushKernelArg,
@@ -132,18 +132,48 @@ impl Gpu {
     pub(crate) fn upload<T: Element>(&self, data: &[T]) -> Result<CudaSlice<T>> {
         self.stream
             .clone_htod(data)
-            .map_err(cuda_error("copying to the GPU"))
+            .map_err(self.allocation_error::<T>("copying to the GPU", data.len()))
     }
 
     pub(crate) fn zeros<T: Element>(&self, len: usize) -> Result<CudaSlice<T>> {
         self.stream
             .alloc_zeros(len)
-            .map_err(cuda_error("allocating GPU memory"))
+            .map_err(self.allocation_error::<T>("allocating GPU memory", len))
     }
 
     pub(crate) fn uninitialized<T: Element>(&self, len: usize) -> Result<CudaSlice<T>> {
         // SAFETY: the caller's kernels write every element before anything reads it.
-        unsafe { self.stream.alloc(len) }.map_err(cuda_error("allocating GPU memory"))
+        unsafe { self.stream.alloc(len) }
+            .map_err(self.allocation_error::<T>("allocating GPU memory", len))
+    }
+
+    /// Free and total device memory in bytes.
+    pub(crate) fn memory_info(&self) -> Result<(usize, usize)> {
+        self.context
+            .bind_to_thread()
+            .map_err(cuda_error("binding the context"))?;
+        cudarc::driver::result::mem_get_info().map_err(cuda_error("reading the free memory"))
+    }
+
+    /// An allocation of `len` elements that failed: out of memory says how much was asked for and
+    /// how much is free; anything else is the driver's error.
+    fn allocation_error<T>(
+        &self,
+        what: &'static str,
+        len: usize,
+    ) -> impl FnOnce(DriverError) -> KernelError + '_ {
+        move |error| {
+            if error.0 != CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                return cuda_error(what)(error);
+            }
+            let (free, total) = self.memory_info().unwrap_or((0, 0));
+            KernelError::OutOfMemory {
+                what: "for a buffer".into(),
+                bytes: len * std::mem::size_of::<T>(),
+                free,
+                total,
+            }
+        }
     }
 
     pub(crate) fn write<T: Element>(&self, slice: &mut CudaSlice<T>, data: &[T]) -> Result<()> {

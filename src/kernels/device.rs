@@ -87,6 +87,14 @@ impl Device {
         matches!(self.0, Backend::Emulator(_))
     }
 
+    /// Free and total device memory in bytes; `None` in the emulator, whose buffers are host memory.
+    pub fn memory_info(&self) -> Result<Option<(usize, usize)>> {
+        match &self.0 {
+            Backend::Emulator(_) => Ok(None),
+            Backend::Cuda(gpu) => gpu.memory_info().map(Some),
+        }
+    }
+
     /// Copies `data` to the device.
     pub fn upload<T: Element>(&self, data: &[T]) -> Result<Buffer<T>> {
         Ok(Buffer(match &self.0 {

@@ -62,7 +62,6 @@ pub use attention::{
 };
 pub use cuda::built_with_kernels;
 pub use device::{Buffer, Device, Element};
-pub use divergent_barrier::divergent_barrier;
 pub use elementwise::{
     bf16_to_f32, cross_entropy_backward, cross_entropy_forward, embedding_backward,
     embedding_forward, f32_to_bf16, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
@@ -77,12 +76,7 @@ pub use lora::{
     lora_linear_forward_x_tile_loads, LinearScratch, LinearShape, LoraAdapter, LoraBackward,
     MAX_LORA_RANK,
 };
-pub use mma_loop::mma_loop;
 pub use optim::{adamw_step, clip_coefficient, grad_norm, AdamwTensor};
-pub use params::Divergence;
-pub use probe::{probe, ProbeInputs, ProbeOutputs, LDMATRIX_REGISTERS};
-pub use reduce::reduce_sum;
-pub use shared_access::{shared_access_counters, SharedAccess};
 
 /// Errors from preparing or running a kernel.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +118,36 @@ pub enum KernelError {
 
     #[error("CUDA {what}: {message}")]
     Cuda { what: String, message: String },
+
+    #[error(
+        "out of GPU memory {what}: {bytes} bytes asked for with {} of {} MiB free",
+        .free / (1 << 20),
+        .total / (1 << 20)
+    )]
+    OutOfMemory {
+        /// The allocation, e.g. "for model.layers.0.self_attn.q_proj.weight".
+        what: String,
+        bytes: usize,
+        free: usize,
+        total: usize,
+    },
+}
+
+impl KernelError {
+    /// Names what an allocation that ran out of memory was for; other errors pass unchanged.
+    pub fn allocating(self, what: impl Into<String>) -> KernelError {
+        match self {
+            KernelError::OutOfMemory {
+                bytes, free, total, ..
+            } => KernelError::OutOfMemory {
+                what: what.into(),
+                bytes,
+                free,
+                total,
+            },
+            other => other,
+        }
+    }
 }
 
 /// The result type of this module.
@@ -169,4 +193,18 @@ fn check_len<T: Element>(
             format!("{} elements", buffer.len()),
         ))
     }
+}
+
+/// The kernel workspace's checks of its own device primitives and of the emulator: the probe kernel
+/// (every primitive's raw per-lane output), an mma loop, a barrier that diverges, a shared-memory
+/// reduction and counted shared-memory accesses. They serve tests/emulator.rs, the GPU golden
+/// vectors, the emulator bench and the kernel report, not users of the library.
+#[doc(hidden)]
+pub mod self_test {
+    pub use super::divergent_barrier::divergent_barrier;
+    pub use super::mma_loop::mma_loop;
+    pub use super::params::Divergence;
+    pub use super::probe::{probe, ProbeInputs, ProbeOutputs, LDMATRIX_REGISTERS};
+    pub use super::reduce::reduce_sum;
+    pub use super::shared_access::{shared_access_counters, SharedAccess};
 }

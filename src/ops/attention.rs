@@ -1,7 +1,7 @@
-//! Causal attention on the CPU in three masks (dense, S²-Attn, the paper's rolled S²-Attn) with
-//! GQA, tiled like FlashAttention-2: the forward keeps only per-row log-sum-exp statistics and the
-//! backward recomputes probabilities tile by tile, so memory is O(N·D) per head and tiles that the
-//! causal or group mask hides entirely are skipped. That skipping is where S²-Attn's ~4x saving
+//! Causal attention on the CPU in four masks (dense, S²-Attn, the paper's rolled S²-Attn, and
+//! groups without a shift) with GQA, tiled like FlashAttention-2: the forward keeps only per-row
+//! log-sum-exp statistics and the backward recomputes probabilities tile by tile, so memory is
+//! O(N·D) per head and tiles that the causal or group mask hides entirely are skipped. That skipping is where S²-Attn's ~4x saving
 //! (DESIGN §2) actually comes from.
 //!
 //! Layouts (row-major): q, out, dq, dout `[batch, seq_len, n_heads, head_dim]`, the natural output

@@ -12,6 +12,17 @@ pub const BF16_BAND: f64 = 1e-2;
 /// Kernels whose operands are exact bf16 values and whose arithmetic and outputs are f32.
 pub const F32_BAND: f64 = 1e-5;
 
+/// The CUDA GPU of the tests marked `#[ignore = "needs a CUDA GPU"]`, which run only when asked
+/// for (`cargo test -- --include-ignored`, as scripts/gpu-pack.sh does): without a GPU they fail
+/// here rather than pass having checked nothing.
+pub fn gpu() -> Device {
+    assert!(
+        Device::cuda_device_count() > 0,
+        "this test needs a CUDA GPU and there is none"
+    );
+    Device::cuda(0).expect("the GPU opens: a library built without kernels cannot run on it")
+}
+
 /// The emulator, then the GPU when there is one (saying so when there is not).
 pub fn devices() -> Vec<Device> {
     let mut devices = vec![Device::emulator()];

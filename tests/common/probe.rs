@@ -1,8 +1,8 @@
-//! Random inputs for the probe kernel (`longlora::kernels::probe`), shared by the emulator tests
+//! Random inputs for the probe kernel (`longlora::kernels::self_test::probe`), shared by the emulator tests
 //! and the GPU golden-vector tests.
 
 use half::{bf16, f16};
-use longlora::kernels::ProbeInputs;
+use longlora::kernels::self_test::ProbeInputs;
 use longlora::rng::Rng;
 
 fn bf16_bits(rng: &mut Rng) -> u16 {

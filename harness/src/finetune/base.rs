@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use longlora::backend::Engine;
+use longlora::backend::{Compute, Engine};
 use longlora::data::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use longlora::hf::{load_model, save_model};
 use longlora::model::Llama;
@@ -123,12 +123,13 @@ fn builtin_base(args: &FinetuneArgs, run_dir: &Path, resuming: bool) -> Result<L
         config,
     } = builtin::pretraining(args.train.seed, args.pretrain_steps)?;
     let options = vec![("pretrain_steps", json!(args.pretrain_steps))];
+    let engine = Engine::new(Compute::Cpu, model, Some(config.trainable), false)?;
     let (mut trainer, checkpointing) = start_run(
         &args.run,
         dir.to_path_buf(),
         options,
         config,
-        Engine::cpu(model),
+        engine,
         resume,
     )?;
     run_steps(&mut trainer, &sampler, &checkpointing, "pretrain")

@@ -45,6 +45,19 @@ pub fn setup(args: &FinetuneArgs) -> Result<Run> {
     };
     let plan = plan(args, &base_config)?;
     let compute = open_device(args, &base_config)?;
+    let lora_rank = if args.trainable.uses_lora() {
+        args.lora_rank
+    } else {
+        0
+    };
+    let tokens = args.train.batch_size * plan.context;
+    compute.check_memory(
+        &base_config,
+        args.trainable,
+        lora_rank,
+        tokens,
+        args.recompute,
+    )?;
     let dir = args.run.open("finetune")?;
     let resume = checkpoint_to_resume(args, &dir)?;
     let base = load_base(

@@ -1,5 +1,5 @@
-//! Which keys each query may attend to: causal dense attention, S²-Attn's groups (DESIGN §2) and
-//! the paper's rolled variant. The mask exists twice on purpose: `AttnMask::allows` is the formula
+//! Which keys each query may attend to: causal dense attention, S²-Attn's groups (DESIGN §2), the
+//! paper's rolled variant, and groups with no head shifted (the paper's short-attention ablation). The mask exists twice on purpose: `AttnMask::allows` is the formula
 //! written as it reads in the design, and `HeadMask::row_keys` is the same set as at most two key
 //! intervals per row, which is what lets the tiled kernels skip whole tiles and mask a tile without
 //! a division per element. Tests check one against the other.
