@@ -32,12 +32,15 @@ def labels(out):
     return list(seen)
 
 
+TRAINING_ATTENTION = ("s2", "s2-roll", "s2-noshift")
+
+
 def training_attention(out, label):
     """The evaluation at 2048 with the attention the model was trained with, if it has one."""
-    for path in (out / "eval").glob(f"{label}-*-2048.json"):
-        attn = path.name[len(label) + 1 : -len("-2048.json")]
-        if attn != "dense":
-            return attn, load(path)
+    for attn in TRAINING_ATTENTION:
+        result = load(out / "eval" / f"{label}-{attn}-2048.json")
+        if result is not None:
+            return attn, result
     return None, None
 
 
@@ -59,7 +62,7 @@ def passkey_table(out):
     print("| model | " + " | ".join(str(c) for c in CONTEXTS) + " |")
     print("| --- | " + " | ".join("---" for _ in CONTEXTS) + " |")
     for path in files:
-        by_length = {r["length"]: r["accuracy"] for r in load(path)["results"]}
+        by_length = {r["length"]: r for r in load(path)["results"]}
         row = [
             f"{by_length[c]['correct']}/{by_length[c]['trials']}" if c in by_length else "–"
             for c in CONTEXTS

@@ -9,6 +9,7 @@
 # Usage: bash scripts/report-pg19.sh [OUT_DIR]          (default runs/pg19)
 #   BASE_STEPS (600)  pre-training steps of 8 × 512 tokens
 #   EXT_STEPS  (150)  fine-tuning steps of 2048 tokens
+#   EVAL_TOKENS (65536) scored tokens per evaluation (the same at every context)
 #   HARNESS    (target/release/harness, built first)  the harness binary to run
 #   ONLY       (all)  space-separated stages to run: base passkey-base main attention ratio
 #                     trainable transfer bpe
@@ -22,6 +23,7 @@ fi
 out=${1:-runs/pg19}
 base_steps=${BASE_STEPS:-600}
 ext_steps=${EXT_STEPS:-150}
+eval_tokens=${EVAL_TOKENS:-65536}
 only=${ONLY:-base passkey-base main attention ratio trainable transfer bpe}
 mkdir -p "$out/done" "$out/eval" "$out/passkey"
 out=$(cd "$out" && pwd)
@@ -72,15 +74,15 @@ pretrain() {
     $h pretrain --preset small --data "$out/data/base-mix" --context 512 --steps "$base_steps" \
         --batch-size 8 --seed 1 --save-every 100 --device cpu --output "$dir" --overwrite "$@"
 }
-# evaluate LABEL MODEL [EXTRA...]: full attention at 512, 1024, 2048 on the same 64 Ki scored tokens
-# of the validation books (non-overlapping windows), one JSON per context.
+# evaluate LABEL MODEL [EXTRA...]: full attention at 512, 1024, 2048 on the same EVAL_TOKENS scored
+# tokens of the validation books (non-overlapping windows), one JSON per context.
 evaluate() {
     local label=$1 model=$2
     shift 2
     for context in 512 1024 2048; do
         step "eval-$label-$context" to "$out/eval/$label-dense-$context.json" \
             $h eval --model "$model" --tokens "$tokens" \
-            --context $context --stride $context --max-windows $((65536 / context)) --device cpu "$@"
+            --context $context --stride $context --max-windows $((eval_tokens / context)) --device cpu "$@"
     done
 }
 # evaluate_as_trained LABEL MODEL ATTN RATIO [EXTRA...]: the training attention at 2048.
@@ -89,7 +91,7 @@ evaluate_as_trained() {
     shift 4
     step "eval-$label-$attn" to "$out/eval/$label-$attn-2048.json" \
         $h eval --model "$model" --tokens "$tokens" --context 2048 \
-        --stride 2048 --max-windows 32 --attn "$attn" --group-ratio "$ratio" --device cpu "$@"
+        --stride 2048 --max-windows $((eval_tokens / 2048)) --attn "$attn" --group-ratio "$ratio" --device cpu "$@"
 }
 passkey() { # LABEL MODEL [EXTRA...]
     local label=$1 model=$2
@@ -157,10 +159,11 @@ if wanted transfer; then
     extend s2-lr1e-4 "$base" --lr 1e-4
     # S²-Attn for all but the last 10 steps, then dense attention: the S²-Attn run is merged into the
     # base and a second, dense adapter trained on top.
-    extend s2-head "$base" --steps $((ext_steps - 10))
+    dense_tail=$((ext_steps >= 20 ? 10 : 1))
+    extend s2-head "$base" --steps $((ext_steps - dense_tail))
     step merge-s2-head $h merge --model "$base" --adapter "$out/s2-head" --out "$out/s2-head-merged" \
         --context 512
-    extend s2-then-dense "$out/s2-head-merged" --attn dense --steps 10 --warmup-steps 2
+    extend s2-then-dense "$out/s2-head-merged" --attn dense --steps $dense_tail --warmup-steps 2
 fi
 if wanted bpe; then
     # A subword vocabulary, so that 2048 tokens span more text; the same recipe otherwise.
