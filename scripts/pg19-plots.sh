@@ -49,7 +49,7 @@ plot pg19-attention.png eval "Perplexity by evaluation context: attention in tra
 plot pg19-trainable.png eval "Perplexity by evaluation context: trained parameters" \
     eval_series base s2-lora s2-seed1 s2-full dense-lora dense-seed1 dense-full
 plot pg19-transfer.png eval "Perplexity by evaluation context: making S2-Attn training transfer" \
-    eval_series base s2-seed1 s2-ratio0.125 s2-ratio0.5 s2-lr1e-4 s2-then-dense dense-seed1
+    eval_series base s2-seed1 s2-ratio0.125 s2-ratio0.5 s2-lr1e-4 s2-lr3e-4 s2-then-dense dense-seed1
 plot pg19-bpe.png eval "Perplexity by evaluation context: a 4096-token BPE vocabulary" \
     eval_series bpe-base bpe-s2 bpe-dense
 extra=(--smooth 10)

@@ -13,6 +13,7 @@
 #   HARNESS    (target/release/harness, built first)  the harness binary to run
 #   ONLY       (all)  space-separated stages to run: base passkey-base main attention ratio
 #                     trainable transfer bpe
+#   RUNS       (all)  space-separated fine-tunes to run within those stages, e.g. "s2-noshift s2-lora"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/pg19-mini
@@ -25,6 +26,7 @@ base_steps=${BASE_STEPS:-600}
 ext_steps=${EXT_STEPS:-150}
 eval_tokens=${EVAL_TOKENS:-65536}
 only=${ONLY:-base passkey-base main attention ratio trainable transfer bpe}
+runs=${RUNS:-}
 mkdir -p "$out/done" "$out/eval" "$out/passkey"
 out=$(cd "$out" && pwd)
 data=$(cd "$data" && pwd)
@@ -106,6 +108,7 @@ passkey() { # LABEL MODEL [EXTRA...]
 extend() {
     local name=$1 model=$2
     shift 2
+    [ -z "$runs" ] || [[ " $runs " == *" $name "* ]] || return 0
     local -A option=([--attn]=s2 [--group-ratio]=0.25 [--lr]=1e-3 [--warmup-steps]=10
         [--steps]=$ext_steps [--seed]=1)
     local args=("$@") i
@@ -155,8 +158,9 @@ if wanted trainable; then
     done
 fi
 if wanted transfer; then
-    # A lower learning rate: less drift from what the base learned under full attention.
+    # Lower learning rates: less drift from what the base learned under full attention.
     extend s2-lr1e-4 "$base" --lr 1e-4
+    extend s2-lr3e-4 "$base" --lr 3e-4
     # S²-Attn for all but the last 10 steps, then dense attention: the S²-Attn run is merged into the
     # base and a second, dense adapter trained on top.
     dense_tail=$((ext_steps >= 20 ? 10 : 1))
