@@ -1,11 +1,12 @@
 //! The FlashAttention-2 loops on the CPU: a Q tile of `BR` rows streams over K/V tiles of `BC`
 //! keys with an online softmax (forward) or recomputes the probabilities from the saved
 //! log-sum-exp (backward). Scores live transposed, `st[key][query]`, so that every product reads
-//! its B operand along contiguous rows (the head dimension of K, V, Q and dO as they lie in the
-//! tensors, or the Q tile and dO tile transposed once per Q tile) and needs no packing, and the
-//! softmax runs along rows with one lane per query. Gradients are written straight into the
-//! caller's tensors. Each worker thread keeps its tile buffers (O(BR·D), independent of N) across
-//! calls, so a training step allocates nothing here after its first.
+//! its B operand along contiguous rows: the Q and dO tiles, transposed or copied once per Q tile,
+//! and the V (forward) or K (backward) tile, copied once per pair of tiles (a copy of D values
+//! per 4·BR·D flops or more). The softmax runs along rows with one lane per query. Gradients are
+//! written straight into the caller's tensors. Each worker thread keeps its tile buffers
+//! (O(BR·D), independent of N) across calls, so a training step allocates nothing here after its
+//! first.
 
 use std::ops::Range;
 
@@ -192,6 +193,27 @@ impl<T: Float> Inputs<'_, T> {
         }
     }
 
+    /// Copies rows `rows` of head `h` of a q-shaped tensor into `t[r·D + c]`, so that a product
+    /// reading them as its B operand walks one contiguous block. Read in place, their row stride
+    /// (every head's D values) is a power of two, which maps a tile's rows onto a few L1 sets and
+    /// evicts them before the next block of C comes back to them.
+    fn pack_q_rows(&self, x: &[T], b: usize, h: usize, rows: &Range<usize>, t: &mut [T]) {
+        let d = self.shape.head_dim;
+        for (r, i) in rows.clone().enumerate() {
+            let at = self.q_at(b, i, h);
+            t[r * d..(r + 1) * d].copy_from_slice(&x[at..at + d]);
+        }
+    }
+
+    /// The same for rows `keys` of kv head `kvh` of a kv-shaped tensor.
+    fn pack_kv_rows(&self, x: &[T], b: usize, kvh: usize, keys: &Range<usize>, t: &mut [T]) {
+        let d = self.shape.head_dim;
+        for (r, i) in keys.clone().enumerate() {
+            let at = self.kv_at(b, i, kvh);
+            t[r * d..(r + 1) * d].copy_from_slice(&x[at..at + d]);
+        }
+    }
+
     /// `st = scale·K[keys]·Qt`, the transposed scores of the planned rows, masked.
     fn scores(&self, b: usize, kvh: usize, keys: &Range<usize>, s: &mut Tiles<T>) {
         let rows = s.plan.rows.len();
@@ -207,12 +229,16 @@ impl<T: Float> Inputs<'_, T> {
     }
 }
 
-/// One worker thread's tile buffers: the plan, the transposed Q tile (and dO tile), the scores,
-/// the output accumulator or the gradient of the scores, and per-row statistics.
+/// One worker thread's tile buffers: the plan, the transposed Q tile (and dO tile), the packed
+/// K or V tile and Q and dO tiles, the scores, the output accumulator or the gradient of the
+/// scores, and per-row statistics.
 struct Tiles<T> {
     plan: TilePlan,
     qt: Vec<T>,
     dot: Vec<T>,
+    kv_pack: Vec<T>,
+    q_pack: Vec<T>,
+    do_pack: Vec<T>,
     st: Vec<T>,
     acc: Vec<T>,
     max: Vec<T>,
@@ -226,6 +252,9 @@ impl<T: Float> Tiles<T> {
             plan: TilePlan::new(seq_len, BR, BC),
             qt: vec![T::zero(); d * BR],
             dot: vec![T::zero(); d * BR],
+            kv_pack: vec![T::zero(); BC * d],
+            q_pack: vec![T::zero(); BR * d],
+            do_pack: vec![T::zero(); BR * d],
             st: vec![T::zero(); BC * BR],
             acc: vec![T::zero(); BR * d.max(BC)],
             max: vec![T::zero(); BR],
@@ -270,6 +299,7 @@ pub(super) fn forward_q_tile<T: Float>(
             let keys = s.plan.tiles[t].clone();
             x.scores(b, kvh, &keys, s);
             online_softmax(s, keys.len(), d);
+            x.pack_kv_rows(x.v, b, kvh, &keys, &mut s.kv_pack);
             tile_product(
                 (rows.len(), keys.len(), d),
                 T::one(),
@@ -279,7 +309,7 @@ pub(super) fn forward_q_tile<T: Float>(
                     rs: 1,
                     cs: BR,
                 },
-                row_major(x.v, x.kv_at(b, keys.start, kvh), x.kvs()),
+                row_major(&s.kv_pack, 0, d),
                 T::one(),
                 Out::scratch(&mut s.acc, d),
             );
@@ -387,11 +417,13 @@ pub(super) fn backward_kv_head<T: Float>(
                 s.plan.plan(&mask, rows.clone(), n);
                 x.transpose_rows(x.q, b, h, &rows, &mut s.qt);
                 x.transpose_rows(saved.dout, b, h, &rows, &mut s.dot);
+                x.pack_q_rows(x.q, b, h, &rows, &mut s.q_pack);
+                x.pack_q_rows(saved.dout, b, h, &rows, &mut s.do_pack);
                 load_row_stats(x, saved, (b, h), s);
                 for t in 0..s.plan.tiles.len() {
                     let keys = s.plan.tiles[t].clone();
                     // SAFETY: this task alone writes dk, dv of kv head kvh and dq of its heads.
-                    unsafe { backward_tile(x, saved.dout, (b, h, kvh), &keys, s, g) };
+                    unsafe { backward_tile(x, (b, h, kvh), &keys, s, g) };
                 }
             }
         }
@@ -417,13 +449,13 @@ fn load_row_stats<T: Float>(
 }
 
 /// One (Q tile, K tile) block, all transposed (`[key][query]`): Pᵀ = exp(Sᵀ − lse),
-/// dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − delta), dQ += scale·dS·K, dK += scale·dSᵀ·Q.
+/// dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − delta), dQ += scale·dS·K, dK += scale·dSᵀ·Q. The
+/// B operands are the packed Q and dO tiles and the K tile, packed here.
 ///
 /// # Safety
 /// The caller alone may write dk, dv of kv head `kvh` and dq of head `h` in batch `b`.
 unsafe fn backward_tile<T: Float>(
     x: &Inputs<'_, T>,
-    dout: &[T],
     (b, h, kvh): (usize, usize, usize),
     keys: &Range<usize>,
     s: &mut Tiles<T>,
@@ -433,6 +465,7 @@ unsafe fn backward_tile<T: Float>(
     let (nk, nr) = (keys.len(), rows.len());
     let (q_rows, kv_rows) = (x.q_at(b, rows.start, h), x.kv_at(b, keys.start, kvh));
     x.scores(b, kvh, keys, s);
+    x.pack_kv_rows(x.k, b, kvh, keys, &mut s.kv_pack);
     let mut tile = ScoreTile {
         st: &mut s.st,
         keys: nk,
@@ -445,7 +478,7 @@ unsafe fn backward_tile<T: Float>(
         (nk, nr, d),
         T::one(),
         row_major(p, 0, BR),
-        row_major(dout, q_rows, x.qs()),
+        row_major(&s.do_pack, 0, d),
         T::one(),
         unsafe { g.dv.at(kv_rows, x.kvs()) },
     );
@@ -468,15 +501,19 @@ unsafe fn backward_tile<T: Float>(
         rs: 1,
         cs: BR,
     };
-    let k_rows = row_major(x.k, kv_rows, x.kvs());
-    tile_product((nr, nk, d), x.scale(), ds_t, k_rows, T::one(), unsafe {
-        g.dq.at(q_rows, x.qs())
-    });
+    tile_product(
+        (nr, nk, d),
+        x.scale(),
+        ds_t,
+        row_major(&s.kv_pack, 0, d),
+        T::one(),
+        unsafe { g.dq.at(q_rows, x.qs()) },
+    );
     tile_product(
         (nk, nr, d),
         x.scale(),
         row_major(&ds[..], 0, BR),
-        row_major(x.q, q_rows, x.qs()),
+        row_major(&s.q_pack, 0, d),
         T::one(),
         unsafe { g.dk.at(kv_rows, x.kvs()) },
     );
