@@ -2,12 +2,15 @@
 # Two harness builds' CPU training step side by side, alternating, on the default fine-tune (the
 # built-in model extended to 1024 with LoRA r = 8, batch 1): the mean time of steps 3..STEPS from
 # metrics.jsonl, per build and attention, and the ratio. For "did this change slow training down".
-#   bash scripts/ab-train-step.sh BEFORE_HARNESS AFTER_HARNESS [REPEATS] [STEPS]   (3, 10)
+#   bash scripts/ab-train-step.sh BEFORE_HARNESS AFTER_HARNESS [REPEATS] [STEPS] [CONTEXT]
+#   (3, 10, the default fine-tune's 1024)
 set -euo pipefail
 before=${1:?usage: ab-train-step.sh BEFORE_HARNESS AFTER_HARNESS [REPEATS] [STEPS]}
 after=${2:?usage: ab-train-step.sh BEFORE_HARNESS AFTER_HARNESS [REPEATS] [STEPS]}
 repeats=${3:-3}
 steps=${4:-10}
+context=()
+[ -n "${5:-}" ] && context=(--context "$5")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "machine: $(nproc) cores, $(uptime)" >&2
@@ -18,7 +21,7 @@ for attn in s2 dense; do
             [ "$side" = after ] && bin=$after
             dir=$work/$attn-$side-$r
             "$bin" finetune --pretrain-steps 1 --steps "$steps" --attn "$attn" --device cpu \
-                --output "$dir" > /dev/null 2>&1
+                "${context[@]}" --output "$dir" > /dev/null 2>&1
             python3 - "$dir/metrics.jsonl" "$attn" "$side" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]

@@ -1,10 +1,10 @@
 //! The attention's tile products: `C[m×n] = alpha·A[m×k]·B[k×n] + beta·C` for tiles of at most a
-//! few hundred rows, without packing. A GEMM library copies both operands into its own layout on
-//! every call, which for 64×64 tiles costs as much as the product; here every operand is read
-//! where it lies. The tiled loops arrange for B's rows and C's rows to be contiguous (the head
-//! dimension, or a transposed tile packed once per query tile), so a register block of MR rows ×
-//! NR columns of C is updated with one vector load of B per column chunk and one broadcast of A
-//! per row, and A may have any strides.
+//! few hundred rows. A GEMM library copies both operands into its own layout on every call, which
+//! for 64×64 tiles costs as much as the product; here every operand is read where it lies. The
+//! tiled loops arrange for B's rows and C's rows to be contiguous (the head dimension of a tile
+//! copied once, or a transposed tile), so a register block of MR rows × NR columns of C is updated
+//! with one vector load of B per column chunk and one broadcast of A per row, and A may have any
+//! strides.
 //!
 //! The kernel is written once in plain Rust and compiled three times for f32: with AVX-512, with
 //! AVX2 + FMA (both chosen at run time when the CPU has them) and for the baseline target; f64
