@@ -1,0 +1,69 @@
+/* The ceiling for the CPU attention's tile products on this machine, single-threaded: the AVX2 FMA
+ * peak (12 independent chains of fused multiply-adds) and a 6x16 register-blocked 64x64x64 product
+ * with every operand in L1, the same block shape as src/ops/attention/microgemm.rs. Run it with
+ * `bash scripts/cpu-fma-peak.sh`; REPORT.md compares the attention bench's GFLOP/s with it. */
+#include <immintrin.h>
+#include <stdio.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static double fma_peak(void) {
+    __m256 acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps(i * 0.001f);
+    const __m256 b = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(0.0001f);
+    const long iterations = 200000000;
+    double start = now();
+    for (long i = 0; i < iterations; i++) {
+        for (int j = 0; j < 12; j++) acc[j] = _mm256_fmadd_ps(acc[j], b, c);
+        /* Keeps the 12 chains in registers and stops the compiler from folding the loop. */
+        __asm__ volatile("" ::"x"(acc[0]), "x"(acc[1]), "x"(acc[2]), "x"(acc[3]), "x"(acc[4]),
+                         "x"(acc[5]), "x"(acc[6]), "x"(acc[7]), "x"(acc[8]), "x"(acc[9]),
+                         "x"(acc[10]), "x"(acc[11]));
+    }
+    return iterations * 12.0 * 16.0 / (now() - start) / 1e9;
+}
+
+static float a[64 * 64], b[64 * 64], c[64 * 64];
+
+static double block_product(void) {
+    for (int i = 0; i < 64 * 64; i++) {
+        a[i] = (i % 13) * 1e-4f;
+        b[i] = (i % 7) * 1e-4f;
+    }
+    const int repeats = 200000;
+    double start = now();
+    for (int r = 0; r < repeats; r++) {
+        for (int i = 0; i + 6 <= 60; i += 6) {
+            for (int j = 0; j < 64; j += 16) {
+                __m256 acc[12];
+                for (int q = 0; q < 12; q++) acc[q] = _mm256_setzero_ps();
+                for (int k = 0; k < 64; k++) {
+                    __m256 b0 = _mm256_loadu_ps(b + k * 64 + j), b1 = _mm256_loadu_ps(b + k * 64 + j + 8);
+                    for (int q = 0; q < 6; q++) {
+                        __m256 x = _mm256_broadcast_ss(a + (i + q) * 64 + k);
+                        acc[2 * q] = _mm256_fmadd_ps(x, b0, acc[2 * q]);
+                        acc[2 * q + 1] = _mm256_fmadd_ps(x, b1, acc[2 * q + 1]);
+                    }
+                }
+                for (int q = 0; q < 6; q++) {
+                    _mm256_storeu_ps(c + (i + q) * 64 + j, acc[2 * q]);
+                    _mm256_storeu_ps(c + (i + q) * 64 + j + 8, acc[2 * q + 1]);
+                }
+            }
+        }
+    }
+    return repeats * 60.0 * 64 * 64 * 2 / (now() - start) / 1e9;
+}
+
+int main(void) {
+    printf("AVX2 FMA peak, one thread: %.1f GFLOP/s\n", fma_peak());
+    double rate = block_product();
+    printf("6x16 blocks, 60x64x64 product in L1, one thread: %.1f GFLOP/s (checksum %g)\n", rate,
+           c[5]);
+    return 0;
+}
