@@ -64,5 +64,5 @@ passkey_series() {
     done
 }
 plot pg19-passkey.png passkey "Passkey retrieval (20 trials per length)" \
-    passkey_series base s2-seed1 dense-seed1
+    passkey_series base s2-seed1 dense-seed1 pk-base
 $h plot flops --out "$figures/paper-flops.png"

@@ -12,7 +12,7 @@
 #   EVAL_TOKENS (65536) scored tokens per evaluation (the same at every context)
 #   HARNESS    (target/release/harness, built first)  the harness binary to run
 #   ONLY       (all)  space-separated stages to run: base passkey-base main attention ratio
-#                     trainable transfer bpe
+#                     trainable transfer passkey-train bpe
 #   RUNS       (all)  space-separated fine-tunes to run within those stages, e.g. "s2-noshift s2-lora"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ out=${1:-runs/pg19}
 base_steps=${BASE_STEPS:-600}
 ext_steps=${EXT_STEPS:-150}
 eval_tokens=${EVAL_TOKENS:-65536}
-only=${ONLY:-base passkey-base main attention ratio trainable transfer bpe}
+only=${ONLY:-base passkey-base main attention ratio trainable transfer passkey-train bpe}
 runs=${RUNS:-}
 mkdir -p "$out/done" "$out/eval" "$out/passkey"
 out=$(cd "$out" && pwd)
@@ -168,6 +168,16 @@ if wanted transfer; then
     step merge-s2-head $h merge --model "$base" --adapter "$out/s2-head" --out "$out/s2-head-merged" \
         --context 512
     extend s2-then-dense "$out/s2-head-merged" --attn dense --steps $dense_tail --warmup-steps 2
+fi
+if wanted passkey-train; then
+    # Can the base learn to retrieve within 512 at all? More training on passkey documents alone
+    # (every parameter, at 512, no interpolation), merged, then the passkey test.
+    step train-pk-base $h finetune --model "$base" --data "$out/data/passkey-512" --context 512 \
+        --rope-factor 1 --attn dense --trainable full --batch-size 8 --steps 80 --lr 1e-3 \
+        --warmup-steps 5 --seed 1 --device cpu --output "$out/pk-base" --overwrite
+    step merge-pk-base $h merge --model "$base" --adapter "$out/pk-base" --out "$out/pk-base-merged" \
+        --context 512 --overwrite
+    passkey pk-base "$out/pk-base-merged"
 fi
 if wanted bpe; then
     # A subword vocabulary, so that 2048 tokens span more text; the same recipe otherwise.
