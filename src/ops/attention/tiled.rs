@@ -195,8 +195,8 @@ impl<T: Float> Inputs<'_, T> {
 
     /// Copies rows `rows` of head `h` of a q-shaped tensor into `t[r·D + c]`, so that a product
     /// reading them as its B operand walks one contiguous block. Read in place, their row stride
-    /// (every head's D values) is a power of two, which maps a tile's rows onto a few L1 sets and
-    /// evicts them before the next block of C comes back to them.
+    /// (every head's D values: 1 or 2 KiB at our shapes) maps a tile's rows onto a few L1 sets,
+    /// which evicts them before the next block of C comes back to them.
     fn pack_q_rows(&self, x: &[T], b: usize, h: usize, rows: &Range<usize>, t: &mut [T]) {
         let d = self.shape.head_dim;
         for (r, i) in rows.clone().enumerate() {
