@@ -193,24 +193,15 @@ impl<T: Float> Inputs<'_, T> {
         }
     }
 
-    /// Copies rows `rows` of head `h` of a q-shaped tensor into `t[r·D + c]`, so that a product
-    /// reading them as its B operand walks one contiguous block. Read in place, their row stride
-    /// (every head's D values: 1 or 2 KiB at our shapes) maps a tile's rows onto a few L1 sets,
-    /// which evicts them before the next block of C comes back to them.
-    fn pack_q_rows(&self, x: &[T], b: usize, h: usize, rows: &Range<usize>, t: &mut [T]) {
+    /// Copies the D values at each offset of `rows` (token offsets from `q_at` or `kv_at`) into
+    /// `t[r·D + c]`, so that a product reading them as its B operand walks one contiguous block.
+    /// Read in place, their row stride (every head's D values: 1 or 2 KiB at our shapes) maps a
+    /// tile's rows onto a few L1 sets, which evicts them before the next block of C comes back to
+    /// them.
+    fn pack_rows(&self, x: &[T], rows: impl Iterator<Item = usize>, t: &mut [T]) {
         let d = self.shape.head_dim;
-        for (r, i) in rows.clone().enumerate() {
-            let at = self.q_at(b, i, h);
-            t[r * d..(r + 1) * d].copy_from_slice(&x[at..at + d]);
-        }
-    }
-
-    /// The same for rows `keys` of kv head `kvh` of a kv-shaped tensor.
-    fn pack_kv_rows(&self, x: &[T], b: usize, kvh: usize, keys: &Range<usize>, t: &mut [T]) {
-        let d = self.shape.head_dim;
-        for (r, i) in keys.clone().enumerate() {
-            let at = self.kv_at(b, i, kvh);
-            t[r * d..(r + 1) * d].copy_from_slice(&x[at..at + d]);
+        for (dst, at) in t.chunks_exact_mut(d).zip(rows) {
+            dst.copy_from_slice(&x[at..at + d]);
         }
     }
 
@@ -299,7 +290,11 @@ pub(super) fn forward_q_tile<T: Float>(
             let keys = s.plan.tiles[t].clone();
             x.scores(b, kvh, &keys, s);
             online_softmax(s, keys.len(), d);
-            x.pack_kv_rows(x.v, b, kvh, &keys, &mut s.kv_pack);
+            x.pack_rows(
+                x.v,
+                keys.clone().map(|i| x.kv_at(b, i, kvh)),
+                &mut s.kv_pack,
+            );
             tile_product(
                 (rows.len(), keys.len(), d),
                 T::one(),
@@ -417,8 +412,12 @@ pub(super) fn backward_kv_head<T: Float>(
                 s.plan.plan(&mask, rows.clone(), n);
                 x.transpose_rows(x.q, b, h, &rows, &mut s.qt);
                 x.transpose_rows(saved.dout, b, h, &rows, &mut s.dot);
-                x.pack_q_rows(x.q, b, h, &rows, &mut s.q_pack);
-                x.pack_q_rows(saved.dout, b, h, &rows, &mut s.do_pack);
+                x.pack_rows(x.q, rows.clone().map(|i| x.q_at(b, i, h)), &mut s.q_pack);
+                x.pack_rows(
+                    saved.dout,
+                    rows.clone().map(|i| x.q_at(b, i, h)),
+                    &mut s.do_pack,
+                );
                 load_row_stats(x, saved, (b, h), s);
                 for t in 0..s.plan.tiles.len() {
                     let keys = s.plan.tiles[t].clone();
@@ -465,7 +464,11 @@ unsafe fn backward_tile<T: Float>(
     let (nk, nr) = (keys.len(), rows.len());
     let (q_rows, kv_rows) = (x.q_at(b, rows.start, h), x.kv_at(b, keys.start, kvh));
     x.scores(b, kvh, keys, s);
-    x.pack_kv_rows(x.k, b, kvh, keys, &mut s.kv_pack);
+    x.pack_rows(
+        x.k,
+        keys.clone().map(|i| x.kv_at(b, i, kvh)),
+        &mut s.kv_pack,
+    );
     let mut tile = ScoreTile {
         st: &mut s.st,
         keys: nk,
