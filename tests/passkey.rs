@@ -4,8 +4,9 @@
 
 use longlora::data::{byte_tokens, BYTE_VOCAB};
 use longlora::eval::passkey::{
-    answered_correctly, build_prompt, corpus_cases, information_line, passkey_document,
-    run_passkey, test_cases, PasskeyCase, PasskeyPlan, PasskeyPrompt, QUESTION, TASK,
+    answer_nats, answered_correctly, build_prompt, corpus_cases, information_line,
+    passkey_document, run_passkey, test_cases, PasskeyCase, PasskeyPlan, PasskeyPrompt, QUESTION,
+    TASK,
 };
 use longlora::model::{Llama, LlamaConfig, LlamaWeights};
 use longlora::ops::attention::AttnMask;
@@ -114,6 +115,35 @@ fn scorer_accepts_only_the_exact_answer() {
         }
     });
     assert!(answered_correctly(&prompt_wrong, BYTE_VOCAB, &p));
+}
+
+#[test]
+fn answer_nats_is_the_mean_negative_log_likelihood_of_the_answer() {
+    let p = build_prompt(&bytes, 400, 12_345, 0.4).unwrap();
+    let rows = p.tokens.len() - 1;
+    let next = |r: usize| p.tokens[r + 1] as usize;
+    // A row with 5 on one token and 0 on the others gives that token ln(e^5 + V - 1) - 5.
+    let norm = (5f64.exp() + (BYTE_VOCAB - 1) as f64).ln();
+    let answer_len = p.answer().len() as f64;
+    assert_eq!(answer_len, 6.0, "a space and five digits");
+
+    let correct = logits_choosing(rows, BYTE_VOCAB, next);
+    assert!((answer_nats(&correct, BYTE_VOCAB, &p) - (norm - 5.0)).abs() < 1e-9);
+
+    let first_digit_wrong = logits_choosing(rows, BYTE_VOCAB, |r| match r == p.prompt_len {
+        true => b'9' as usize,
+        false => next(r),
+    });
+    let expected = norm - 5.0 + 5.0 / answer_len;
+    assert!((answer_nats(&first_digit_wrong, BYTE_VOCAB, &p) - expected).abs() < 1e-9);
+
+    let uniform = vec![0.25; rows * BYTE_VOCAB];
+    let ln_vocab = (BYTE_VOCAB as f64).ln();
+    assert!((answer_nats(&uniform, BYTE_VOCAB, &p) - ln_vocab).abs() < 1e-9);
+
+    let mut nan = correct;
+    nan[(p.prompt_len - 1) * BYTE_VOCAB + 3] = f32::NAN;
+    assert!(answer_nats(&nan, BYTE_VOCAB, &p).is_nan());
 }
 
 fn tiny_byte_model() -> Llama<f32> {
@@ -227,6 +257,8 @@ fn run_passkey_reports_accuracy_per_length_and_depth() {
         assert_eq!((r.accuracy.trials, r.accuracy.correct), (9, 9));
         assert_eq!(r.by_depth.len(), 3);
         assert!(r.by_depth.iter().all(|d| d.accuracy.correct == 3));
+        let norm = (5f64.exp() + (BYTE_VOCAB - 1) as f64).ln();
+        assert!((r.answer_nats - (norm - 5.0)).abs() < 1e-9);
     }
 
     let random_depths = PasskeyPlan {
@@ -244,6 +276,10 @@ fn run_passkey_reports_accuracy_per_length_and_depth() {
     assert!(never
         .iter()
         .all(|r| r.accuracy.correct == 0 && r.accuracy.trials == 3 && r.by_depth.is_empty()));
+    let ln_vocab = (BYTE_VOCAB as f64).ln();
+    assert!(never
+        .iter()
+        .all(|r| (r.answer_nats - ln_vocab).abs() < 1e-9));
 }
 
 #[test]

@@ -170,6 +170,23 @@ pub fn answered_correctly(logits: &[f32], vocab: usize, prompt: &PasskeyPrompt) 
     })
 }
 
+/// The answer's mean negative log-likelihood per token in nats, from the same logits as
+/// [`answered_correctly`]: a graded view of retrieval that moves before accuracy does (a model that
+/// ignores the key scores about ln 10 per digit). A NaN logit makes it NaN.
+pub fn answer_nats(logits: &[f32], vocab: usize, prompt: &PasskeyPrompt) -> f64 {
+    let answer = prompt.prompt_len..prompt.tokens.len();
+    let count = answer.len().max(1) as f64;
+    let total: f64 = answer
+        .map(|pos| {
+            let row = &logits[(pos - 1) * vocab..pos * vocab];
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+            let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+            max + sum.ln() - row[prompt.tokens[pos] as usize] as f64
+        })
+        .sum();
+    total / count
+}
+
 fn argmax(row: &[f32]) -> Option<usize> {
     let mut best: Option<(usize, f32)> = None;
     for (i, &v) in row.iter().enumerate() {
@@ -220,6 +237,8 @@ pub struct LengthAccuracy {
     pub max_prompt_tokens: usize,
     #[serde(flatten)]
     pub accuracy: Accuracy,
+    /// The answers' mean negative log-likelihood per token over the trials ([`answer_nats`]).
+    pub answer_nats: f64,
     /// Per depth, when fixed depths were asked for.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub by_depth: Vec<DepthAccuracy>,
@@ -314,6 +333,7 @@ pub fn run_passkey(
     {
         let mut per_depth = vec![Vec::with_capacity(plan.trials); depth_count];
         let mut max_prompt_tokens = 0;
+        let mut nats = 0.0;
         for (outcomes, depth_cases) in per_depth.iter_mut().zip(length_cases.chunks(plan.trials)) {
             for case in depth_cases {
                 let prompt = build_prompt(encode, length, case.passkey, case.depth)?;
@@ -321,6 +341,7 @@ pub fn run_passkey(
                 let inputs = &prompt.tokens[..prompt.tokens.len() - 1];
                 let logits = logits_of(inputs)?;
                 outcomes.push(answered_correctly(&logits, vocab, &prompt));
+                nats += answer_nats(&logits, vocab, &prompt);
                 done += 1;
                 on_trial(done, total);
             }
@@ -339,6 +360,7 @@ pub fn run_passkey(
             length,
             max_prompt_tokens,
             accuracy: Accuracy::new(&all),
+            answer_nats: nats / all.len() as f64,
             by_depth,
         });
     }
