@@ -2,7 +2,7 @@
 """Writes tests/fixtures/peft/: a tiny random Llama saved by transformers, a LoRA adapter saved by
 peft, and the losses and logits transformers computes for base + adapter and for the merged model.
 
-The Rust test (tests/peft_fixture.rs) loads both directories with our readers and must reproduce
+The Rust test (tests/adapter.rs) loads both directories with our readers and must reproduce
 those numbers, so the adapter format is checked against peft itself rather than against our own
 writer. Needs torch, transformers, peft and safetensors (CPU is enough):
 

@@ -131,7 +131,7 @@ if wanted base; then
     step tokenize-base $h tokenize --data "$data/validation" --model "$base" \
         --out "$tokens"
     evaluate base "$base"
-    evaluate base-pi4 "$base" --rope-scale 4
+    evaluate base-pi4 "$base" --rope-factor 4
 fi
 wanted passkey-base && passkey base "$base"
 

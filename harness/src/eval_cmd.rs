@@ -47,8 +47,8 @@ pub struct EvalArgs {
     group_ratio: f64,
     /// Override the linear RoPE interpolation factor from config.json (and from the run of
     /// --adapter).
-    #[arg(long)]
-    rope_scale: Option<f64>,
+    #[arg(long, visible_alias = "rope-scale")]
+    rope_factor: Option<f64>,
     /// Evaluate only the first N windows.
     #[arg(long)]
     max_windows: Option<usize>,
@@ -66,7 +66,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let model = inference::load(&ModelSource {
         dir: args.model.as_deref(),
         adapter: args.adapter.as_deref(),
-        rope_scale: args.rope_scale,
+        rope_factor: args.rope_factor,
         seed: args.seed,
     })?;
     let context = args.context;

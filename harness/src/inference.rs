@@ -1,6 +1,6 @@
 //! The model `eval` and `passkey` run, and the engine they run it on: a model directory (or, for
 //! `eval` without one, the built-in architecture with random weights), a fine-tune's output on top
-//! (`--adapter`), and `--rope-scale` in place of the recorded RoPE factor.
+//! (`--adapter`), and `--rope-factor` in place of the recorded RoPE factor.
 
 use std::path::Path;
 
@@ -20,7 +20,7 @@ pub struct ModelSource<'a> {
     pub dir: Option<&'a Path>,
     /// A fine-tune's output directory to apply without merging.
     pub adapter: Option<&'a Path>,
-    pub rope_scale: Option<f64>,
+    pub rope_factor: Option<f64>,
     pub seed: u64,
 }
 
@@ -39,7 +39,7 @@ pub fn load(source: &ModelSource) -> Result<Llama<f32>> {
             Llama::new(cfg, weights)?
         }
     };
-    if let Some(f) = source.rope_scale {
+    if let Some(f) = source.rope_factor {
         model.config.rope_scaling_factor = f;
         model.config.validate()?;
     }

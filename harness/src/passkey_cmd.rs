@@ -38,8 +38,8 @@ pub struct PasskeyArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Override the linear RoPE interpolation factor from config.json.
-    #[arg(long)]
-    rope_scale: Option<f64>,
+    #[arg(long, visible_alias = "rope-scale")]
+    rope_factor: Option<f64>,
     /// Attention: dense (full causal, the default: what inference uses), s2, s2-roll or s2-noshift.
     #[arg(long, default_value = "dense")]
     attn: AttnMode,
@@ -62,7 +62,7 @@ pub fn run(args: PasskeyArgs) -> Result<()> {
     let model = inference::load(&ModelSource {
         dir: Some(&args.model),
         adapter: args.adapter.as_deref(),
-        rope_scale: args.rope_scale,
+        rope_factor: args.rope_factor,
         seed: 0,
     })?;
     let vocab = model.config.vocab_size;

@@ -65,3 +65,30 @@ fn passkey_prints_accuracy_per_length_and_depth() {
         "{err}"
     );
 }
+
+/// `--rope-factor` is the option's name in every command; `--rope-scale`, its older name in `eval`
+/// and `passkey`, still works.
+#[test]
+fn passkey_takes_the_rope_factor_under_both_names() {
+    let dir = tempfile::tempdir().unwrap();
+    small_byte_model(dir.path());
+    let model = dir.path().to_str().unwrap();
+    for name in ["--rope-factor", "--rope-scale"] {
+        let o = harness(&[
+            "passkey",
+            "--model",
+            model,
+            "--lengths",
+            "300",
+            "--trials",
+            "1",
+            name,
+            "2",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(report["rope_scaling_factor"], 2.0, "{name}");
+        let nats = report["results"][0]["answer_nats"].as_f64().unwrap();
+        assert!(nats > 0.0 && nats.is_finite(), "{name}: answer_nats {nats}");
+    }
+}
