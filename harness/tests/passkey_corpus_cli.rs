@@ -79,3 +79,39 @@ fn passkey_corpus_writes_documents_per_length_in_the_tests_template() {
         stderr(&o)
     );
 }
+
+#[test]
+fn passkey_corpus_writes_drills_with_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("drills");
+    let o = harness(&[
+        "passkey-corpus",
+        "--style",
+        "drill",
+        "--out",
+        s(&out),
+        "--count",
+        "2",
+        "--lengths",
+        "300,600",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = json(&out.join("passkey-corpus.json"));
+    assert_eq!(manifest["style"], "drill");
+    let docs = manifest["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), 4);
+    for doc in docs {
+        let text = fs::read_to_string(out.join(doc["file"].as_str().unwrap())).unwrap();
+        assert!(
+            text.len() <= doc["length"].as_u64().unwrap() as usize,
+            "{doc}"
+        );
+        let keys = doc["passkeys"].as_array().unwrap();
+        assert!(keys.len() >= 2, "{doc}");
+        for key in keys {
+            let answer = format!("{QUESTION} {key}.");
+            assert!(text.contains(&answer), "{doc}: {answer}");
+        }
+    }
+    assert!(out.join("drill-600-00001.txt").exists());
+}

@@ -42,7 +42,7 @@ impl PasskeyPrompt {
     }
 }
 
-fn filler(chars: usize) -> String {
+pub(crate) fn filler(chars: usize) -> String {
     let mut text = String::with_capacity(chars + FILLER.len());
     while text.len() < chars {
         if !text.is_empty() {
