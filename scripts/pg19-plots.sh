@@ -56,6 +56,9 @@ extra=(--smooth 10)
 plot pg19-loss.png loss "Training loss at 2048 (10-step mean)" \
     loss_series s2-seed1 dense-seed1 s2-noshift s2-lora s2-full
 plot pg19-base-loss.png loss "Pre-training loss at 512 (10-step mean)" loss_series base-512 bpe-512
+extra=(--smooth 100)
+plot pg19-drill-loss.png loss "Training on passkey drills at 512 (100-step mean)" \
+    loss_series drill-base drill-512
 extra=()
 passkey_series() {
     local name
@@ -64,5 +67,6 @@ passkey_series() {
     done
 }
 plot pg19-passkey.png passkey "Passkey retrieval (20 trials per length)" \
-    passkey_series base s2-seed1 dense-seed1 pk-base
+    passkey_series pk-base drill-base drill-512 drill-dense drill-s2 drill-dense-full drill-s2-full \
+    drill-s2-ratio0.5
 $h plot flops --out "$figures/paper-flops.png"

@@ -54,6 +54,14 @@ def perplexity_table(out):
         print(f"| {label} | " + " | ".join(row) + " |")
 
 
+def passkey_cell(result):
+    """Correct/trials, and the answers' nats per token where the run reported them."""
+    cell = f"{result['correct']}/{result['trials']}"
+    if "answer_nats" in result:
+        cell += f" ({result['answer_nats']:.2f})"
+    return cell
+
+
 def passkey_table(out):
     files = sorted((out / "passkey").glob("*.json"), key=lambda p: p.stat().st_mtime)
     if not files:
@@ -63,10 +71,7 @@ def passkey_table(out):
     print("| --- | " + " | ".join("---" for _ in CONTEXTS) + " |")
     for path in files:
         by_length = {r["length"]: r for r in load(path)["results"]}
-        row = [
-            f"{by_length[c]['correct']}/{by_length[c]['trials']}" if c in by_length else "–"
-            for c in CONTEXTS
-        ]
+        row = [passkey_cell(by_length[c]) if c in by_length else "–" for c in CONTEXTS]
         print(f"| {path.stem} | " + " | ".join(row) + " |")
 
 

@@ -9,10 +9,11 @@
 # Usage: bash scripts/report-pg19.sh [OUT_DIR]          (default runs/pg19)
 #   BASE_STEPS (600)  pre-training steps of 8 × 512 tokens
 #   EXT_STEPS  (150)  fine-tuning steps of 2048 tokens
+#   EXT_DRILL_STEPS (2000) the passkey-drill stage's fine-tuning steps of 2048 tokens
 #   EVAL_TOKENS (65536) scored tokens per evaluation (the same at every context)
 #   HARNESS    (target/release/harness, built first)  the harness binary to run
 #   ONLY       (all)  space-separated stages to run: base passkey-base main attention ratio
-#                     trainable transfer passkey-train bpe
+#                     trainable transfer passkey-train passkey-drill bpe
 #   RUNS       (all)  space-separated fine-tunes to run within those stages, e.g. "s2-noshift s2-lora"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +25,9 @@ fi
 out=${1:-runs/pg19}
 base_steps=${BASE_STEPS:-600}
 ext_steps=${EXT_STEPS:-150}
+ext_drill_steps=${EXT_DRILL_STEPS:-2000}
 eval_tokens=${EVAL_TOKENS:-65536}
-only=${ONLY:-base passkey-base main attention ratio trainable transfer passkey-train bpe}
+only=${ONLY:-base passkey-base main attention ratio trainable transfer passkey-train passkey-drill bpe}
 runs=${RUNS:-}
 mkdir -p "$out/done" "$out/eval" "$out/passkey"
 out=$(cd "$out" && pwd)
@@ -58,8 +60,10 @@ to() {
 
 # Passkey documents in the models' own text: short ones for pre-training at 512, long ones for the
 # extension to 2048 (the `harness passkey` prompt and answer, keys drawn from another stream).
-corpus() { # dir, documents per length, lengths
-    $h passkey-corpus --out "$1" --count "$2" --lengths "$3" --seed 1 --overwrite
+corpus() { # dir, documents per length, lengths [EXTRA...]
+    local dir=$1 count=$2 lengths=$3
+    shift 3
+    $h passkey-corpus --out "$dir" --count "$count" --lengths "$lengths" --seed 1 --overwrite "$@"
 }
 step corpus-512 corpus "$out/data/passkey-512" 1300 256,320,384,448,512
 step corpus-2048 corpus "$out/data/passkey-2048" 400 768,1024,1280,1536,1792,2048
@@ -178,6 +182,42 @@ if wanted passkey-train; then
     step merge-pk-base $h merge --model "$base" --adapter "$out/pk-base" --out "$out/pk-base-merged" \
         --context 512 --overwrite
     passkey pk-base "$out/pk-base-merged"
+fi
+if wanted passkey-drill; then
+    # A base that retrieves within 512 first: the `tiny` preset pre-trained on passkey drills alone
+    # (a copy every few dozen tokens), then every parameter on drills plus the test-style documents
+    # (the test's distances), at 512; then LongLoRA to 2048 on long test-style documents plus drills.
+    step corpus-drill corpus "$out/data/drill-512" 6000 512 --style drill
+    mkdir -p "$out/data/drill-mix" "$out/data/drill-ext-mix"
+    ln -sfn "$out/data/drill-512" "$out/data/drill-mix/drill"
+    ln -sfn "$out/data/passkey-512" "$out/data/drill-mix/passkey"
+    ln -sfn "$out/data/drill-512" "$out/data/drill-ext-mix/drill"
+    ln -sfn "$out/data/passkey-2048" "$out/data/drill-ext-mix/passkey"
+    step pretrain-drill $h pretrain --preset tiny --data "$out/data/drill-512" --context 512 \
+        --steps 6000 --batch-size 2 --lr 2e-3 --seed 1 --save-every 1000 --device cpu \
+        --output "$out/drill-base" --overwrite
+    passkey drill-base "$out/drill-base"
+    step train-drill-512 $h finetune --model "$out/drill-base" --data "$out/data/drill-mix" \
+        --context 512 --rope-factor 1 --attn dense --trainable full --batch-size 2 --steps 2000 \
+        --lr 1e-3 --warmup-steps 50 --seed 1 --device cpu --output "$out/drill-512" --overwrite
+    step merge-drill-512 $h merge --model "$out/drill-base" --adapter "$out/drill-512" \
+        --out "$out/drill-512-merged" --context 512 --overwrite
+    passkey drill-512 "$out/drill-512-merged"
+    for run in s2:lora+embed+norm dense:lora+embed+norm s2:full dense:full; do
+        attn=${run%%:*} trainable=${run#*:} name=drill-${run%%:*}
+        if [ "$trainable" = full ]; then name+=-full; fi
+        step "train-$name" $h finetune --model "$out/drill-512-merged" \
+            --data "$out/data/drill-ext-mix" --context 2048 --rope-factor 4 --attn "$attn" \
+            --group-ratio 0.25 --trainable "$trainable" --steps "$ext_drill_steps" --lr 1e-3 \
+            --warmup-steps 10 --seed 1 --device cpu --output "$out/$name" --overwrite
+        passkey "$name" "$out/drill-512-merged" --adapter "$out/$name"
+    done
+    # Groups of 1,024, larger than the base's context, as in the ratio ablation above.
+    step train-drill-s2-ratio0.5 $h finetune --model "$out/drill-512-merged" \
+        --data "$out/data/drill-ext-mix" --context 2048 --rope-factor 4 --attn s2 \
+        --group-ratio 0.5 --trainable lora+embed+norm --steps "$ext_drill_steps" --lr 1e-3 \
+        --warmup-steps 10 --seed 1 --device cpu --output "$out/drill-s2-ratio0.5" --overwrite
+    passkey drill-s2-ratio0.5 "$out/drill-512-merged" --adapter "$out/drill-s2-ratio0.5"
 fi
 if wanted bpe; then
     # A subword vocabulary, so that 2048 tokens span more text; the same recipe otherwise.
