@@ -24,7 +24,7 @@ const MANIFEST: &str = "passkey-corpus.json";
 enum Style {
     /// The test's prompt and answer: one key at a random depth in filler.
     Test,
-    /// Short exercises back to back, each its key's line, 0–40 characters of filler, the
+    /// Short exercises back to back, each made of its key's line, 0–40 characters of filler, the
     /// question and the answer: a copy every few dozen tokens, which a small model needs before
     /// it retrieves at all.
     Drill,
@@ -78,9 +78,8 @@ pub fn run(args: PasskeyCorpusArgs) -> Result<()> {
     let encode = |text: &str| tokenizer.encode(text);
     let pb = bar(args.lengths.len() * args.count, "passkey-corpus");
     let mut records = Vec::with_capacity(args.lengths.len() * args.count);
-    let mut write = |name: String, text: String, record: serde_json::Value| {
+    let mut write = |name: String, text: String, mut record: serde_json::Value| {
         write_atomic(&args.out.join(&name), text.as_bytes())?;
-        let mut record = record;
         record["file"] = name.into();
         records.push(record);
         pb.inc(1);
