@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::ops::cross_entropy::cross_entropy_forward;
 use crate::rng::Rng;
 
 /// The instruction that opens every prompt.
@@ -174,17 +175,14 @@ pub fn answered_correctly(logits: &[f32], vocab: usize, prompt: &PasskeyPrompt) 
 /// [`answered_correctly`]: a graded view of retrieval that moves before accuracy does (a model that
 /// ignores the key scores about ln 10 per digit). A NaN logit makes it NaN.
 pub fn answer_nats(logits: &[f32], vocab: usize, prompt: &PasskeyPrompt) -> f64 {
-    let answer = prompt.prompt_len..prompt.tokens.len();
-    let count = answer.len().max(1) as f64;
-    let total: f64 = answer
-        .map(|pos| {
-            let row = &logits[(pos - 1) * vocab..pos * vocab];
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-            let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-            max + sum.ln() - row[prompt.tokens[pos] as usize] as f64
-        })
-        .sum();
-    total / count
+    let rows = prompt.prompt_len - 1..prompt.tokens.len() - 1;
+    let answer_logits: Vec<f64> = logits[rows.start * vocab..rows.end * vocab]
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let targets: Vec<i32> = prompt.answer().iter().map(|&t| t as i32).collect();
+    let mut lse = vec![0.0; targets.len()];
+    cross_entropy_forward(&mut lse, &answer_logits, &targets, vocab) / targets.len().max(1) as f64
 }
 
 fn argmax(row: &[f32]) -> Option<usize> {
