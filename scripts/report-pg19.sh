@@ -203,21 +203,21 @@ if wanted passkey-drill; then
     step merge-drill-512 $h merge --model "$out/drill-base" --adapter "$out/drill-512" \
         --out "$out/drill-512-merged" --context 512 --overwrite
     passkey drill-512 "$out/drill-512-merged"
-    for run in s2:lora+embed+norm dense:lora+embed+norm s2:full dense:full; do
-        attn=${run%%:*} trainable=${run#*:} name=drill-${run%%:*}
-        if [ "$trainable" = full ]; then name+=-full; fi
+    # NAME ATTENTION TRAINABLE GROUP-RATIO; the last has groups of 1,024, larger than the base's
+    # context, as in the ratio ablation above.
+    while read -r name attn trainable ratio <&3; do
         step "train-$name" $h finetune --model "$out/drill-512-merged" \
             --data "$out/data/drill-ext-mix" --context 2048 --rope-factor 4 --attn "$attn" \
-            --group-ratio 0.25 --trainable "$trainable" --steps "$ext_drill_steps" --lr 1e-3 \
+            --group-ratio "$ratio" --trainable "$trainable" --steps "$ext_drill_steps" --lr 1e-3 \
             --warmup-steps 10 --seed 1 --device cpu --output "$out/$name" --overwrite
         passkey "$name" "$out/drill-512-merged" --adapter "$out/$name"
-    done
-    # Groups of 1,024, larger than the base's context, as in the ratio ablation above.
-    step train-drill-s2-ratio0.5 $h finetune --model "$out/drill-512-merged" \
-        --data "$out/data/drill-ext-mix" --context 2048 --rope-factor 4 --attn s2 \
-        --group-ratio 0.5 --trainable lora+embed+norm --steps "$ext_drill_steps" --lr 1e-3 \
-        --warmup-steps 10 --seed 1 --device cpu --output "$out/drill-s2-ratio0.5" --overwrite
-    passkey drill-s2-ratio0.5 "$out/drill-512-merged" --adapter "$out/drill-s2-ratio0.5"
+    done 3<<'RUNS'
+drill-s2 s2 lora+embed+norm 0.25
+drill-dense dense lora+embed+norm 0.25
+drill-s2-full s2 full 0.25
+drill-dense-full dense full 0.25
+drill-s2-ratio0.5 s2 lora+embed+norm 0.5
+RUNS
 fi
 if wanted bpe; then
     # A subword vocabulary, so that 2048 tokens span more text; the same recipe otherwise.
