@@ -20,6 +20,7 @@ use rayon::prelude::*;
 pub use mask::{AttnMask, AttnMode};
 
 use crate::float::Float;
+use crate::ops::scratch::with_buffer;
 use tiled::{Grads, Inputs, Saved, Shared, BR};
 
 /// The sizes of one attention call.
@@ -118,23 +119,54 @@ pub fn attention_forward<T: Float>(
     if shape.seq_len == 0 {
         return AttnStats::default();
     }
-    let x = Inputs {
-        q,
-        k,
-        v,
-        shape,
-        mask,
+    with_head_major(k, v, shape, |k_heads, v_heads| {
+        let x = Inputs {
+            q,
+            k_heads,
+            v_heads,
+            shape,
+            mask,
+        };
+        let (out, lse) = (Shared::new(out), Shared::new(lse));
+        let q_tiles = shape.seq_len.div_ceil(BR);
+        (0..shape.batch * shape.n_heads * q_tiles)
+            .into_par_iter()
+            .map(|task| {
+                let (bh, tile) = (task / q_tiles, task % q_tiles);
+                let (b, h) = (bh / shape.n_heads, bh % shape.n_heads);
+                tiled::forward_q_tile(&x, (b, h, tile), out, lse)
+            })
+            .reduce(AttnStats::default, |a, b| a + b)
+    })
+}
+
+/// Runs `f` on copies of `k` and `v` laid out `[batch, n_kv_heads, seq_len, head_dim]` (in this
+/// thread's scratch, so a training step allocates them once). In that layout a tile of keys is
+/// one contiguous block that the tile products read in place; in the caller's layout each key's
+/// D values sit a whole row of heads apart, and every tile of them had to be copied out.
+fn with_head_major<T: Float, R>(
+    k: &[T],
+    v: &[T],
+    shape: &AttnShape,
+    f: impl FnOnce(&[T], &[T]) -> R,
+) -> R {
+    let (n, d, heads) = (shape.seq_len, shape.head_dim, shape.n_kv_heads);
+    let transpose = |x: &[T], out: &mut [T]| {
+        for (token, row) in x.chunks_exact(heads * d).enumerate() {
+            let (b, i) = (token / n, token % n);
+            for (h, values) in row.chunks_exact(d).enumerate() {
+                let at = ((b * heads + h) * n + i) * d;
+                out[at..at + d].copy_from_slice(values);
+            }
+        }
     };
-    let (out, lse) = (Shared::new(out), Shared::new(lse));
-    let q_tiles = shape.seq_len.div_ceil(BR);
-    (0..shape.batch * shape.n_heads * q_tiles)
-        .into_par_iter()
-        .map(|task| {
-            let (bh, tile) = (task / q_tiles, task % q_tiles);
-            let (b, h) = (bh / shape.n_heads, bh % shape.n_heads);
-            tiled::forward_q_tile(&x, (b, h, tile), out, lse)
+    with_buffer(k.len(), |k_heads: &mut [T]| {
+        with_buffer(v.len(), |v_heads: &mut [T]| {
+            transpose(k, k_heads);
+            transpose(v, v_heads);
+            f(k_heads, v_heads)
         })
-        .reduce(AttnStats::default, |a, b| a + b)
+    })
 }
 
 /// Causal attention backward (FlashAttention-2): ACCUMULATES (`+=`) the gradients of q, k and v
@@ -172,23 +204,25 @@ pub fn attention_backward<T: Float>(
     ] {
         check_len(name, len, expected, shape);
     }
-    let x = Inputs {
-        q,
-        k,
-        v,
-        shape,
-        mask,
-    };
     let saved = Saved { dout, out, lse };
     let grads = Grads {
         dq: Shared::new(dq),
         dk: Shared::new(dk),
         dv: Shared::new(dv),
     };
-    (0..shape.batch * shape.n_kv_heads)
-        .into_par_iter()
-        .for_each(|bk| {
-            let (b, kvh) = (bk / shape.n_kv_heads, bk % shape.n_kv_heads);
-            tiled::backward_kv_head(&x, &saved, (b, kvh), &grads);
-        });
+    with_head_major(k, v, shape, |k_heads, v_heads| {
+        let x = Inputs {
+            q,
+            k_heads,
+            v_heads,
+            shape,
+            mask,
+        };
+        (0..shape.batch * shape.n_kv_heads)
+            .into_par_iter()
+            .for_each(|bk| {
+                let (b, kvh) = (bk / shape.n_kv_heads, bk % shape.n_kv_heads);
+                tiled::backward_kv_head(&x, &saved, (b, kvh), &grads);
+            });
+    })
 }

@@ -2,8 +2,8 @@
 //! keys with an online softmax (forward) or recomputes the probabilities from the saved
 //! log-sum-exp (backward). Scores live transposed, `st[key][query]`, so that every product reads
 //! its B operand along contiguous rows: the Q and dO tiles, transposed or copied once per Q tile,
-//! and the V (forward) or K (backward) tile, copied once per pair of tiles (a copy of D values
-//! per 4·BR·D flops or more). The softmax runs along rows with one lane per query. Gradients are
+//! and the V (forward) or K (backward) tile, read in place from the head-major copies of K and V
+//! that each call makes once. The softmax runs along rows with one lane per query. Gradients are
 //! written straight into the caller's tensors. Each worker thread keeps its tile buffers
 //! (O(BR·D), independent of N) across calls, so a training step allocates nothing here after its
 //! first.
@@ -22,11 +22,12 @@ pub(super) const BR: usize = 64;
 /// Keys per tile.
 const BC: usize = 64;
 
-/// The read-only inputs shared by every task.
+/// The read-only inputs shared by every task: q in the caller's layout, k and v copied head-major,
+/// `[batch, n_kv_heads, seq_len, head_dim]`.
 pub(super) struct Inputs<'a, T> {
     pub q: &'a [T],
-    pub k: &'a [T],
-    pub v: &'a [T],
+    pub k_heads: &'a [T],
+    pub v_heads: &'a [T],
     pub shape: &'a AttnShape,
     pub mask: &'a AttnMask,
 }
@@ -178,6 +179,12 @@ impl<T: Float> Inputs<'_, T> {
         ((b * self.shape.seq_len + i) * self.shape.n_kv_heads + h) * self.shape.head_dim
     }
 
+    /// Offset of token `i` of kv head `h` in batch `b` in the head-major k and v, whose rows are
+    /// `head_dim` apart.
+    fn head_at(&self, b: usize, i: usize, h: usize) -> usize {
+        ((b * self.shape.n_kv_heads + h) * self.shape.seq_len + i) * self.shape.head_dim
+    }
+
     fn kv_head(&self, h: usize) -> usize {
         h / (self.shape.n_heads / self.shape.n_kv_heads)
     }
@@ -193,7 +200,7 @@ impl<T: Float> Inputs<'_, T> {
         }
     }
 
-    /// Copies the D values at each offset of `rows` (token offsets from `q_at` or `kv_at`) into
+    /// Copies the D values at each offset of `rows` (token offsets from `q_at`) into
     /// `t[r·D + c]`, so that a product reading them as its B operand walks one contiguous block.
     /// Read in place, their row stride (every head's D values: 1 or 2 KiB at our shapes) maps a
     /// tile's rows onto a few L1 sets, which evicts them before the next block of C comes back to
@@ -207,11 +214,11 @@ impl<T: Float> Inputs<'_, T> {
 
     /// `st = scale·K[keys]·Qt`, the transposed scores of the planned rows, masked.
     fn scores(&self, b: usize, kvh: usize, keys: &Range<usize>, s: &mut Tiles<T>) {
-        let rows = s.plan.rows.len();
+        let (rows, d) = (s.plan.rows.len(), self.shape.head_dim);
         tile_product(
-            (keys.len(), self.shape.head_dim, rows),
+            (keys.len(), d, rows),
             self.scale(),
-            row_major(self.k, self.kv_at(b, keys.start, kvh), self.kvs()),
+            row_major(self.k_heads, self.head_at(b, keys.start, kvh), d),
             row_major(&s.qt, 0, BR),
             T::zero(),
             Out::scratch(&mut s.st, BR),
@@ -221,13 +228,12 @@ impl<T: Float> Inputs<'_, T> {
 }
 
 /// One worker thread's tile buffers: the plan, the transposed Q tile (and dO tile), the packed
-/// K or V tile and Q and dO tiles, the scores, the output accumulator or the gradient of the
+/// Q and dO tiles, the scores, the output accumulator or the gradient of the
 /// scores, and per-row statistics.
 struct Tiles<T> {
     plan: TilePlan,
     qt: Vec<T>,
     dot: Vec<T>,
-    kv_pack: Vec<T>,
     q_pack: Vec<T>,
     do_pack: Vec<T>,
     st: Vec<T>,
@@ -243,7 +249,6 @@ impl<T: Float> Tiles<T> {
             plan: TilePlan::new(seq_len, BR, BC),
             qt: vec![T::zero(); d * BR],
             dot: vec![T::zero(); d * BR],
-            kv_pack: vec![T::zero(); BC * d],
             q_pack: vec![T::zero(); BR * d],
             do_pack: vec![T::zero(); BR * d],
             st: vec![T::zero(); BC * BR],
@@ -290,11 +295,6 @@ pub(super) fn forward_q_tile<T: Float>(
             let keys = s.plan.tiles[t].clone();
             x.scores(b, kvh, &keys, s);
             online_softmax(s, keys.len(), d);
-            x.pack_rows(
-                x.v,
-                keys.clone().map(|i| x.kv_at(b, i, kvh)),
-                &mut s.kv_pack,
-            );
             tile_product(
                 (rows.len(), keys.len(), d),
                 T::one(),
@@ -304,7 +304,7 @@ pub(super) fn forward_q_tile<T: Float>(
                     rs: 1,
                     cs: BR,
                 },
-                row_major(&s.kv_pack, 0, d),
+                row_major(x.v_heads, x.head_at(b, keys.start, kvh), d),
                 T::one(),
                 Out::scratch(&mut s.acc, d),
             );
@@ -330,15 +330,30 @@ fn online_softmax<T: Float>(s: &mut Tiles<T>, keys: usize, d: usize) {
         },
         &mut s.max,
     );
-    for (r, &old) in old_max.iter().enumerate().take(rows) {
+    for (shift, &max) in s.shift.iter_mut().zip(&s.max).take(rows) {
         // A row with no key seen yet (its keys lie in other rows' tiles) keeps max −inf; shifting
         // by 0 keeps its exp at exactly 0 instead of NaN.
-        s.shift[r] = if s.max[r] == T::neg_infinity() {
+        *shift = if max == T::neg_infinity() {
             T::zero()
         } else {
-            s.max[r]
+            max
         };
-        let rescale = (old - s.shift[r]).exp();
+    }
+    // The rescale factors exp(old max − new shift) are a one-key score tile, so that they take
+    // the vectorised exp instead of a libm call per row.
+    let mut rescales = old_max;
+    let mut unused_sums = [T::zero(); BR];
+    exp_columns(
+        &mut ScoreTile {
+            st: &mut rescales,
+            keys: 1,
+            queries: rows,
+            ld: BR,
+        },
+        &s.shift,
+        &mut unused_sums,
+    );
+    for (r, &rescale) in rescales.iter().enumerate().take(rows) {
         if rescale != T::one() {
             s.sum[r] *= rescale;
             s.acc[r * d..(r + 1) * d]
@@ -449,7 +464,7 @@ fn load_row_stats<T: Float>(
 
 /// One (Q tile, K tile) block, all transposed (`[key][query]`): Pᵀ = exp(Sᵀ − lse),
 /// dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − delta), dQ += scale·dS·K, dK += scale·dSᵀ·Q. The
-/// B operands are the packed Q and dO tiles and the K tile, packed here.
+/// B operands are the packed Q and dO tiles and the K tile in place.
 ///
 /// # Safety
 /// The caller alone may write dk, dv of kv head `kvh` and dq of head `h` in batch `b`.
@@ -463,12 +478,8 @@ unsafe fn backward_tile<T: Float>(
     let (d, rows) = (x.shape.head_dim, s.plan.rows.clone());
     let (nk, nr) = (keys.len(), rows.len());
     let (q_rows, kv_rows) = (x.q_at(b, rows.start, h), x.kv_at(b, keys.start, kvh));
+    let kv_head_rows = x.head_at(b, keys.start, kvh);
     x.scores(b, kvh, keys, s);
-    x.pack_rows(
-        x.k,
-        keys.clone().map(|i| x.kv_at(b, i, kvh)),
-        &mut s.kv_pack,
-    );
     let mut tile = ScoreTile {
         st: &mut s.st,
         keys: nk,
@@ -488,7 +499,7 @@ unsafe fn backward_tile<T: Float>(
     tile_product(
         (nk, d, nr),
         T::one(),
-        row_major(x.v, kv_rows, x.kvs()),
+        row_major(x.v_heads, kv_head_rows, d),
         row_major(&s.dot, 0, BR),
         T::zero(),
         Out::scratch(ds, BR),
@@ -508,7 +519,7 @@ unsafe fn backward_tile<T: Float>(
         (nr, nk, d),
         x.scale(),
         ds_t,
-        row_major(&s.kv_pack, 0, d),
+        row_major(x.k_heads, kv_head_rows, d),
         T::one(),
         unsafe { g.dq.at(q_rows, x.qs()) },
     );
