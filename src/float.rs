@@ -29,6 +29,10 @@ pub trait Float:
     /// Converts from f64, rounding to the nearest representable value.
     fn from_f64_lossy(v: f64) -> Self;
 
+    /// `exp` for the loops of [`crate::ops::simd`]: f32 uses a polynomial within 2 ulp that
+    /// vectorises (0 below −87, +inf above 88); f64, the gradient checks' precision, keeps libm's.
+    fn exp_simd(self) -> Self;
+
     /// General matrix multiply with explicit strides:
     /// `c[m×n] = alpha · a[m×k] · b[k×n] + beta · c`.
     /// With `beta == 0` the old contents of `c` are ignored (may be NaN).
@@ -56,12 +60,17 @@ pub trait Float:
 
 /// Implements [`Float`] for a primitive float through the matching matrixmultiply kernel.
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $gemm:path) => {
+    ($t:ty, $name:literal, $gemm:path, $exp:expr) => {
         impl Float for $t {
             const NAME: &'static str = $name;
 
             fn from_f64_lossy(v: f64) -> Self {
                 v as $t
+            }
+
+            #[inline(always)]
+            fn exp_simd(self) -> Self {
+                $exp(self)
             }
 
             unsafe fn gemm_raw(
@@ -86,8 +95,8 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, "f32", matrixmultiply::sgemm);
-impl_float!(f64, "f64", matrixmultiply::dgemm);
+impl_float!(f32, "f32", matrixmultiply::sgemm, crate::ops::simd::exp_f32);
+impl_float!(f64, "f64", matrixmultiply::dgemm, f64::exp);
 
 /// Shorthand for a constant in the generic element type.
 pub fn cst<T: Float>(v: f64) -> T {

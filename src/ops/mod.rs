@@ -11,4 +11,5 @@ mod narrow;
 pub mod rmsnorm;
 pub mod rope;
 mod scratch;
+pub(crate) mod simd;
 pub mod swiglu;

@@ -1,11 +1,17 @@
-//! The SwiGLU gate of Llama's MLP: `out = silu(gate) ∘ up`, with `silu(g) = g·σ(g)`.
+//! The SwiGLU gate of Llama's MLP: `out = silu(gate) ∘ up`, with `silu(g) = g·σ(g)`. Both passes
+//! run in parallel over chunks, each chunk one vectorised loop (`ops::simd`).
 
 use rayon::prelude::*;
 
 use crate::float::Float;
+use crate::ops::simd::{self, Kernel};
 
+/// Elements per parallel task: enough that a task outweighs its scheduling.
+const CHUNK: usize = 1 << 14;
+
+#[inline(always)]
 fn sigmoid<T: Float>(g: T) -> T {
-    (T::one() + (-g).exp()).recip()
+    (T::one() + (-g).exp_simd()).recip()
 }
 
 /// `out = silu(gate) ∘ up`, elementwise.
@@ -14,9 +20,24 @@ pub fn swiglu_forward<T: Float>(out: &mut [T], gate: &[T], up: &[T]) {
         out.len() == gate.len() && gate.len() == up.len(),
         "swiglu lengths"
     );
-    out.par_iter_mut()
-        .zip(gate.par_iter().zip(up.par_iter()))
-        .for_each(|(o, (&g, &u))| *o = g * sigmoid(g) * u);
+    out.par_chunks_mut(CHUNK)
+        .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+        .for_each(|(out, (gate, up))| simd::dispatch(Forward { out, gate, up }));
+}
+
+struct Forward<'a, T> {
+    out: &'a mut [T],
+    gate: &'a [T],
+    up: &'a [T],
+}
+
+impl<T: Float> Kernel for Forward<'_, T> {
+    #[inline(always)]
+    fn run(self) {
+        for (o, (&g, &u)) in self.out.iter_mut().zip(self.gate.iter().zip(self.up)) {
+            *o = g * sigmoid(g) * u;
+        }
+    }
 }
 
 /// Accumulates `dgate += dout·up·silu'(gate)` and `dup += dout·silu(gate)`.
@@ -25,13 +46,45 @@ pub fn swiglu_backward<T: Float>(dgate: &mut [T], dup: &mut [T], dout: &[T], gat
         dgate.len() == dout.len() && dup.len() == dout.len(),
         "swiglu grads"
     );
+    assert!(
+        gate.len() == dout.len() && up.len() == dout.len(),
+        "swiglu lengths"
+    );
     dgate
-        .par_iter_mut()
-        .zip(dup.par_iter_mut())
-        .zip(dout.par_iter().zip(gate.par_iter().zip(up.par_iter())))
-        .for_each(|((dg, du), (&d, (&g, &u)))| {
+        .par_chunks_mut(CHUNK)
+        .zip(dup.par_chunks_mut(CHUNK))
+        .zip(
+            dout.par_chunks(CHUNK)
+                .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))),
+        )
+        .for_each(|((dgate, dup), (dout, (gate, up)))| {
+            simd::dispatch(Backward {
+                dgate,
+                dup,
+                dout,
+                gate,
+                up,
+            })
+        });
+}
+
+struct Backward<'a, T> {
+    dgate: &'a mut [T],
+    dup: &'a mut [T],
+    dout: &'a [T],
+    gate: &'a [T],
+    up: &'a [T],
+}
+
+impl<T: Float> Kernel for Backward<'_, T> {
+    #[inline(always)]
+    fn run(self) {
+        let grads = self.dgate.iter_mut().zip(self.dup.iter_mut());
+        let inputs = self.dout.iter().zip(self.gate.iter().zip(self.up));
+        for ((dg, du), (&d, (&g, &u))) in grads.zip(inputs) {
             let s = sigmoid(g);
             *dg += d * u * s * (T::one() + g * (T::one() - s));
             *du += d * g * s;
-        });
+        }
+    }
 }
