@@ -34,33 +34,25 @@ pub trait Float:
     fn exp_simd(self) -> Self;
 
     /// General matrix multiply with explicit strides:
-    /// `c[m×n] = alpha · a[m×k] · b[k×n] + beta · c`.
-    /// With `beta == 0` the old contents of `c` are ignored (may be NaN).
+    /// `c[m×n] = alpha · a[m×k] · b[k×n]`, or `c += …` with `accumulate`.
+    /// Without `accumulate` the old contents of `c` are ignored (may be NaN).
     ///
     /// # Safety
     /// The pointers and strides must describe valid, non-overlapping (for `c`) matrices.
-    #[allow(clippy::too_many_arguments)]
+    /// `sizes` is (m, k, n); each matrix is (pointer, row stride, column stride).
     unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
+        sizes: (usize, usize, usize),
         alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
+        a: (*const Self, isize, isize),
+        b: (*const Self, isize, isize),
+        accumulate: bool,
+        c: (*mut Self, isize, isize),
     );
 }
 
-/// Implements [`Float`] for a primitive float through the matching matrixmultiply kernel.
+/// Implements [`Float`] for a primitive float; faer's matmul is generic over both.
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $gemm:path, $exp:expr) => {
+    ($t:ty, $name:literal, $exp:expr) => {
         impl Float for $t {
             const NAME: &'static str = $name;
 
@@ -74,29 +66,34 @@ macro_rules! impl_float {
             }
 
             unsafe fn gemm_raw(
-                m: usize,
-                k: usize,
-                n: usize,
+                (m, k, n): (usize, usize, usize),
                 alpha: Self,
-                a: *const Self,
-                rsa: isize,
-                csa: isize,
-                b: *const Self,
-                rsb: isize,
-                csb: isize,
-                beta: Self,
-                c: *mut Self,
-                rsc: isize,
-                csc: isize,
+                (a, rsa, csa): (*const Self, isize, isize),
+                (b, rsb, csb): (*const Self, isize, isize),
+                accumulate: bool,
+                (c, rsc, csc): (*mut Self, isize, isize),
             ) {
-                $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+                // SAFETY: the caller guarantees the three matrices these describe.
+                let (lhs, rhs, dst) = unsafe {
+                    (
+                        faer::MatRef::from_raw_parts(a, m, k, rsa, csa),
+                        faer::MatRef::from_raw_parts(b, k, n, rsb, csb),
+                        faer::MatMut::from_raw_parts_mut(c, m, n, rsc, csc),
+                    )
+                };
+                let accum = if accumulate {
+                    faer::Accum::Add
+                } else {
+                    faer::Accum::Replace
+                };
+                faer::linalg::matmul::matmul(dst, accum, lhs, rhs, alpha, faer::Par::rayon(0));
             }
         }
     };
 }
 
-impl_float!(f32, "f32", matrixmultiply::sgemm, crate::ops::simd::exp_f32);
-impl_float!(f64, "f64", matrixmultiply::dgemm, f64::exp);
+impl_float!(f32, "f32", crate::ops::simd::exp_f32);
+impl_float!(f64, "f64", f64::exp);
 
 /// Shorthand for a constant in the generic element type.
 pub fn cst<T: Float>(v: f64) -> T {

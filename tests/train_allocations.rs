@@ -52,12 +52,12 @@ fn warm_step_allocations(context: usize) -> (usize, usize) {
     )
 }
 
-/// What a warm step still allocates is a fixed set of buffers, the same at any context:
-/// matrixmultiply's packing buffers in each of the ~75 linear-layer products (about 28 MB per
-/// step with this model, bounded by its block sizes, served from the heap that
-/// `retain_freed_memory` keeps), the sampled batch, and the trainer's per-step lists of gradient
-/// references. Activations, backward scratch, the LoRA backward's `dY·B` and the attention's tile
-/// buffers are all reused, so nothing grows with the context.
+/// What a warm step still allocates is small and does not grow with the context: faer's task
+/// records and workspace in each of the ~75 linear-layer products (about 50 bytes each; their
+/// number grows with the row blocks the products are split into, 944 allocations at 256 and 2,785
+/// at 1024 with this model, about 140 KB), the sampled batch, and the trainer's per-step lists of
+/// gradient references. Activations, backward scratch, the LoRA backward's `dY·B` and the
+/// attention's tile buffers and head-major K/V are all reused.
 #[test]
 fn a_warm_cpu_training_step_allocates_the_same_at_any_context() {
     let (short_count, short_bytes) = warm_step_allocations(256);
@@ -67,13 +67,13 @@ fn a_warm_cpu_training_step_allocates_the_same_at_any_context() {
          context 1024: {count} times, {bytes} bytes"
     );
     // Activations at 1024 are 4x those at 256 (tens of MiB more): a per-step allocation of any of
-    // them would show as a change far beyond these margins.
-    assert!(
-        count.abs_diff(short_count) * 50 <= short_count,
-        "allocations per step changed with the context: {short_count} -> {count}"
-    );
+    // them would show as a change far beyond this margin.
     assert!(
         bytes.abs_diff(short_bytes) < 1 << 20,
         "bytes allocated per step changed with the context: {short_bytes} -> {bytes}"
+    );
+    assert!(
+        bytes < 4 << 20,
+        "a warm step allocated {bytes} bytes at context 1024, expected under 4 MiB"
     );
 }

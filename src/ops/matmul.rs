@@ -39,25 +39,16 @@ fn gemm<T: Float>(
         k * n == 0 || b.data.len() > last(&b, k, n),
         "matmul right operand too short"
     );
-    let beta = if acc { T::one() } else { T::zero() };
     // SAFETY: the asserts above keep every strided read inside its slice and every write inside
     // `out`, which is a distinct mutable borrow.
     unsafe {
         T::gemm_raw(
-            m,
-            k,
-            n,
+            (m, k, n),
             alpha,
-            a.data.as_ptr(),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr(),
-            b.rs as isize,
-            b.cs as isize,
-            beta,
-            out.as_mut_ptr(),
-            n as isize,
-            1,
+            (a.data.as_ptr(), a.rs as isize, a.cs as isize),
+            (b.data.as_ptr(), b.rs as isize, b.cs as isize),
+            acc,
+            (out.as_mut_ptr(), n as isize, 1),
         );
     }
 }
