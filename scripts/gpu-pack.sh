@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the test and bench executables with the CUDA kernels embedded and packs them into
-# gpu-pack/ (git-ignored, kept under the device tool's 64 MiB carry limit), for a GPU machine that
+# Builds the test and bench executables with the CUDA kernels embedded and packs them, stripped and
+# xz-compressed, into gpu-pack/ (git-ignored, kept under the device tool's 64 MiB carry limit: about
+# 1 MiB per executable compressed, 4-5 MiB uncompressed since faer's GEMM), for a GPU machine that
 # has no Rust. Prints the one command that runs everything there: every test binary with
 # --include-ignored (so the tests marked "needs a CUDA GPU" run too), compute-sanitizer memcheck and
 # racecheck on the kernel tests, the GPU golden-vector recording (DESIGN §5), and the kernel
@@ -13,7 +14,9 @@ NVCC="${NVCC:-$(scripts/install-nvcc.sh | tail -n1)}"
 export NVCC
 pack="$root/gpu-pack"
 rm -rf "$pack"
-mkdir -p "$pack/tests" "$pack/benches"
+bins="$(mktemp -d)"
+trap 'rm -rf "$bins"' EXIT
+mkdir -p "$pack" "$bins/tests" "$bins/benches"
 
 # Statically linked libstdc++ and glibc 2.36 keep the executables runnable on a newer image.
 # executables KIND CARGO-ARGS...: "name path" of each built executable whose target kind is KIND.
@@ -33,18 +36,21 @@ for line in sys.stdin:
 echo "gpu-pack: building tests and benches with the kernels embedded" >&2
 cargo test --release --no-run -p longlora >&2
 while read -r name exe; do
-    objcopy --strip-debug "$exe" "$pack/tests/$name"
+    objcopy --strip-all "$exe" "$bins/tests/$name"
 done < <(executables test test --release -p longlora)
 cargo bench --no-run -p longlora >&2
 while read -r name exe; do
-    objcopy --strip-debug "$exe" "$pack/benches/$name"
+    objcopy --strip-all "$exe" "$bins/benches/$name"
 done < <(executables bench bench -p longlora)
+tar -C "$bins" -cf - tests benches | xz -T0 -6 > "$pack/executables.tar.xz"
 
 cat > "$pack/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root: bash gpu-pack/run.sh
 set -uo pipefail
 cd "$(dirname "$0")"
+# Python's tarfile reads xz without the xz tool, which an image may lack.
+[[ -d tests ]] || python3 -c 'import tarfile; tarfile.open("executables.tar.xz").extractall(".")'
 out="${OUT:-/tmp/gpu-pack-out}"
 mkdir -p "$out/logs"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.csv"
