@@ -1,6 +1,7 @@
 /* The ceiling for the CPU attention's tile products on this machine, single-threaded: the AVX2 FMA
  * peak (12 independent chains of fused multiply-adds) and a 6x16 register-blocked 64x64x64 product
- * with every operand in L1, the same block shape as src/ops/attention/microgemm.rs. Run it with
+ * with every operand in L1, the AVX2 block shape of src/ops/attention/microgemm.rs; on a CPU with
+ * AVX-512 also its peak (16 chains) and the AVX-512 block shape, 4x64. Run it with
  * `bash scripts/cpu-fma-peak.sh`; REPORT.md compares the attention bench's GFLOP/s with it. */
 #include <immintrin.h>
 #include <stdio.h>
@@ -60,10 +61,54 @@ static double block_product(void) {
     return repeats * 60.0 * 64 * 64 * 2 / (now() - start) / 1e9;
 }
 
+__attribute__((target("avx512f"))) static double fma_peak_avx512(void) {
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_set1_ps(i * 0.001f);
+    const __m512 b = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(0.0001f);
+    const long iterations = 100000000;
+    double start = now();
+    for (long i = 0; i < iterations; i++) {
+        for (int j = 0; j < 16; j++) acc[j] = _mm512_fmadd_ps(acc[j], b, c);
+        __asm__ volatile("" ::"v"(acc[0]), "v"(acc[1]), "v"(acc[2]), "v"(acc[3]), "v"(acc[4]),
+                         "v"(acc[5]), "v"(acc[6]), "v"(acc[7]), "v"(acc[8]), "v"(acc[9]),
+                         "v"(acc[10]), "v"(acc[11]), "v"(acc[12]), "v"(acc[13]), "v"(acc[14]),
+                         "v"(acc[15]));
+    }
+    return iterations * 16.0 * 32.0 / (now() - start) / 1e9;
+}
+
+__attribute__((target("avx512f"))) static double block_product_avx512(void) {
+    const int repeats = 100000;
+    double start = now();
+    for (int r = 0; r < repeats; r++) {
+        for (int i = 0; i < 64; i += 4) {
+            __m512 acc[16];
+            for (int q = 0; q < 16; q++) acc[q] = _mm512_setzero_ps();
+            for (int k = 0; k < 64; k++) {
+                __m512 bk[4];
+                for (int v = 0; v < 4; v++) bk[v] = _mm512_loadu_ps(b + k * 64 + 16 * v);
+                for (int q = 0; q < 4; q++) {
+                    __m512 x = _mm512_set1_ps(a[(i + q) * 64 + k]);
+                    for (int v = 0; v < 4; v++) acc[4 * q + v] = _mm512_fmadd_ps(x, bk[v], acc[4 * q + v]);
+                }
+            }
+            for (int q = 0; q < 4; q++)
+                for (int v = 0; v < 4; v++) _mm512_storeu_ps(c + (i + q) * 64 + 16 * v, acc[4 * q + v]);
+        }
+    }
+    return repeats * 64.0 * 64 * 64 * 2 / (now() - start) / 1e9;
+}
+
 int main(void) {
     printf("AVX2 FMA peak, one thread: %.1f GFLOP/s\n", fma_peak());
     double rate = block_product();
     printf("6x16 blocks, 60x64x64 product in L1, one thread: %.1f GFLOP/s (checksum %g)\n", rate,
            c[5]);
+    if (__builtin_cpu_supports("avx512f")) {
+        printf("AVX-512 FMA peak, one thread: %.1f GFLOP/s\n", fma_peak_avx512());
+        rate = block_product_avx512();
+        printf("4x64 blocks, 64x64x64 product in L1, one thread: %.1f GFLOP/s (checksum %g)\n", rate,
+               c[5]);
+    }
     return 0;
 }

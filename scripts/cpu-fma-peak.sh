@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prints this CPU's single-thread AVX2 FMA peak and the L1-resident 6x16 block product rate
+# Prints this CPU's single-thread AVX2 (and AVX-512) FMA peak and L1-resident block product rates
 # (scripts/cpu-fma-peak.c): the ceiling the CPU attention's GFLOP/s is compared with.
 set -euo pipefail
 cd "$(dirname "$0")"
