@@ -1,7 +1,7 @@
 //! One CPU attention shape, forward and backward timed apart, best of a few runs, as GFLOP/s (DESIGN
 //! §3's count): small and quick, for comparing two builds run alternately, which criterion's
-//! statistics over one build cannot do. `cargo bench --bench attention_probe -- N MODE RUNS HEADS`
-//! (default 4096 dense 3 8; head_dim 64, batch 1, group ratio 0.25 for s2).
+//! statistics over one build cannot do. `cargo bench --bench attention_probe -- N MODE RUNS HEADS
+//! HEAD_DIM` (default 4096 dense 3 8 64; batch 1, group ratio 0.25 for s2).
 
 use std::time::Instant;
 
@@ -23,7 +23,12 @@ fn main() {
         text.parse()
             .unwrap_or_else(|_| panic!("argument {}: `{text}` is not a count", i + 1))
     };
-    let (n, runs, heads) = (parse(0, "4096"), parse(2, "3"), parse(3, "8"));
+    let (n, runs, heads, head_dim) = (
+        parse(0, "4096"),
+        parse(2, "3"),
+        parse(3, "8"),
+        parse(4, "64"),
+    );
     let mode: AttnMode = arg(1, "dense")
         .parse()
         .expect("mode: dense, s2, s2-roll or s2-noshift");
@@ -32,11 +37,11 @@ fn main() {
         seq_len: n,
         n_heads: heads,
         n_kv_heads: heads,
-        head_dim: 64,
+        head_dim,
     };
     let mask = AttnMask::from_ratio(mode, 0.25, n).expect("a group ratio of 0.25 fits N");
     let mut rng = Rng::new(1);
-    let len = n * heads * 64;
+    let len = n * heads * head_dim;
     let mut random = |len: usize| -> Vec<f32> {
         (0..len)
             .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
@@ -58,7 +63,7 @@ fn main() {
         backward = backward.min(start.elapsed().as_secs_f64());
     }
     println!(
-        "N={n} {mode} heads={heads}: forward {forward:.4} s ({:.1} GFLOP/s), backward \
+        "N={n} {mode} heads={heads}x{head_dim}: forward {forward:.4} s ({:.1} GFLOP/s), backward \
          {backward:.4} s ({:.1} GFLOP/s), both {:.1} GFLOP/s",
         flops / forward / 1e9,
         2.5 * flops / backward / 1e9,

@@ -104,21 +104,47 @@ unsafe fn blocked<T: Float, const MR: usize, const NR: usize, const FUSED: bool>
     }
 }
 
-/// Rows `i..i + MR` of C, in MR × NR register blocks and a narrower block at the right edge.
+/// Rows `i..i + MR` of C, in MR × NR register blocks. The columns right of the last full block
+/// go through full blocks of 32, 16 and 8 columns where they fit (so that a head dimension of 32 or
+/// 96 under the 64-wide AVX-512 blocks stays vectorised), and the last few through a scalar block.
 #[inline(always)]
 unsafe fn row_panel<T: Float, const MR: usize, const NR: usize, const FUSED: bool>(
     p: &Product<T>,
     i: usize,
 ) {
-    for j in (0..p.n).step_by(NR) {
-        let cols = NR.min(p.n - j);
-        let acc = if cols == NR {
-            unsafe { full_block::<T, MR, NR, FUSED>(p, i, j) }
-        } else {
-            unsafe { edge_block::<T, MR, NR>(p, i, j, cols) }
-        };
+    let mut j = 0;
+    while j + NR <= p.n {
+        unsafe { block_at::<T, MR, NR, FUSED>(p, i, j) };
+        j += NR;
+    }
+    if NR > 32 && j + 32 <= p.n {
+        unsafe { block_at::<T, MR, 32, FUSED>(p, i, j) };
+        j += 32;
+    }
+    if NR > 16 && j + 16 <= p.n {
+        unsafe { block_at::<T, MR, 16, FUSED>(p, i, j) };
+        j += 16;
+    }
+    if NR > 8 && j + 8 <= p.n {
+        unsafe { block_at::<T, MR, 8, FUSED>(p, i, j) };
+        j += 8;
+    }
+    if j < p.n {
+        let cols = p.n - j;
+        let acc = unsafe { edge_block::<T, MR, NR>(p, i, j, cols) };
         unsafe { store(p, &acc, i, j, cols) };
     }
+}
+
+/// The full MR × W block of C at (i, j).
+#[inline(always)]
+unsafe fn block_at<T: Float, const MR: usize, const W: usize, const FUSED: bool>(
+    p: &Product<T>,
+    i: usize,
+    j: usize,
+) {
+    let acc = unsafe { full_block::<T, MR, W, FUSED>(p, i, j) };
+    unsafe { store(p, &acc, i, j, W) };
 }
 
 #[inline(always)]
