@@ -119,14 +119,7 @@ pub fn attention_forward<T: Float>(
     if shape.seq_len == 0 {
         return AttnStats::default();
     }
-    with_head_major(k, v, shape, |k_heads, v_heads| {
-        let x = Inputs {
-            q,
-            k_heads,
-            v_heads,
-            shape,
-            mask,
-        };
+    with_inputs(q, k, v, shape, mask, |x| {
         let (out, lse) = (Shared::new(out), Shared::new(lse));
         let q_tiles = shape.seq_len.div_ceil(BR);
         (0..shape.batch * shape.n_heads * q_tiles)
@@ -134,21 +127,24 @@ pub fn attention_forward<T: Float>(
             .map(|task| {
                 let (bh, tile) = (task / q_tiles, task % q_tiles);
                 let (b, h) = (bh / shape.n_heads, bh % shape.n_heads);
-                tiled::forward_q_tile(&x, (b, h, tile), out, lse)
+                tiled::forward_q_tile(x, (b, h, tile), out, lse)
             })
             .reduce(AttnStats::default, |a, b| a + b)
     })
 }
 
-/// Runs `f` on copies of `k` and `v` laid out `[batch, n_kv_heads, seq_len, head_dim]` (in this
-/// thread's scratch, so a training step allocates them once). In that layout a tile of keys is
-/// one contiguous block that the tile products read in place; in the caller's layout each key's
-/// D values sit a whole row of heads apart, and every tile of them had to be copied out.
-fn with_head_major<T: Float, R>(
+/// Runs `f` on the tasks' inputs: q as given, k and v copied to `[batch, n_kv_heads, seq_len,
+/// head_dim]` (in this thread's scratch, so a training step allocates them once). In that layout a
+/// tile of keys is one contiguous block that the tile products read in place; in the caller's
+/// layout each key's D values sit a whole row of heads apart, and every tile of them had to be
+/// copied out.
+fn with_inputs<T: Float, R>(
+    q: &[T],
     k: &[T],
     v: &[T],
     shape: &AttnShape,
-    f: impl FnOnce(&[T], &[T]) -> R,
+    mask: &AttnMask,
+    f: impl FnOnce(&Inputs<'_, T>) -> R,
 ) -> R {
     let (n, d, heads) = (shape.seq_len, shape.head_dim, shape.n_kv_heads);
     let transpose = |x: &[T], out: &mut [T]| {
@@ -164,7 +160,13 @@ fn with_head_major<T: Float, R>(
         with_buffer(v.len(), |v_heads: &mut [T]| {
             transpose(k, k_heads);
             transpose(v, v_heads);
-            f(k_heads, v_heads)
+            f(&Inputs {
+                q,
+                k_heads,
+                v_heads,
+                shape,
+                mask,
+            })
         })
     })
 }
@@ -210,19 +212,12 @@ pub fn attention_backward<T: Float>(
         dk: Shared::new(dk),
         dv: Shared::new(dv),
     };
-    with_head_major(k, v, shape, |k_heads, v_heads| {
-        let x = Inputs {
-            q,
-            k_heads,
-            v_heads,
-            shape,
-            mask,
-        };
+    with_inputs(q, k, v, shape, mask, |x| {
         (0..shape.batch * shape.n_kv_heads)
             .into_par_iter()
             .for_each(|bk| {
                 let (b, kvh) = (bk / shape.n_kv_heads, bk % shape.n_kv_heads);
-                tiled::backward_kv_head(&x, &saved, (b, kvh), &grads);
+                tiled::backward_kv_head(x, &saved, (b, kvh), &grads);
             });
     })
 }
