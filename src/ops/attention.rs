@@ -10,7 +10,6 @@
 //! `h / (n_heads / n_kv_heads)` in place: repeated K/V are never materialised.
 
 mod mask;
-mod microgemm;
 mod plan;
 mod softmax;
 mod tiled;

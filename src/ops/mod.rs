@@ -7,6 +7,7 @@ pub mod cross_entropy;
 pub mod embedding;
 pub mod linear;
 pub mod matmul;
+mod microgemm;
 mod narrow;
 pub mod rmsnorm;
 pub mod rope;

@@ -1,13 +1,16 @@
 //! Products with a LoRA adapter's rank-r side, r much smaller than the other sizes. A GEMM library
 //! packs both operands first, which for `x·Aᵀ` means copying all of x to multiply it by eight
-//! columns; these loops read every operand in place instead (dot products along contiguous rows,
-//! or row updates `y_i += t_ic·b_c`), transposing only the r-row adapter matrices. Row-wise work
-//! runs in parallel over rows; the sums over rows (the adapter gradients) run in row order, so
-//! results do not depend on scheduling.
+//! columns; these read every operand in place instead, transposing only the r-row adapter
+//! matrices: dot products along contiguous rows for `x·Aᵀ`, and the attention's register-blocked
+//! kernel (`microgemm`) where C is wide (`y += t·B`, and the adapter gradients `tᵀ·x`), so that
+//! each element of C is loaded and stored once rather than once per rank. Row-wise work runs in
+//! parallel over rows; the sums over rows (the adapter gradients) run in row order, so results do
+//! not depend on scheduling.
 
 use rayon::prelude::*;
 
 use crate::float::Float;
+use crate::ops::microgemm::{product, Product};
 use crate::ops::scratch::with_buffer;
 
 /// Independent partial sums, enough for the compiler to vectorise the loop.
@@ -30,12 +33,8 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     lanes.iter().fold(tail, |s, &v| s + v)
 }
 
-/// `y += alpha·x`.
-fn axpy<T: Float>(y: &mut [T], alpha: T, x: &[T]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += alpha * x;
-    }
-}
+/// Rows of y per parallel task in `widen_nn`: a multiple of the kernel's register blocks.
+const WIDEN_ROWS: usize = 64;
 
 /// `rows × cols` row-major `x` transposed into `t` (`cols × rows`).
 fn transpose<T: Float>(t: &mut [T], x: &[T], rows: usize, cols: usize) {
@@ -96,7 +95,7 @@ pub fn widen_nt<T: Float>(y: &mut [T], t: &[T], b: &[T], m: usize, r: usize, n: 
     });
 }
 
-/// `y[m×n] += alpha · t[m×r] · a[r×n]`: r row updates per row.
+/// `y[m×n] += alpha · t[m×r] · a[r×n]`, in blocks of `WIDEN_ROWS` rows.
 pub fn widen_nn<T: Float>(y: &mut [T], t: &[T], a: &[T], m: usize, r: usize, n: usize, alpha: T) {
     assert!(
         y.len() >= m * n && t.len() >= m * r && a.len() >= r * n,
@@ -106,11 +105,26 @@ pub fn widen_nn<T: Float>(y: &mut [T], t: &[T], a: &[T], m: usize, r: usize, n: 
         return;
     }
     y[..m * n]
-        .par_chunks_mut(n)
-        .zip(t.par_chunks(r))
-        .for_each(|(yr, tr)| {
-            for (c, &tc) in tr.iter().enumerate() {
-                axpy(yr, alpha * tc, &a[c * n..(c + 1) * n]);
+        .par_chunks_mut(WIDEN_ROWS * n)
+        .zip(t[..m * r].par_chunks(WIDEN_ROWS * r))
+        .for_each(|(y_rows, t_rows)| {
+            // SAFETY: the block's rows of t (r each) and of y (n each) are the slices given, and
+            // a holds r rows of n; y is a distinct mutable borrow, so C overlaps neither A nor B.
+            unsafe {
+                product(&Product {
+                    m: y_rows.len() / n,
+                    k: r,
+                    n,
+                    alpha,
+                    a: t_rows.as_ptr(),
+                    rsa: r,
+                    csa: 1,
+                    b: a.as_ptr(),
+                    rsb: n,
+                    beta: T::one(),
+                    c: y_rows.as_mut_ptr(),
+                    ldc: n,
+                })
             }
         });
 }
@@ -122,14 +136,23 @@ pub fn narrow_tn<T: Float>(g: &mut [T], t: &[T], x: &[T], m: usize, r: usize, k:
         g.len() >= r * k && t.len() >= m * r && x.len() >= m * k,
         "narrow_tn sizes"
     );
-    for (tr, xr) in t
-        .chunks_exact(r.max(1))
-        .zip(x.chunks_exact(k.max(1)))
-        .take(m)
-    {
-        for (c, &tc) in tr.iter().enumerate() {
-            axpy(&mut g[c * k..(c + 1) * k], alpha * tc, xr);
-        }
+    // SAFETY: tᵀ (element (c, i) at t[i·r + c]) reads inside the m·r elements of t, x holds m
+    // rows of k, g r rows of k; g is a distinct mutable borrow.
+    unsafe {
+        product(&Product {
+            m: r,
+            k: m,
+            n: k,
+            alpha,
+            a: t.as_ptr(),
+            rsa: 1,
+            csa: r,
+            b: x.as_ptr(),
+            rsb: k,
+            beta: T::one(),
+            c: g.as_mut_ptr(),
+            ldc: k,
+        })
     }
 }
 

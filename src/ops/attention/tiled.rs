@@ -10,11 +10,11 @@
 
 use std::ops::Range;
 
-use super::microgemm::{product, Product};
 use super::plan::TilePlan;
 use super::softmax::{column_max, exp_columns, ScoreTile};
 use super::{AttnMask, AttnShape, AttnStats};
 use crate::float::{cst, Float};
+use crate::ops::microgemm::{product, Product};
 use crate::ops::scratch::with_scratch;
 
 /// Query rows per tile.

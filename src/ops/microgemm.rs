@@ -1,14 +1,13 @@
-//! The attention's tile products: `C[m×n] = alpha·A[m×k]·B[k×n] + beta·C` for tiles of at most a
-//! few hundred rows. A GEMM library copies both operands into its own layout on every call, which
-//! for 64×64 tiles costs as much as the product; here every operand is read where it lies. The
-//! tiled loops arrange for B's rows and C's rows to be contiguous (the head dimension of a tile
-//! copied once, or a transposed tile), so a register block of MR rows × NR columns of C is updated
-//! with one vector load of B per column chunk and one broadcast of A per row, and A may have any
-//! strides.
+//! Products read in place: `C[m×n] = alpha·A[m×k]·B[k×n] + beta·C` for the attention's tiles
+//! (at most a few hundred rows) and for LoRA's rank-r products (k or m = r). A GEMM library copies
+//! both operands into its own layout on every call, which for 64×64 tiles costs as much as the
+//! product; here every operand is read where it lies. The callers arrange for B's rows and C's
+//! rows to be contiguous (the head dimension of a tile copied once, a transposed tile, a token's
+//! row), so a register block of MR rows × NR columns of C is updated with one vector load of B per
+//! column chunk and one broadcast of A per row, and A may have any strides.
 //!
-//! The kernel is written once in plain Rust and compiled three times for f32: with AVX-512, with
-//! AVX2 + FMA (both chosen at run time when the CPU has them) and for the baseline target; f64
-//! (the gradient checks' precision) uses the baseline build.
+//! The kernel is written once in plain Rust and compiled three times per type: with AVX-512, with
+//! AVX2 + FMA (both chosen at run time when the CPU has them) and for the baseline target.
 
 use std::any::TypeId;
 
@@ -17,7 +16,7 @@ use crate::float::Float;
 /// One product's operands. Element (r, c) of A is `a[r·rsa + c·csa]`, of B `b[r·rsb + c]`, of C
 /// `c[r·ldc + c]`.
 #[derive(Clone, Copy)]
-pub(super) struct Product<T> {
+pub(crate) struct Product<T> {
     pub m: usize,
     pub k: usize,
     pub n: usize,
@@ -38,30 +37,55 @@ pub(super) struct Product<T> {
 /// # Safety
 /// Every element the sizes and strides reach must lie inside a live allocation; C must not
 /// overlap A or B, and nothing else may access C meanwhile.
-pub(super) unsafe fn product<T: Float>(p: &Product<T>) {
+pub(crate) unsafe fn product<T: Float>(p: &Product<T>) {
     if p.m == 0 || p.n == 0 {
         return;
     }
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: T is f32 (same TypeId), so this reinterprets the product as its own type.
-        let p32 = unsafe { &*(p as *const Product<T> as *const Product<f32>) };
-        return unsafe { product_f32(p32) };
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if avx512 || avx2 {
+            if TypeId::of::<T>() == TypeId::of::<f32>() {
+                // SAFETY: T is f32 (same TypeId), so this reinterprets the product as its own
+                // type; the CPU has the features the kernel was compiled for.
+                let p = unsafe { &*(p as *const Product<T> as *const Product<f32>) };
+                return unsafe {
+                    if avx512 {
+                        product_avx512(p)
+                    } else {
+                        product_avx2(p)
+                    }
+                };
+            }
+            if TypeId::of::<T>() == TypeId::of::<f64>() {
+                // SAFETY: T is f64, as above.
+                let p = unsafe { &*(p as *const Product<T> as *const Product<f64>) };
+                return unsafe {
+                    if avx512 {
+                        product_f64_avx512(p)
+                    } else {
+                        product_f64_avx2(p)
+                    }
+                };
+            }
+        }
     }
     unsafe { blocked::<T, 4, 8, false>(p) }
 }
 
-unsafe fn product_f32(p: &Product<f32>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return unsafe { product_avx512(p) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return unsafe { product_avx2(p) };
-        }
-    }
-    unsafe { blocked::<f32, 4, 8, false>(p) }
+/// The f32 blocks' register shapes with half the lanes per vector.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn product_f64_avx512(p: &Product<f64>) {
+    unsafe { blocked::<f64, 4, 32, true>(p) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product_f64_avx2(p: &Product<f64>) {
+    unsafe { blocked::<f64, 6, 8, true>(p) }
 }
 
 /// 4 × 64 f32 accumulators are 16 of the 32 zmm registers, leaving room for 4 vectors of B and a
