@@ -32,25 +32,9 @@ pub trait Float:
     /// `exp` for the loops of [`crate::ops::simd`]: f32 uses a polynomial within 2 ulp that
     /// vectorises (0 below −87, +inf above 88); f64, the gradient checks' precision, keeps libm's.
     fn exp_simd(self) -> Self;
-
-    /// General matrix multiply with explicit strides:
-    /// `c[m×n] = alpha · a[m×k] · b[k×n]`, or `c += …` with `accumulate`.
-    /// Without `accumulate` the old contents of `c` are ignored (may be NaN).
-    ///
-    /// # Safety
-    /// The pointers and strides must describe valid, non-overlapping (for `c`) matrices.
-    /// `sizes` is (m, k, n); each matrix is (pointer, row stride, column stride).
-    unsafe fn gemm_raw(
-        sizes: (usize, usize, usize),
-        alpha: Self,
-        a: (*const Self, isize, isize),
-        b: (*const Self, isize, isize),
-        accumulate: bool,
-        c: (*mut Self, isize, isize),
-    );
 }
 
-/// Implements [`Float`] for a primitive float; faer's matmul is generic over both.
+/// Implements [`Float`] for a primitive float.
 macro_rules! impl_float {
     ($t:ty, $name:literal, $exp:expr) => {
         impl Float for $t {
@@ -63,30 +47,6 @@ macro_rules! impl_float {
             #[inline(always)]
             fn exp_simd(self) -> Self {
                 $exp(self)
-            }
-
-            unsafe fn gemm_raw(
-                (m, k, n): (usize, usize, usize),
-                alpha: Self,
-                (a, rsa, csa): (*const Self, isize, isize),
-                (b, rsb, csb): (*const Self, isize, isize),
-                accumulate: bool,
-                (c, rsc, csc): (*mut Self, isize, isize),
-            ) {
-                // SAFETY: the caller guarantees the three matrices these describe.
-                let (lhs, rhs, dst) = unsafe {
-                    (
-                        faer::MatRef::from_raw_parts(a, m, k, rsa, csa),
-                        faer::MatRef::from_raw_parts(b, k, n, rsb, csb),
-                        faer::MatMut::from_raw_parts_mut(c, m, n, rsc, csc),
-                    )
-                };
-                let accum = if accumulate {
-                    faer::Accum::Add
-                } else {
-                    faer::Accum::Replace
-                };
-                faer::linalg::matmul::matmul(dst, accum, lhs, rhs, alpha, faer::Par::rayon(0));
             }
         }
     };

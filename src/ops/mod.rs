@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
+mod gemm;
 pub mod linear;
 pub mod matmul;
 mod microgemm;

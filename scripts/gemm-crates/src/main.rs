@@ -1,8 +1,9 @@
-//! matrixmultiply (what longlora uses) against the `gemm` and `faer` crates on the training step's
-//! projection products at the default model's shapes (d = 256, SwiGLU 688), f32, row-major, on
-//! every core: C[n×k_out] = A[n×k_in]·W[k_in×k_out] for the forward, and A·Wᵀ for the gradient of
-//! the input (W read transposed, as `ops::linear` does). Prints the best of 5 timed runs after a
-//! warm-up per (crate, shape), interleaved, with GFLOP/s and the ratio to matrixmultiply.
+//! matrixmultiply against the `gemm` and `faer` crates on the training step's projection products
+//! at the default model's shapes (d = 256, SwiGLU 688), f32, row-major, on every core:
+//! C[n×k_out] = A[n×k_in]·W[k_in×k_out] for the forward, and A·Wᵀ for the gradient of the input
+//! (W read transposed, as `ops::linear` does). Prints the best of 5 timed runs after a warm-up per
+//! (crate, shape), interleaved, with GFLOP/s and the ratio to matrixmultiply. longlora used
+//! matrixmultiply, then faer; its own `ops::gemm` is timed by `cargo bench --bench gemm_probe`.
 
 use std::time::Instant;
 
