@@ -10,6 +10,7 @@
 #   BASE_STEPS (600)  pre-training steps of 8 × 512 tokens
 #   EXT_STEPS  (150)  fine-tuning steps of 2048 tokens
 #   EXT_DRILL_STEPS (2000) the passkey-drill stage's fine-tuning steps of 2048 tokens
+#   DRILL_TAIL (100)  the passkey-drill stage's dense steps after S²-Attn (drill-s2-then-dense-*)
 #   EVAL_TOKENS (65536) scored tokens per evaluation (the same at every context)
 #   HARNESS    (target/release/harness, built first)  the harness binary to run
 #   ONLY       (all)  space-separated stages to run: base passkey-base main attention ratio
@@ -206,6 +207,7 @@ if wanted passkey-drill; then
     # NAME ATTENTION TRAINABLE GROUP-RATIO; the last has groups of 1,024, larger than the base's
     # context, as in the ratio ablation above.
     while read -r name attn trainable ratio <&3; do
+        [ -z "$runs" ] || [[ " $runs " == *" $name "* ]] || continue
         step "train-$name" $h finetune --model "$out/drill-512-merged" \
             --data "$out/data/drill-ext-mix" --context 2048 --rope-factor 4 --attn "$attn" \
             --group-ratio "$ratio" --trainable "$trainable" --steps "$ext_drill_steps" --lr 1e-3 \
@@ -218,6 +220,26 @@ drill-s2-full s2 full 0.25
 drill-dense-full dense full 0.25
 drill-s2-ratio0.5 s2 lora+embed+norm 0.5
 RUNS
+    # S²-Attn for all but the last DRILL_TAIL steps, merged, then those steps with dense attention
+    # and a fresh adapter on top (the transfer stage's recipe for perplexity), per trainable set.
+    tail=${DRILL_TAIL:-100}
+    for trainable in lora+embed+norm full; do
+        name=drill-s2-then-dense-$trainable
+        [ -z "$runs" ] || [[ " $runs " == *" $name "* ]] || continue
+        head=drill-s2-head-$trainable
+        step "train-$head" $h finetune --model "$out/drill-512-merged" \
+            --data "$out/data/drill-ext-mix" --context 2048 --rope-factor 4 --attn s2 \
+            --trainable "$trainable" --steps $((ext_drill_steps - tail)) --lr 1e-3 \
+            --warmup-steps 10 --seed 1 --device cpu --output "$out/$head" --overwrite
+        step "merge-$head" $h merge --model "$out/drill-512-merged" --adapter "$out/$head" \
+            --out "$out/$head-merged" --context 512 --overwrite
+        step "train-$name" $h finetune --model "$out/$head-merged" \
+            --data "$out/data/drill-ext-mix" --context 2048 --rope-factor 4 --attn dense \
+            --trainable "$trainable" --steps "$tail" --lr 1e-3 --warmup-steps 2 --seed 1 \
+            --device cpu --output "$out/$name" --overwrite
+        passkey "$head" "$out/drill-512-merged" --adapter "$out/$head"
+        passkey "$name" "$out/$head-merged" --adapter "$out/$name"
+    done
 fi
 if wanted bpe; then
     # A subword vocabulary, so that 2048 tokens span more text; the same recipe otherwise.
