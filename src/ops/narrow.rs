@@ -1,6 +1,6 @@
-//! Products with a LoRA adapter's rank-r side, r much smaller than the other sizes. A GEMM library
-//! packs both operands first, which for `x·Aᵀ` means copying all of x to multiply it by eight
-//! columns; these read every operand in place instead, transposing only the r-row adapter
+//! Products with a LoRA adapter's rank-r side, r much smaller than the other sizes. `ops::gemm`
+//! packs B and blocks C in 64-column panels, whose wide register blocks an r-column C leaves
+//! unused; these read every operand in place instead, transposing only the r-row adapter
 //! matrices: dot products along contiguous rows for `x·Aᵀ`, and the attention's register-blocked
 //! kernel (`microgemm`) where C is wide (`y += t·B`, and the adapter gradients `tᵀ·x`), so that
 //! each element of C is loaded and stored once rather than once per rank. Row-wise work runs in
