@@ -1,7 +1,8 @@
 /* The ceiling for the CPU attention's tile products on this machine, single-threaded: the AVX2 FMA
  * peak (12 independent chains of fused multiply-adds) and a 6x16 register-blocked 64x64x64 product
  * with every operand in L1, the AVX2 block shape of src/ops/attention/microgemm.rs; on a CPU with
- * AVX-512 also its peak (16 chains) and the AVX-512 block shape, 4x64. Run it with
+ * AVX-512 also its peak (16 chains) and the AVX-512 block shape, 4x64, with B and C starting on a
+ * cache line and 16 bytes off one (every 64-byte load then touches two lines). Run it with
  * `bash scripts/cpu-fma-peak.sh`; REPORT.md compares the attention bench's GFLOP/s with it. */
 #include <immintrin.h>
 #include <stdio.h>
@@ -29,7 +30,9 @@ static double fma_peak(void) {
     return iterations * 12.0 * 16.0 / (now() - start) / 1e9;
 }
 
-static float a[64 * 64], b[64 * 64], c[64 * 64];
+/* 16 floats of slack, so that B and C can start 16 bytes past a cache line. */
+static float a[64 * 64 + 16] __attribute__((aligned(64))), b[64 * 64 + 16] __attribute__((aligned(64))),
+    c[64 * 64 + 16] __attribute__((aligned(64)));
 
 static double block_product(void) {
     for (int i = 0; i < 64 * 64; i++) {
@@ -77,7 +80,9 @@ __attribute__((target("avx512f"))) static double fma_peak_avx512(void) {
     return iterations * 16.0 * 32.0 / (now() - start) / 1e9;
 }
 
-__attribute__((target("avx512f"))) static double block_product_avx512(void) {
+__attribute__((target("avx512f"))) static double block_product_avx512(int offset) {
+    const float *bo = b + offset;
+    float *co = c + offset;
     const int repeats = 100000;
     double start = now();
     for (int r = 0; r < repeats; r++) {
@@ -86,14 +91,14 @@ __attribute__((target("avx512f"))) static double block_product_avx512(void) {
             for (int q = 0; q < 16; q++) acc[q] = _mm512_setzero_ps();
             for (int k = 0; k < 64; k++) {
                 __m512 bk[4];
-                for (int v = 0; v < 4; v++) bk[v] = _mm512_loadu_ps(b + k * 64 + 16 * v);
+                for (int v = 0; v < 4; v++) bk[v] = _mm512_loadu_ps(bo + k * 64 + 16 * v);
                 for (int q = 0; q < 4; q++) {
                     __m512 x = _mm512_set1_ps(a[(i + q) * 64 + k]);
                     for (int v = 0; v < 4; v++) acc[4 * q + v] = _mm512_fmadd_ps(x, bk[v], acc[4 * q + v]);
                 }
             }
             for (int q = 0; q < 4; q++)
-                for (int v = 0; v < 4; v++) _mm512_storeu_ps(c + (i + q) * 64 + 16 * v, acc[4 * q + v]);
+                for (int v = 0; v < 4; v++) _mm512_storeu_ps(co + (i + q) * 64 + 16 * v, acc[4 * q + v]);
         }
     }
     return repeats * 64.0 * 64 * 64 * 2 / (now() - start) / 1e9;
@@ -106,9 +111,12 @@ int main(void) {
            c[5]);
     if (__builtin_cpu_supports("avx512f")) {
         printf("AVX-512 FMA peak, one thread: %.1f GFLOP/s\n", fma_peak_avx512());
-        rate = block_product_avx512();
-        printf("4x64 blocks, 64x64x64 product in L1, one thread: %.1f GFLOP/s (checksum %g)\n", rate,
-               c[5]);
+        for (int offset = 0; offset <= 4; offset += 4) {
+            rate = block_product_avx512(offset);
+            printf("4x64 blocks, 64x64x64 product in L1, B and C %d bytes past a cache line, one "
+                   "thread: %.1f GFLOP/s (checksum %g)\n",
+                   4 * offset, rate, c[5 + offset]);
+        }
     }
     return 0;
 }

@@ -3,6 +3,7 @@
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
 
 thread_local! {
     static SLOTS: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
@@ -32,16 +33,66 @@ pub(crate) fn with_scratch<S: Any, R>(
     result
 }
 
-/// Runs `f` on `len` elements of one of this thread's `Vec<T>` scratch buffers (contents
-/// unspecified), growing it only when it is too short. Nested calls get distinct buffers, which
-/// all grow to the sizes asked of them and are then reused.
+/// Bytes in a cache line, and the alignment of every `Aligned` buffer.
+const LINE: usize = 64;
+
+/// A buffer whose first element starts a cache line. A 64-byte vector load from a row that starts
+/// mid-line touches two lines; the allocator aligns to 16 bytes only, so three rows in four of
+/// a tile read in place would do that on every load.
+pub(crate) struct Aligned<T> {
+    storage: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Copy> Aligned<T> {
+    pub fn new(len: usize, value: T) -> Self {
+        let mut buffer = Aligned {
+            storage: Vec::new(),
+            start: 0,
+            len: 0,
+        };
+        buffer.resize(len, value);
+        buffer
+    }
+
+    /// Grows or shrinks to `len` elements, keeping the first ones; elements past the old length
+    /// are `value` when it had to grow its storage, and unspecified otherwise.
+    pub fn resize(&mut self, len: usize, value: T) {
+        let slack = LINE / std::mem::size_of::<T>().max(1);
+        if self.start + len > self.storage.len() {
+            let mut storage = vec![value; len + slack];
+            let start = storage.as_ptr().align_offset(LINE).min(slack);
+            storage[start..start + self.len].copy_from_slice(&self[..]);
+            (self.storage, self.start) = (storage, start);
+        }
+        self.len = len;
+    }
+}
+
+impl<T> Deref for Aligned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl<T> DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
+/// Runs `f` on `len` cache-line-aligned elements of one of this thread's scratch buffers
+/// (contents unspecified), growing it only when it is too short. Nested calls get distinct
+/// buffers, which all grow to the sizes asked of them and are then reused.
 pub(crate) fn with_buffer<T: Any + Copy + Default, R>(
     len: usize,
     f: impl FnOnce(&mut [T]) -> R,
 ) -> R {
     with_scratch(
-        |_: &Vec<T>| true,
-        Vec::new,
+        |_: &Aligned<T>| true,
+        || Aligned::new(0, T::default()),
         |v| {
             if v.len() < len {
                 v.resize(len, T::default());
@@ -76,5 +127,26 @@ mod tests {
             with_buffer(8, |inner: &mut [f32]| inner.fill(2.0));
             assert_eq!(outer, &[1.0; 8], "a nested request got a buffer of its own");
         });
+    }
+
+    #[test]
+    fn buffers_start_on_a_cache_line_however_they_grow() {
+        let starts_a_line = |x: &[f64]| x.as_ptr() as usize % LINE == 0;
+        let mut buffer = Aligned::new(3, 1.0f64);
+        for len in [1, 7, 100, 5, 1000, 4097] {
+            buffer.resize(len, 2.0);
+            assert!(
+                starts_a_line(&buffer),
+                "length {len}: {:p}",
+                buffer.as_ptr()
+            );
+            assert_eq!(buffer.len(), len);
+            assert_eq!(buffer[0], 1.0, "length {len}: the first element was kept");
+        }
+        for len in [3, 33, 1000] {
+            with_buffer(len, |b: &mut [f32]| {
+                assert_eq!(b.as_ptr() as usize % LINE, 0, "with_buffer({len})")
+            });
+        }
     }
 }

@@ -15,7 +15,7 @@ use super::softmax::{column_max, exp_columns, ScoreTile};
 use super::{AttnMask, AttnShape, AttnStats};
 use crate::float::{cst, Float};
 use crate::ops::microgemm::{product, Product};
-use crate::ops::scratch::with_scratch;
+use crate::ops::scratch::{with_scratch, Aligned};
 
 /// Query rows per tile.
 pub(super) const BR: usize = 64;
@@ -232,12 +232,12 @@ impl<T: Float> Inputs<'_, T> {
 /// scores, and per-row statistics.
 struct Tiles<T> {
     plan: TilePlan,
-    qt: Vec<T>,
-    dot: Vec<T>,
-    q_pack: Vec<T>,
-    do_pack: Vec<T>,
-    st: Vec<T>,
-    acc: Vec<T>,
+    qt: Aligned<T>,
+    dot: Aligned<T>,
+    q_pack: Aligned<T>,
+    do_pack: Aligned<T>,
+    st: Aligned<T>,
+    acc: Aligned<T>,
     max: Vec<T>,
     sum: Vec<T>,
     shift: Vec<T>,
@@ -247,12 +247,12 @@ impl<T: Float> Tiles<T> {
     fn new(seq_len: usize, d: usize) -> Self {
         Tiles {
             plan: TilePlan::new(seq_len, BR, BC),
-            qt: vec![T::zero(); d * BR],
-            dot: vec![T::zero(); d * BR],
-            q_pack: vec![T::zero(); BR * d],
-            do_pack: vec![T::zero(); BR * d],
-            st: vec![T::zero(); BC * BR],
-            acc: vec![T::zero(); BR * d.max(BC)],
+            qt: Aligned::new(d * BR, T::zero()),
+            dot: Aligned::new(d * BR, T::zero()),
+            q_pack: Aligned::new(BR * d, T::zero()),
+            do_pack: Aligned::new(BR * d, T::zero()),
+            st: Aligned::new(BC * BR, T::zero()),
+            acc: Aligned::new(BR * d.max(BC), T::zero()),
             max: vec![T::zero(); BR],
             sum: vec![T::zero(); BR],
             shift: vec![T::zero(); BR],
