@@ -66,7 +66,10 @@ passkey_series() {
         [ -f "$out/passkey/$name.json" ] && printf -- '--series\n%s=%s\n' "$name" "$out/passkey/$name.json"
     done
 }
+# The first run's extensions, then the passkey-drill stage's S²-Attn-then-dense runs: a run
+# directory holds whichever it ran.
 plot pg19-passkey.png passkey "Passkey retrieval (20 trials per length)" \
     passkey_series pk-base drill-base drill-512 drill-dense drill-s2 drill-dense-full drill-s2-full \
-    drill-s2-ratio0.5
+    drill-s2-ratio0.5 drill-s2-head-lora+embed+norm drill-s2-then-dense-lora+embed+norm \
+    drill-s2-head-r64 drill-s2-then-dense-r64 drill-s2-head-full drill-s2-then-dense-full
 $h plot flops --out "$figures/paper-flops.png"

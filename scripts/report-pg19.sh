@@ -11,6 +11,8 @@
 #   EXT_STEPS  (150)  fine-tuning steps of 2048 tokens
 #   EXT_DRILL_STEPS (2000) the passkey-drill stage's fine-tuning steps of 2048 tokens
 #   DRILL_TAIL (100)  the passkey-drill stage's dense steps after S²-Attn (drill-s2-then-dense-*)
+#   DRILL_SEED (1)    the seed of the passkey-drill stage's extensions; other than 1, their names
+#                     end in -seedN (the base they start from is the same)
 #   EVAL_TOKENS (65536) scored tokens per evaluation (the same at every context)
 #   HARNESS    (target/release/harness, built first)  the harness binary to run
 #   ONLY       (all)  space-separated stages to run: base passkey-base main attention ratio
@@ -27,6 +29,8 @@ out=${1:-runs/pg19}
 base_steps=${BASE_STEPS:-600}
 ext_steps=${EXT_STEPS:-150}
 ext_drill_steps=${EXT_DRILL_STEPS:-2000}
+drill_seed=${DRILL_SEED:-1}
+seed_suffix=$([ "$drill_seed" = 1 ] || echo "-seed$drill_seed")
 eval_tokens=${EVAL_TOKENS:-65536}
 only=${ONLY:-base passkey-base main attention ratio trainable transfer passkey-train passkey-drill bpe}
 runs=${RUNS:-}
@@ -207,11 +211,12 @@ if wanted passkey-drill; then
     # NAME ATTENTION TRAINABLE GROUP-RATIO; the last has groups of 1,024, larger than the base's
     # context, as in the ratio ablation above.
     while read -r name attn trainable ratio <&3; do
+        name=$name$seed_suffix
         [ -z "$runs" ] || [[ " $runs " == *" $name "* ]] || continue
         step "train-$name" $h finetune --model "$out/drill-512-merged" \
             --data "$out/data/drill-ext-mix" --context 2048 --rope-factor 4 --attn "$attn" \
             --group-ratio "$ratio" --trainable "$trainable" --steps "$ext_drill_steps" --lr 1e-3 \
-            --warmup-steps 10 --seed 1 --device cpu --output "$out/$name" --overwrite
+            --warmup-steps 10 --seed "$drill_seed" --device cpu --output "$out/$name" --overwrite
         passkey "$name" "$out/drill-512-merged" --adapter "$out/$name"
     done 3<<'RUNS'
 drill-s2 s2 lora+embed+norm 0.25
@@ -221,25 +226,32 @@ drill-dense-full dense full 0.25
 drill-s2-ratio0.5 s2 lora+embed+norm 0.5
 RUNS
     # S²-Attn for all but the last DRILL_TAIL steps, merged, then those steps with dense attention
-    # and a fresh adapter on top (the transfer stage's recipe for perplexity), per trainable set.
+    # and a fresh adapter on top (the transfer stage's recipe for perplexity), per trainable set:
+    # NAME TRAINABLE [FINETUNE OPTIONS...]; r64 is LongLoRA's set with LoRA of rank 64, not 8.
     tail=${DRILL_TAIL:-100}
-    for trainable in lora+embed+norm full; do
-        name=drill-s2-then-dense-$trainable
+    while read -r label trainable options <&3; do
+        read -ra options <<< "$options"
+        name=drill-s2-then-dense-$label$seed_suffix
         [ -z "$runs" ] || [[ " $runs " == *" $name "* ]] || continue
-        head=drill-s2-head-$trainable
+        head=drill-s2-head-$label$seed_suffix
         step "train-$head" $h finetune --model "$out/drill-512-merged" \
             --data "$out/data/drill-ext-mix" --context 2048 --rope-factor 4 --attn s2 \
             --trainable "$trainable" --steps $((ext_drill_steps - tail)) --lr 1e-3 \
-            --warmup-steps 10 --seed 1 --device cpu --output "$out/$head" --overwrite
+            --warmup-steps 10 --seed "$drill_seed" --device cpu --output "$out/$head" --overwrite \
+            ${options[@]+"${options[@]}"}
         step "merge-$head" $h merge --model "$out/drill-512-merged" --adapter "$out/$head" \
             --out "$out/$head-merged" --context 512 --overwrite
         step "train-$name" $h finetune --model "$out/$head-merged" \
             --data "$out/data/drill-ext-mix" --context 2048 --rope-factor 4 --attn dense \
-            --trainable "$trainable" --steps "$tail" --lr 1e-3 --warmup-steps 2 --seed 1 \
-            --device cpu --output "$out/$name" --overwrite
+            --trainable "$trainable" --steps "$tail" --lr 1e-3 --warmup-steps 2 --seed "$drill_seed" \
+            --device cpu --output "$out/$name" --overwrite ${options[@]+"${options[@]}"}
         passkey "$head" "$out/drill-512-merged" --adapter "$out/$head"
         passkey "$name" "$out/$head-merged" --adapter "$out/$name"
-    done
+    done 3<<'TAILS'
+lora+embed+norm lora+embed+norm
+full full
+r64 lora+embed+norm --lora-rank 64 --lora-alpha 128
+TAILS
 fi
 if wanted bpe; then
     # A subword vocabulary, so that 2048 tokens span more text; the same recipe otherwise.
