@@ -23,8 +23,8 @@ pub const WIDTH: u32 = 900;
 pub const HEIGHT: u32 = 600;
 const FONT: &str = "sans-serif";
 
-/// Distinguishable line colours (the "tab10" palette), cycled.
-const PALETTE: [RGBColor; 8] = [
+/// Distinguishable line colours (the "tab10" palette).
+const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -33,7 +33,15 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
+
+/// How series `i` is drawn: the palette's colours solid, then again dashed, so that two curves
+/// share a style only past twice the palette.
+fn series_style(i: usize) -> (RGBColor, bool) {
+    (PALETTE[i % PALETTE.len()], (i / PALETTE.len()) % 2 == 1)
+}
 
 type DrawResult = std::result::Result<(), Box<dyn StdError>>;
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
@@ -172,7 +180,6 @@ pub struct LineChart<'a> {
     pub faint: &'a [Series],
     /// Marks every point (few points per curve).
     pub markers: bool,
-    pub legend_at: SeriesLabelPosition,
 }
 
 /// `lo..hi` widened by a twentieth on each side, or by one when empty.
@@ -235,6 +242,8 @@ pub fn draw_lines(out: &Path, chart: &LineChart) -> Result<()> {
         false => tick_label(x),
     };
     render(out, |root| {
+        let names: Vec<&str> = chart.series.iter().map(|s| s.name.as_str()).collect();
+        let (plot, legend) = root.split_horizontally(WIDTH - legend_width(root, &names)?);
         let frame = Frame {
             title: chart.title,
             x,
@@ -244,20 +253,25 @@ pub fn draw_lines(out: &Path, chart: &LineChart) -> Result<()> {
             x_label: &label,
             x_grid: true,
         };
-        let mut ctx = chart_in(root, frame)?;
+        let mut ctx = chart_in(&plot, frame)?;
         for (i, s) in chart.faint.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()].mix(0.25);
+            let color = series_style(i).0.mix(0.25);
             let points = s.points.iter().map(|&(x, y)| (to_x(x), y));
             ctx.draw_series(LineSeries::new(points, color.stroke_width(1)))?;
         }
         for (i, s) in chart.series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
+            let (color, dashed) = series_style(i);
             let points: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (to_x(x), y)).collect();
-            ctx.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-                });
+            if dashed {
+                ctx.draw_series(DashedLineSeries::new(
+                    points.clone(),
+                    10,
+                    6,
+                    color.stroke_width(2),
+                ))?;
+            } else {
+                ctx.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+            }
             if chart.markers {
                 ctx.draw_series(
                     points
@@ -266,8 +280,58 @@ pub fn draw_lines(out: &Path, chart: &LineChart) -> Result<()> {
                 )?;
             }
         }
-        draw_legend(&mut ctx, chart.legend_at.clone())
+        draw_side_legend(&legend, &names)
     })
+}
+
+const LEGEND_FONT: (&str, u32) = (FONT, 15);
+/// Pixels of a legend entry's line sample, and of the gaps around it.
+const SAMPLE: i32 = 28;
+const GAP: i32 = 8;
+
+/// The width of a legend beside the plot that fits the longest name, at most a third of the chart.
+fn legend_width(root: &Area, names: &[&str]) -> std::result::Result<u32, Box<dyn StdError>> {
+    let mut widest = 0;
+    for name in names {
+        widest = widest.max(
+            root.estimate_text_size(name, &LEGEND_FONT.into_text_style(root))?
+                .0,
+        );
+    }
+    Ok((widest + (SAMPLE + 3 * GAP) as u32).min(WIDTH / 3))
+}
+
+/// The legend in its own area beside the plot, one entry per series in `series_style`'s styles,
+/// so that it never covers a curve.
+fn draw_side_legend(area: &Area, names: &[&str]) -> DrawResult {
+    let style = LEGEND_FONT
+        .into_text_style(area)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    let row = 22;
+    let top = 60;
+    for (i, name) in names.iter().enumerate() {
+        let (color, dashed) = series_style(i);
+        let y = top + row * i as i32;
+        let sample = [(0, y), (SAMPLE, y)];
+        if dashed {
+            area.draw(&PathElement::new(
+                vec![sample[0], (10, y)],
+                color.stroke_width(3),
+            ))?;
+            area.draw(&PathElement::new(
+                vec![(18, y), sample[1]],
+                color.stroke_width(3),
+            ))?;
+        } else {
+            area.draw(&PathElement::new(sample.to_vec(), color.stroke_width(3)))?;
+        }
+        area.draw(&Text::new(
+            name.to_string(),
+            (SAMPLE + GAP, y),
+            style.clone(),
+        ))?;
+    }
+    Ok(())
 }
 
 const ATTENTION_COLOR: RGBColor = RGBColor(214, 39, 40);
@@ -334,4 +398,20 @@ pub fn draw_flops(out: &Path, title: &str, bars: &[(usize, PaperFlops, PaperFlop
         }
         draw_legend(&mut ctx, SeriesLabelPosition::UpperLeft)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No two of the first twenty series share a colour and a dash pattern.
+    #[test]
+    fn twenty_series_get_twenty_styles() {
+        let styles: Vec<_> = (0..20).map(series_style).collect();
+        for (i, a) in styles.iter().enumerate() {
+            for (j, b) in styles.iter().enumerate().skip(i + 1) {
+                assert!(a != b, "series {i} and {j} share the style {a:?}");
+            }
+        }
+    }
 }

@@ -11,7 +11,6 @@ use clap::{Args, Subcommand};
 use longlora::cost::flops::{paper_forward_flops, PAPER_FIGURE_CONTEXTS};
 use longlora::cost::llama2_7b;
 use longlora::{Error, Result};
-use plotters::chart::SeriesLabelPosition;
 
 use chart::{draw_flops, draw_lines, LineChart, XAxis};
 use inputs::{eval_series, loss_series, passkey_series, smoothed, EvalMetric, Series, SeriesArg};
@@ -137,7 +136,6 @@ fn plot_loss(a: LossArgs) -> Result<PathBuf> {
             series: &curves,
             faint: if a.smooth > 1 { &raw } else { &[] },
             markers: false,
-            legend_at: SeriesLabelPosition::UpperRight,
         },
     )?;
     Ok(a.chart.out)
@@ -160,7 +158,6 @@ fn plot_eval(a: EvalArgs) -> Result<PathBuf> {
             series: &curves,
             faint: &[],
             markers: true,
-            legend_at: SeriesLabelPosition::UpperLeft,
         },
     )?;
     Ok(a.chart.out)
@@ -183,7 +180,6 @@ fn plot_passkey(a: PasskeyArgs) -> Result<PathBuf> {
             series: &curves,
             faint: &[],
             markers: true,
-            legend_at: SeriesLabelPosition::MiddleRight,
         },
     )?;
     Ok(a.chart.out)
