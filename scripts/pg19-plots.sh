@@ -51,7 +51,7 @@ plot pg19-trainable.png eval "Perplexity by evaluation context: trained paramete
 plot pg19-transfer.png eval "Perplexity by evaluation context: making S2-Attn training transfer" \
     eval_series base s2-seed1 s2-ratio0.125 s2-ratio0.5 s2-lr1e-4 s2-lr3e-4 s2-then-dense dense-seed1
 plot pg19-bpe.png eval "Perplexity by evaluation context: a 4096-token BPE vocabulary" \
-    eval_series bpe-base bpe-s2 bpe-dense
+    eval_series bpe-base bpe-s2 bpe-dense bpe-s2-seed2 bpe-dense-seed2
 extra=(--smooth 10)
 plot pg19-loss.png loss "Training loss at 2048 (10-step mean)" \
     loss_series s2-seed1 dense-seed1 s2-noshift s2-lora s2-full

@@ -265,5 +265,7 @@ if wanted bpe; then
     evaluate bpe-base "$bpe"
     extend bpe-s2 "$bpe"
     extend bpe-dense "$bpe" --attn dense
+    extend bpe-s2-seed2 "$bpe" --seed 2
+    extend bpe-dense-seed2 "$bpe" --attn dense --seed 2
 fi
 echo "done: $out (tables: python3 scripts/pg19_tables.py $out; charts: bash scripts/pg19-plots.sh $out)" >&2
