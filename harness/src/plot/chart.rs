@@ -13,6 +13,7 @@ use plotters::coord::cartesian::Cartesian2d;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -265,8 +266,8 @@ pub fn draw_lines(out: &Path, chart: &LineChart) -> Result<()> {
             if dashed {
                 ctx.draw_series(DashedLineSeries::new(
                     points.clone(),
-                    10,
-                    6,
+                    DASH,
+                    DASH_GAP,
                     color.stroke_width(2),
                 ))?;
             } else {
@@ -284,6 +285,9 @@ pub fn draw_lines(out: &Path, chart: &LineChart) -> Result<()> {
     })
 }
 
+/// Pixels of a dash and of the gap after it, on the curves and in the legend alike.
+const DASH: i32 = 10;
+const DASH_GAP: i32 = 6;
 const LEGEND_FONT: (&str, u32) = (FONT, 15);
 /// Pixels of a legend entry's line sample, and of the gaps around it.
 const SAMPLE: i32 = 28;
@@ -291,12 +295,10 @@ const GAP: i32 = 8;
 
 /// The width of a legend beside the plot that fits the longest name, at most a third of the chart.
 fn legend_width(root: &Area, names: &[&str]) -> std::result::Result<u32, Box<dyn StdError>> {
+    let font = LEGEND_FONT.into_text_style(root);
     let mut widest = 0;
     for name in names {
-        widest = widest.max(
-            root.estimate_text_size(name, &LEGEND_FONT.into_text_style(root))?
-                .0,
-        );
+        widest = widest.max(root.estimate_text_size(name, &font)?.0);
     }
     Ok((widest + (SAMPLE + 3 * GAP) as u32).min(WIDTH / 3))
 }
@@ -312,18 +314,16 @@ fn draw_side_legend(area: &Area, names: &[&str]) -> DrawResult {
     for (i, name) in names.iter().enumerate() {
         let (color, dashed) = series_style(i);
         let y = top + row * i as i32;
-        let sample = [(0, y), (SAMPLE, y)];
+        let sample = vec![(0, y), (SAMPLE, y)];
         if dashed {
-            area.draw(&PathElement::new(
-                vec![sample[0], (10, y)],
-                color.stroke_width(3),
-            ))?;
-            area.draw(&PathElement::new(
-                vec![(18, y), sample[1]],
+            area.draw(&DashedPathElement::new(
+                sample,
+                DASH,
+                DASH_GAP,
                 color.stroke_width(3),
             ))?;
         } else {
-            area.draw(&PathElement::new(sample.to_vec(), color.stroke_width(3)))?;
+            area.draw(&PathElement::new(sample, color.stroke_width(3)))?;
         }
         area.draw(&Text::new(
             name.to_string(),
