@@ -2,7 +2,9 @@
  * peak (12 independent chains of fused multiply-adds) and a 6x16 register-blocked 64x64x64 product
  * with every operand in L1, the AVX2 block shape of src/ops/attention/microgemm.rs; on a CPU with
  * AVX-512 also its peak (16 chains) and the AVX-512 block shape, 4x64, with B and C starting on a
- * cache line and 16 bytes off one (every 64-byte load then touches two lines). Run it with
+ * cache line and 16 bytes off one (every 64-byte load then touches two lines); on a CPU with
+ * AVX-512 BF16, the peak of its bf16 dot product (16 chains of vdpbf16ps, each two bf16 products
+ * per f32 lane), the one lower-precision product a CPU without AMX offers. Run it with
  * `bash scripts/cpu-fma-peak.sh`; REPORT.md compares the attention bench's GFLOP/s with it. */
 #include <immintrin.h>
 #include <stdio.h>
@@ -104,6 +106,23 @@ __attribute__((target("avx512f"))) static double block_product_avx512(int offset
     return repeats * 64.0 * 64 * 64 * 2 / (now() - start) / 1e9;
 }
 
+/* Counts 4 FLOPs per f32 lane per instruction: two bf16 products and their two additions. */
+__attribute__((target("avx512f,avx512bf16"))) static double bf16_dot_peak_avx512(void) {
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_set1_ps(i * 0.001f);
+    const __m512bh b = (__m512bh)_mm512_set1_epi16(0x3f80), c = (__m512bh)_mm512_set1_epi16(0x3c00);
+    const long iterations = 50000000;
+    double start = now();
+    for (long i = 0; i < iterations; i++) {
+        for (int j = 0; j < 16; j++) acc[j] = _mm512_dpbf16_ps(acc[j], b, c);
+        __asm__ volatile("" ::"v"(acc[0]), "v"(acc[1]), "v"(acc[2]), "v"(acc[3]), "v"(acc[4]),
+                         "v"(acc[5]), "v"(acc[6]), "v"(acc[7]), "v"(acc[8]), "v"(acc[9]),
+                         "v"(acc[10]), "v"(acc[11]), "v"(acc[12]), "v"(acc[13]), "v"(acc[14]),
+                         "v"(acc[15]));
+    }
+    return iterations * 16.0 * 64.0 / (now() - start) / 1e9;
+}
+
 int main(void) {
     printf("AVX2 FMA peak, one thread: %.1f GFLOP/s\n", fma_peak());
     double rate = block_product();
@@ -118,5 +137,8 @@ int main(void) {
                    4 * offset, rate, c[5 + offset]);
         }
     }
+    if (__builtin_cpu_supports("avx512bf16"))
+        printf("AVX-512 BF16 dot-product peak (vdpbf16ps), one thread: %.1f GFLOP/s\n",
+               bf16_dot_peak_avx512());
     return 0;
 }
