@@ -52,7 +52,7 @@ struct LogSumExp<'a, T> {
 
 impl<T: Float> Kernel for LogSumExp<'_, T> {
     #[inline(always)]
-    fn run(self) {
+    fn run<const FUSED: bool>(self) {
         for (l, row) in self
             .lse
             .iter_mut()
@@ -62,7 +62,7 @@ impl<T: Float> Kernel for LogSumExp<'_, T> {
             let sum = lanes(
                 row,
                 T::zero(),
-                |s, v| s + (v - max).exp_simd(),
+                |s, v| s + (v - max).exp_simd::<FUSED>(),
                 |a, b| a + b,
             );
             *l = max + sum.ln();
@@ -127,7 +127,7 @@ struct SoftmaxGrad<'a, T> {
 
 impl<T: Float> Kernel for SoftmaxGrad<'_, T> {
     #[inline(always)]
-    fn run(self) {
+    fn run<const FUSED: bool>(self) {
         let rows = self.dlogits.chunks_exact_mut(self.vocab);
         let inputs = self.logits.chunks_exact(self.vocab);
         for ((d, row), (&t, &l)) in rows.zip(inputs).zip(self.targets.iter().zip(self.lse)) {
@@ -135,7 +135,7 @@ impl<T: Float> Kernel for SoftmaxGrad<'_, T> {
                 continue;
             }
             for (dv, &v) in d.iter_mut().zip(row) {
-                *dv += self.dloss * (v - l).exp_simd();
+                *dv += self.dloss * (v - l).exp_simd::<FUSED>();
             }
             d[t as usize] -= self.dloss;
         }

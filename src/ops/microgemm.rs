@@ -11,7 +11,7 @@
 
 use std::any::TypeId;
 
-use crate::float::Float;
+use crate::float::{madd, Float};
 
 /// One product's operands. Element (r, c) of A is `a[r·rsa + c·csa]`, of B `b[r·rsb + c]`, of C
 /// `c[r·ldc + c]`.
@@ -169,15 +169,6 @@ unsafe fn block_at<T: Float, const MR: usize, const W: usize, const FUSED: bool>
 ) {
     let acc = unsafe { full_block::<T, MR, W, FUSED>(p, i, j) };
     unsafe { store(p, &acc, i, j, W) };
-}
-
-#[inline(always)]
-fn madd<T: Float, const FUSED: bool>(a: T, b: T, acc: T) -> T {
-    if FUSED {
-        a.mul_add(b, acc)
-    } else {
-        a * b + acc
-    }
 }
 
 /// `A[i..i+MR, :]·B[:, j..j+NR]`, kept in registers.

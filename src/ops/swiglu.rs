@@ -10,8 +10,8 @@ use crate::ops::simd::{self, Kernel};
 const CHUNK: usize = 1 << 14;
 
 #[inline(always)]
-fn sigmoid<T: Float>(g: T) -> T {
-    (T::one() + (-g).exp_simd()).recip()
+fn sigmoid<T: Float, const FUSED: bool>(g: T) -> T {
+    (T::one() + (-g).exp_simd::<FUSED>()).recip()
 }
 
 /// `out = silu(gate) ∘ up`, elementwise.
@@ -33,9 +33,9 @@ struct Forward<'a, T> {
 
 impl<T: Float> Kernel for Forward<'_, T> {
     #[inline(always)]
-    fn run(self) {
+    fn run<const FUSED: bool>(self) {
         for (o, (&g, &u)) in self.out.iter_mut().zip(self.gate.iter().zip(self.up)) {
-            *o = g * sigmoid(g) * u;
+            *o = g * sigmoid::<T, FUSED>(g) * u;
         }
     }
 }
@@ -78,11 +78,11 @@ struct Backward<'a, T> {
 
 impl<T: Float> Kernel for Backward<'_, T> {
     #[inline(always)]
-    fn run(self) {
+    fn run<const FUSED: bool>(self) {
         let grads = self.dgate.iter_mut().zip(self.dup.iter_mut());
         let inputs = self.dout.iter().zip(self.gate.iter().zip(self.up));
         for ((dg, du), (&d, (&g, &u))) in grads.zip(inputs) {
-            let s = sigmoid(g);
+            let s = sigmoid::<T, FUSED>(g);
             *dg += d * u * s * (T::one() + g * (T::one() - s));
             *du += d * g * s;
         }

@@ -1,10 +1,11 @@
 //! The per-element passes of the softmax over a transposed score tile `st[key][query]` (row
-//! stride `ld`): each query's running maximum, and `exp(s − shift[query])` with its column sums.
-//! Next to the tile products these are the attention's hot loops. In this layout every pass runs
-//! along contiguous rows with one independent lane per query, so it vectorises without
-//! horizontal reductions; the exp pass runs through `ops::simd`, compiled for AVX-512 and AVX2 as
-//! well as the baseline target, with a polynomial exp for f32 (f64 keeps libm's: it is the
-//! precision the gradient checks demand, not a speed path).
+//! stride `ld`): each query's running maximum, `exp(s − shift[query])` with its column sums, and
+//! the backward's `dS = P ∘ (dP − delta[query])`. Next to the tile products these are the
+//! attention's hot loops. In this layout every pass runs along contiguous rows with one
+//! independent lane per query, so it vectorises without horizontal reductions; each pass runs
+//! through `ops::simd`, compiled for AVX-512 and AVX2 as well as the baseline target, with a
+//! polynomial exp for f32 (f64 keeps libm's: it is the precision the gradient checks demand, not a
+//! speed path).
 
 use crate::float::Float;
 use crate::ops::simd::{self, Kernel};
@@ -20,10 +21,22 @@ pub(super) struct ScoreTile<'a, T> {
 /// Raises `max[q]` to the largest score of query q in the tile (−inf stays −inf for a query
 /// whose keys in this tile are all masked).
 pub(super) fn column_max<T: Float>(tile: &ScoreTile<'_, T>, max: &mut [T]) {
-    let max = &mut max[..tile.queries];
-    for row in tile.st.chunks(tile.ld).take(tile.keys) {
-        for (m, &s) in max.iter_mut().zip(row) {
-            *m = m.max(s);
+    simd::dispatch(ColumnMax { tile, max });
+}
+
+struct ColumnMax<'a, 'b, T> {
+    tile: &'a ScoreTile<'b, T>,
+    max: &'a mut [T],
+}
+
+impl<T: Float> Kernel for ColumnMax<'_, '_, T> {
+    #[inline(always)]
+    fn run<const FUSED: bool>(self) {
+        let max = &mut self.max[..self.tile.queries];
+        for row in self.tile.st.chunks(self.tile.ld).take(self.tile.keys) {
+            for (m, &s) in max.iter_mut().zip(row) {
+                *m = m.max(s);
+            }
         }
     }
 }
@@ -42,13 +55,39 @@ struct ExpColumns<'a, 'b, T> {
 
 impl<T: Float> Kernel for ExpColumns<'_, '_, T> {
     #[inline(always)]
-    fn run(self) {
+    fn run<const FUSED: bool>(self) {
         let queries = self.tile.queries;
         let (shift, sum) = (&self.shift[..queries], &mut self.sum[..queries]);
         for row in self.tile.st.chunks_mut(self.tile.ld).take(self.tile.keys) {
             for ((s, &m), total) in row.iter_mut().zip(shift).zip(sum.iter_mut()) {
-                *s = (*s - m).exp_simd();
+                *s = (*s - m).exp_simd::<FUSED>();
                 *total += *s;
+            }
+        }
+    }
+}
+
+/// Turns a tile of `dPᵀ` into `dSᵀ` in place: `ds = p ∘ (ds − delta[q])`, where `p` is the
+/// tile's probabilities in the same layout and `delta[q] = dO_q · O_q`.
+pub(super) fn softmax_grad_columns<T: Float>(ds: &mut ScoreTile<'_, T>, p: &[T], delta: &[T]) {
+    simd::dispatch(SoftmaxGradColumns { ds, p, delta });
+}
+
+struct SoftmaxGradColumns<'a, 'b, T> {
+    ds: &'a mut ScoreTile<'b, T>,
+    p: &'a [T],
+    delta: &'a [T],
+}
+
+impl<T: Float> Kernel for SoftmaxGradColumns<'_, '_, T> {
+    #[inline(always)]
+    fn run<const FUSED: bool>(self) {
+        let (queries, ld) = (self.ds.queries, self.ds.ld);
+        let delta = &self.delta[..queries];
+        let rows = self.ds.st.chunks_mut(ld).zip(self.p.chunks(ld));
+        for (ds_row, p_row) in rows.take(self.ds.keys) {
+            for ((g, &p), &d) in ds_row.iter_mut().zip(p_row).zip(delta) {
+                *g = p * (*g - d);
             }
         }
     }
@@ -75,22 +114,35 @@ mod tests {
                     r => (r as f32 * 0.37 - 2.0) * if i % 2 == 0 { 1.0 } else { -3.0 },
                 })
                 .collect();
-            let mut max = vec![f32::NEG_INFINITY; queries];
-            column_max(
-                &ScoreTile {
-                    st: &mut st.clone(),
-                    keys,
-                    queries,
-                    ld,
-                },
-                &mut max,
-            );
-            for q in 0..queries {
-                let want = (0..keys)
-                    .map(|k| st[k * ld + q])
-                    .fold(f32::NEG_INFINITY, f32::max);
-                assert_eq!(max[q], want, "max of query {q}");
+            let want_max: Vec<f32> = (0..queries)
+                .map(|q| {
+                    (0..keys)
+                        .map(|k| st[k * ld + q])
+                        .fold(f32::NEG_INFINITY, f32::max)
+                })
+                .collect();
+            for name in simd::available() {
+                // One query starts above every score, so the pass must keep the running max.
+                let mut max = vec![f32::NEG_INFINITY; queries];
+                max[0] = 100.0;
+                simd::run_on(
+                    name,
+                    ColumnMax {
+                        tile: &ScoreTile {
+                            st: &mut st.clone(),
+                            keys,
+                            queries,
+                            ld,
+                        },
+                        max: &mut max,
+                    },
+                );
+                for q in 0..queries {
+                    let want = if q == 0 { 100.0 } else { want_max[q] };
+                    assert_eq!(max[q], want, "{name:?}: max of query {q}");
+                }
             }
+            let max = want_max;
             let shift: Vec<f32> = max
                 .iter()
                 .map(|&m| if m.is_finite() { m } else { 0.0 })
@@ -135,6 +187,42 @@ mod tests {
                             "{name:?}: padding column changed at {i}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// `ds = p ∘ (dp − delta)` on ragged tiles with padding columns, every instruction set.
+    #[test]
+    fn softmax_grad_pass_matches_its_definition() {
+        for (keys, queries, ld) in [(1, 1, 1), (7, 5, 9), (64, 64, 64), (33, 17, 20)] {
+            let value = |i: usize, scale: f32| ((i * 7919) % 23) as f32 * scale - 1.0;
+            let p: Vec<f32> = (0..keys * ld).map(|i| value(i, 0.04)).collect();
+            let dp: Vec<f32> = (0..keys * ld).map(|i| value(i + 5, 0.3)).collect();
+            let delta: Vec<f32> = (0..queries).map(|q| value(q + 11, 0.2)).collect();
+            for name in simd::available() {
+                let mut ds = dp.clone();
+                simd::run_on(
+                    name,
+                    SoftmaxGradColumns {
+                        ds: &mut ScoreTile {
+                            st: &mut ds,
+                            keys,
+                            queries,
+                            ld,
+                        },
+                        p: &p,
+                        delta: &delta,
+                    },
+                );
+                for (i, &got) in ds.iter().enumerate() {
+                    let q = i % ld;
+                    let want = if q < queries {
+                        p[i] * (dp[i] - delta[q])
+                    } else {
+                        dp[i]
+                    };
+                    assert_eq!(got.to_bits(), want.to_bits(), "{name:?}: ds[{i}]");
                 }
             }
         }

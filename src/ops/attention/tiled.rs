@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use super::plan::TilePlan;
-use super::softmax::{column_max, exp_columns, ScoreTile};
+use super::softmax::{column_max, exp_columns, softmax_grad_columns, ScoreTile};
 use super::{AttnMask, AttnShape, AttnStats};
 use crate::float::{cst, Float};
 use crate::ops::microgemm::{product, Product};
@@ -504,11 +504,16 @@ unsafe fn backward_tile<T: Float>(
         T::zero(),
         Out::scratch(ds, BR),
     );
-    for (ds_row, p_row) in ds.chunks_mut(BR).zip(p.chunks(BR)).take(nk) {
-        for ((g, &p), &delta) in ds_row.iter_mut().zip(p_row).zip(&s.max[..nr]) {
-            *g = p * (*g - delta);
-        }
-    }
+    softmax_grad_columns(
+        &mut ScoreTile {
+            st: ds,
+            keys: nk,
+            queries: nr,
+            ld: BR,
+        },
+        p,
+        &s.max,
+    );
     let ds_t = In {
         data: &ds[..],
         offset: 0,
