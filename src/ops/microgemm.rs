@@ -156,7 +156,7 @@ unsafe fn row_panel<T: Float, const MR: usize, const NR: usize, const FUSED: boo
     if j < p.n {
         let cols = p.n - j;
         let acc = unsafe { edge_block::<T, MR, NR>(p, i, j, cols) };
-        unsafe { store(p, &acc, i, j, cols) };
+        unsafe { store::<T, MR, NR, FUSED>(p, &acc, i, j, cols) };
     }
 }
 
@@ -168,7 +168,7 @@ unsafe fn block_at<T: Float, const MR: usize, const W: usize, const FUSED: bool>
     j: usize,
 ) {
     let acc = unsafe { full_block::<T, MR, W, FUSED>(p, i, j) };
-    unsafe { store(p, &acc, i, j, W) };
+    unsafe { store::<T, MR, W, FUSED>(p, &acc, i, j, W) };
 }
 
 /// `A[i..i+MR, :]·B[:, j..j+NR]`, kept in registers.
@@ -212,40 +212,51 @@ unsafe fn edge_block<T: Float, const MR: usize, const NR: usize>(
     acc
 }
 
-/// `C[block] = alpha·acc + beta·C[block]`, reading C only when `beta != 0`. A full-width row goes
-/// through a fixed-size array so that it is vectorized: a slice of run-time length compiled to
-/// 3·NR scalar operations per row, a fifth of a 64-deep product's time.
+/// `C[block] = alpha·acc + beta·C[block]`, reading C only when `beta != 0`, as one fused
+/// multiply-add per element where the target has them (`beta·C` is exact when `beta` is 1, the
+/// accumulating products' case, and then skipped). A full-width row goes through a fixed-size
+/// array so that it is vectorized: a slice of run-time length compiled to 3·NR scalar operations
+/// per row, a fifth of a 64-deep product's time.
 #[inline(always)]
-unsafe fn store<T: Float, const MR: usize, const NR: usize>(
+unsafe fn store<T: Float, const MR: usize, const NR: usize, const FUSED: bool>(
     p: &Product<T>,
     acc: &[[T; NR]; MR],
     i: usize,
     j: usize,
     cols: usize,
 ) {
+    let scaled = |old: T| {
+        if p.beta == T::one() {
+            old
+        } else {
+            p.beta * old
+        }
+    };
     for (r, acc_row) in acc.iter().enumerate() {
         // SAFETY (whole loop): row i + r < m and columns j..j + cols <= n lie inside C by the
         // caller's contract.
         let c = unsafe { p.c.add((i + r) * p.ldc + j) };
         if cols == NR {
-            let mut row: [T; NR] = if p.beta == T::zero() {
-                [T::zero(); NR]
+            let row: [T; NR] = if p.beta == T::zero() {
+                acc_row.map(|a| p.alpha * a)
             } else {
-                unsafe { std::ptr::read_unaligned(c.cast()) }
+                let old: [T; NR] = unsafe { std::ptr::read_unaligned(c.cast()) };
+                let old = if p.beta == T::one() {
+                    old
+                } else {
+                    old.map(|x| p.beta * x)
+                };
+                std::array::from_fn(|col| madd::<T, FUSED>(p.alpha, acc_row[col], old[col]))
             };
-            for (x, &a) in row.iter_mut().zip(acc_row) {
-                *x = p.alpha * a + p.beta * *x;
-            }
             unsafe { std::ptr::write_unaligned(c.cast(), row) };
         } else {
             let c_row = unsafe { std::slice::from_raw_parts_mut(c, cols) };
             for (x, &a) in c_row.iter_mut().zip(acc_row) {
-                let old = if p.beta == T::zero() {
-                    T::zero()
+                *x = if p.beta == T::zero() {
+                    p.alpha * a
                 } else {
-                    p.beta * *x
+                    madd::<T, FUSED>(p.alpha, a, scaled(*x))
                 };
-                *x = p.alpha * a + old;
             }
         }
     }
@@ -278,8 +289,8 @@ mod tests {
     }
 
     /// Random ragged shapes, strided and transposed A, padded B and C rows, beta 0 (over a
-    /// NaN-poisoned C) and 1; f32 on whatever kernel this CPU picks, and every kernel this CPU can
-    /// run, against the f64 definition.
+    /// NaN-poisoned C), 1 and 0.75; f32 on whatever kernel this CPU picks, and every kernel this
+    /// CPU can run, against the f64 definition.
     #[test]
     fn tile_products_match_their_definition_on_ragged_shapes() {
         let mut rng = Rng::new(11);
@@ -294,7 +305,7 @@ mod tests {
                 .collect();
             let b: Vec<f64> = (0..k * rsb).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
             let c: Vec<f64> = (0..m * ldc).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
-            let (alpha, beta) = (rng.uniform_range(0.5, 1.5), (case % 2) as f64);
+            let (alpha, beta) = (rng.uniform_range(0.5, 1.5), [0.0, 1.0, 0.75][case % 3]);
             let p64 = Product {
                 m,
                 k,

@@ -14,6 +14,8 @@ pub(super) struct TilePlan {
     tile_keys: usize,
     pub rows: Range<usize>,
     keys: Vec<RowKeys>,
+    /// Keys every planned row may see: a K tile inside them needs no masking.
+    seen_by_all: Range<usize>,
     /// Difference array over K tiles: row intervals add +1 at their first tile, -1 after the last.
     hits: Vec<i32>,
     /// Key ranges of the K tiles to visit, in order.
@@ -29,6 +31,7 @@ impl TilePlan {
             tile_keys,
             rows: 0..0,
             keys: Vec::with_capacity(tile_rows),
+            seen_by_all: 0..0,
             hits: vec![0; n_tiles + 1],
             tiles: Vec::with_capacity(n_tiles),
         }
@@ -44,6 +47,8 @@ impl TilePlan {
         self.keys.clear();
         self.keys.extend(rows.clone().map(|i| mask.row_keys(i)));
         self.rows = rows;
+        self.seen_by_all = self.keys.iter().map(|k| k.start).max().unwrap_or(0)
+            ..self.keys.iter().map(|k| k.end).min().unwrap_or(0);
         self.hits.fill(0);
         for keys in &self.keys {
             for span in [keys.start..keys.end, keys.wrap_start..seq_len] {
@@ -73,6 +78,9 @@ impl TilePlan {
     /// Sets the scores of keys each row may not see to -inf (so that exp() turns them into 0) in
     /// a transposed tile `st[key − keys.start][row]` of row stride `ld`.
     pub fn mask_columns<T: Float>(&self, keys: &Range<usize>, st: &mut [T], ld: usize) {
+        if self.seen_by_all.start <= keys.start && keys.end <= self.seen_by_all.end {
+            return;
+        }
         let local = |x: usize| x.clamp(keys.start, keys.end) - keys.start;
         for (r, k) in self.keys.iter().enumerate() {
             for gap in [0..k.start, k.end..k.wrap_start] {

@@ -190,11 +190,24 @@ impl<T: Float> Inputs<'_, T> {
     }
 
     /// Copies rows `rows` of head `h` of a q-shaped tensor, transposed, into `t[d·BR + r]`.
+    /// Eight rows at a time, so that each column's eight values leave in one contiguous store
+    /// instead of eight stores to eight cache lines.
     fn transpose_rows(&self, x: &[T], b: usize, h: usize, rows: &Range<usize>, t: &mut [T]) {
+        const GROUP: usize = 8;
         let d = self.shape.head_dim;
-        for (r, i) in rows.clone().enumerate() {
-            let at = self.q_at(b, i, h);
-            for (c, &v) in x[at..at + d].iter().enumerate() {
+        let row = |i: usize| &x[self.q_at(b, i, h)..self.q_at(b, i, h) + d];
+        let full = rows.len() / GROUP * GROUP;
+        for r0 in (0..full).step_by(GROUP) {
+            let src: [&[T]; GROUP] = std::array::from_fn(|k| row(rows.start + r0 + k));
+            for (c, dst) in t.chunks_exact_mut(BR).take(d).enumerate() {
+                let dst: &mut [T; GROUP] = (&mut dst[r0..r0 + GROUP]).try_into().unwrap();
+                for (v, s) in dst.iter_mut().zip(&src) {
+                    *v = s[c];
+                }
+            }
+        }
+        for r in full..rows.len() {
+            for (c, &v) in row(rows.start + r).iter().enumerate() {
                 t[c * BR + r] = v;
             }
         }
