@@ -71,5 +71,6 @@ passkey_series() {
 plot pg19-passkey.png passkey "Passkey retrieval (20 trials per length)" \
     passkey_series pk-base drill-base drill-512 drill-dense drill-s2 drill-dense-full drill-s2-full \
     drill-s2-ratio0.5 drill-s2-head-lora+embed+norm drill-s2-then-dense-lora+embed+norm \
-    drill-s2-head-r64 drill-s2-then-dense-r64 drill-s2-head-full drill-s2-then-dense-full
+    drill-s2-head-r64 drill-s2-then-dense-r64 drill-s2-head-r64-seed2 drill-s2-then-dense-r64-seed2 \
+    drill-dense-r64 drill-dense-r64-seed2 drill-s2-head-full drill-s2-then-dense-full
 $h plot flops --out "$figures/paper-flops.png"

@@ -208,15 +208,18 @@ if wanted passkey-drill; then
     step merge-drill-512 $h merge --model "$out/drill-base" --adapter "$out/drill-512" \
         --out "$out/drill-512-merged" --context 512 --overwrite
     passkey drill-512 "$out/drill-512-merged"
-    # NAME ATTENTION TRAINABLE GROUP-RATIO; the last has groups of 1,024, larger than the base's
-    # context, as in the ratio ablation above.
-    while read -r name attn trainable ratio <&3; do
+    # NAME ATTENTION TRAINABLE GROUP-RATIO [FINETUNE OPTIONS...]; drill-s2-ratio0.5 has groups of
+    # 1,024, larger than the base's context, as in the ratio ablation above; drill-dense-r64 is the
+    # dense counterpart of drill-s2-then-dense-r64 below (LoRA of rank 64 throughout).
+    while read -r name attn trainable ratio options <&3; do
+        read -ra options <<< "$options"
         name=$name$seed_suffix
         [ -z "$runs" ] || [[ " $runs " == *" $name "* ]] || continue
         step "train-$name" $h finetune --model "$out/drill-512-merged" \
             --data "$out/data/drill-ext-mix" --context 2048 --rope-factor 4 --attn "$attn" \
             --group-ratio "$ratio" --trainable "$trainable" --steps "$ext_drill_steps" --lr 1e-3 \
-            --warmup-steps 10 --seed "$drill_seed" --device cpu --output "$out/$name" --overwrite
+            --warmup-steps 10 --seed "$drill_seed" --device cpu --output "$out/$name" --overwrite \
+            ${options[@]+"${options[@]}"}
         passkey "$name" "$out/drill-512-merged" --adapter "$out/$name"
     done 3<<'RUNS'
 drill-s2 s2 lora+embed+norm 0.25
@@ -224,6 +227,7 @@ drill-dense dense lora+embed+norm 0.25
 drill-s2-full s2 full 0.25
 drill-dense-full dense full 0.25
 drill-s2-ratio0.5 s2 lora+embed+norm 0.5
+drill-dense-r64 dense lora+embed+norm 0.25 --lora-rank 64 --lora-alpha 128
 RUNS
     # S²-Attn for all but the last DRILL_TAIL steps, merged, then those steps with dense attention
     # and a fresh adapter on top (the transfer stage's recipe for perplexity), per trainable set:
