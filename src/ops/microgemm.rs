@@ -225,13 +225,6 @@ unsafe fn store<T: Float, const MR: usize, const NR: usize, const FUSED: bool>(
     j: usize,
     cols: usize,
 ) {
-    let scaled = |old: T| {
-        if p.beta == T::one() {
-            old
-        } else {
-            p.beta * old
-        }
-    };
     for (r, acc_row) in acc.iter().enumerate() {
         // SAFETY (whole loop): row i + r < m and columns j..j + cols <= n lie inside C by the
         // caller's contract.
@@ -255,7 +248,7 @@ unsafe fn store<T: Float, const MR: usize, const NR: usize, const FUSED: bool>(
                 *x = if p.beta == T::zero() {
                     p.alpha * a
                 } else {
-                    madd::<T, FUSED>(p.alpha, a, scaled(*x))
+                    madd::<T, FUSED>(p.alpha, a, p.beta * *x)
                 };
             }
         }

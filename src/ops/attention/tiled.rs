@@ -195,7 +195,10 @@ impl<T: Float> Inputs<'_, T> {
     fn transpose_rows(&self, x: &[T], b: usize, h: usize, rows: &Range<usize>, t: &mut [T]) {
         const GROUP: usize = 8;
         let d = self.shape.head_dim;
-        let row = |i: usize| &x[self.q_at(b, i, h)..self.q_at(b, i, h) + d];
+        let row = |i: usize| {
+            let at = self.q_at(b, i, h);
+            &x[at..at + d]
+        };
         let full = rows.len() / GROUP * GROUP;
         for r0 in (0..full).step_by(GROUP) {
             let src: [&[T]; GROUP] = std::array::from_fn(|k| row(rows.start + r0 + k));
