@@ -68,6 +68,8 @@ fn check_rmsnorm(rows: usize, dim: usize, seed: u64) {
 #[test]
 fn rmsnorm_backward_matches_finite_differences() {
     check_rmsnorm(4, 9, 2);
+    // Wider than one parallel task's columns of the weight gradient, the last task short.
+    check_rmsnorm(3, 150, 2);
 }
 
 #[test]
@@ -210,6 +212,8 @@ fn check_rope(rows: usize, heads: usize, head_dim: usize, factor: f64, seed: u64
 #[test]
 fn rope_backward_matches_finite_differences() {
     check_rope(6, 3, 8, 4.0, 6);
+    // More rows than one parallel task's, the last task short.
+    check_rope(70, 1, 4, 2.0, 7);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use crate::model::config::LlamaConfig;
 use crate::model::ids::{LinearId, NormId};
 use crate::model::{Grads, LlamaWeights, Param};
 use crate::ops::attention::{attention_backward, attention_forward, AttnMask, AttnShape};
+use crate::ops::bulk;
 use crate::ops::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use crate::ops::embedding::{embedding_backward, embedding_forward};
 use crate::ops::linear::{linear_backward, linear_forward};
@@ -126,11 +127,11 @@ impl<T: Float> Backend for Cpu<'_, T> {
         ))
     }
     fn zero(&mut self, tensor: &mut Vec<T>) -> Result<()> {
-        tensor.fill(T::zero());
+        bulk::fill(tensor, T::zero());
         Ok(())
     }
     fn copy(&mut self, dst: &mut Vec<T>, src: &Vec<T>) -> Result<()> {
-        dst.copy_from_slice(src);
+        bulk::copy(dst, src);
         Ok(())
     }
     fn to_host(&mut self, tensor: &Vec<T>) -> Result<Vec<f32>> {

@@ -3,6 +3,7 @@
 //! the gradient buffers they are given.
 
 pub mod attention;
+pub(crate) mod bulk;
 pub mod cross_entropy;
 pub mod embedding;
 mod gemm;

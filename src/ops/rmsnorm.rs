@@ -4,6 +4,9 @@ use rayon::prelude::*;
 
 use crate::float::{cst, Float};
 
+/// Columns of the weight gradient per parallel task.
+const WEIGHT_COLUMNS: usize = 64;
+
 /// Normalises each row of `x` (`rows × dim`) and saves the reciprocal RMS per row for backward.
 pub fn rmsnorm_forward<T: Float>(
     out: &mut [T],
@@ -59,10 +62,18 @@ pub fn rmsnorm_backward<T: Float>(
             }
         });
     if let Some(dw) = dweight {
-        for ((dor, xr), &r) in dout.chunks_exact(dim).zip(x.chunks_exact(dim)).zip(rstd) {
-            for ((d, &g), &xv) in dw.iter_mut().zip(dor).zip(xr) {
-                *d += g * xv * r;
-            }
-        }
+        // Each task owns a range of columns and sums them over the rows in row order, so the
+        // result does not depend on scheduling.
+        dw.par_chunks_mut(WEIGHT_COLUMNS)
+            .enumerate()
+            .for_each(|(chunk, dw)| {
+                let c0 = chunk * WEIGHT_COLUMNS;
+                for ((dor, xr), &r) in dout.chunks_exact(dim).zip(x.chunks_exact(dim)).zip(rstd) {
+                    let cols = c0..c0 + dw.len();
+                    for ((d, &g), &xv) in dw.iter_mut().zip(&dor[cols.clone()]).zip(&xr[cols]) {
+                        *d += g * xv * r;
+                    }
+                }
+            });
     }
 }
