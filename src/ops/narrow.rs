@@ -129,31 +129,59 @@ pub fn widen_nn<T: Float>(y: &mut [T], t: &[T], a: &[T], m: usize, r: usize, n: 
         });
 }
 
-/// `g[r×k] += alpha · t[m×r]ᵀ · x[m×k]` (an adapter gradient), summed in row order.
+/// Columns of g per parallel task in `narrow_tn`: one AVX-512 register block of the kernel.
+const GRAD_COLUMNS: usize = 64;
+/// Rows of x per product in `narrow_tn`: a task's 64-column strip of them (64 KiB in f32) stays
+/// in L2 while each of the kernel's row panels of g passes over it.
+const GRAD_ROWS: usize = 256;
+
+/// The base of g, which `narrow_tn`'s tasks share: each writes only its own columns.
+#[derive(Clone, Copy)]
+struct Columns<T>(*mut T);
+
+// SAFETY: tasks write disjoint columns through it (see `narrow_tn`).
+unsafe impl<T: Send> Send for Columns<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Columns<T> {}
+
+/// `g[r×k] += alpha · t[m×r]ᵀ · x[m×k]` (an adapter gradient). Tasks take strips of columns and
+/// pass over the rows of x in blocks, so each element is summed in row order and results do not
+/// depend on scheduling.
 #[allow(clippy::too_many_arguments)]
 pub fn narrow_tn<T: Float>(g: &mut [T], t: &[T], x: &[T], m: usize, r: usize, k: usize, alpha: T) {
     assert!(
         g.len() >= r * k && t.len() >= m * r && x.len() >= m * k,
         "narrow_tn sizes"
     );
-    // SAFETY: tᵀ (element (c, i) at t[i·r + c]) reads inside the m·r elements of t, x holds m
-    // rows of k, g r rows of k; g is a distinct mutable borrow.
-    unsafe {
-        product(&Product {
-            m: r,
-            k: m,
-            n: k,
-            alpha,
-            a: t.as_ptr(),
-            rsa: 1,
-            csa: r,
-            b: x.as_ptr(),
-            rsb: k,
-            beta: T::one(),
-            c: g.as_mut_ptr(),
-            ldc: k,
-        })
-    }
+    let g = Columns(g.as_mut_ptr());
+    (0..k.div_ceil(GRAD_COLUMNS))
+        .into_par_iter()
+        .for_each(|strip| {
+            // Rebinding `g` makes the closure capture the wrapper, not its raw pointer.
+            let (c0, g) = (strip * GRAD_COLUMNS, g);
+            for m0 in (0..m).step_by(GRAD_ROWS) {
+                // SAFETY: tᵀ's rows m0.. (element (c, i) at t[i·r + c]) lie inside the m·r
+                // elements of t, x's rows m0.. and columns c0.. inside its m rows of k, and g's
+                // columns c0.. inside its r rows of k; g is a distinct mutable borrow whose
+                // columns c0..c0 + n only this task writes.
+                unsafe {
+                    product(&Product {
+                        m: r,
+                        k: GRAD_ROWS.min(m - m0),
+                        n: GRAD_COLUMNS.min(k - c0),
+                        alpha,
+                        a: t.as_ptr().add(m0 * r),
+                        rsa: 1,
+                        csa: r,
+                        b: x.as_ptr().add(m0 * k + c0),
+                        rsb: k,
+                        beta: T::one(),
+                        c: g.0.add(c0),
+                        ldc: k,
+                    })
+                }
+            }
+        });
 }
 
 /// `g[n×r] += alpha · dy[m×n]ᵀ · t[m×r]`: accumulated transposed (`r×n`, row updates along n) in
@@ -210,7 +238,14 @@ mod tests {
     #[test]
     fn narrow_products_match_their_definitions() {
         let mut rng = Rng::new(5);
-        for (m, k, r) in [(1, 1, 1), (7, 37, 3), (33, 16, 8), (5, 100, 17)] {
+        // (300, 130, 5): narrow_tn's tasks split both its rows and its columns, the last of each short.
+        for (m, k, r) in [
+            (1, 1, 1),
+            (7, 37, 3),
+            (33, 16, 8),
+            (5, 100, 17),
+            (300, 130, 5),
+        ] {
             let mut rand = |n: usize| {
                 (0..n)
                     .map(|_| rng.uniform_range(-1.0, 1.0))
