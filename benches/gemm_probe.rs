@@ -28,7 +28,7 @@ fn main() {
     };
     println!(
         "rows {rows}, best of {runs}, {} threads",
-        rayon::current_num_threads()
+        longlora::ops::pool::threads()
     );
     println!("| product | m | k | n | GFLOP/s |");
     println!("| --- | --- | --- | --- | --- |");

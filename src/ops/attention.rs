@@ -14,11 +14,12 @@ mod plan;
 mod softmax;
 mod tiled;
 
-use rayon::prelude::*;
+use std::sync::Mutex;
 
 pub use mask::{AttnMask, AttnMode};
 
 use crate::float::Float;
+use crate::ops::pool;
 use crate::ops::scratch::with_buffer;
 use tiled::{Grads, Inputs, Saved, Shared, BR};
 
@@ -121,14 +122,15 @@ pub fn attention_forward<T: Float>(
     with_inputs(q, k, v, shape, mask, |x| {
         let (out, lse) = (Shared::new(out), Shared::new(lse));
         let q_tiles = shape.seq_len.div_ceil(BR);
-        (0..shape.batch * shape.n_heads * q_tiles)
-            .into_par_iter()
-            .map(|task| {
-                let (bh, tile) = (task / q_tiles, task % q_tiles);
-                let (b, h) = (bh / shape.n_heads, bh % shape.n_heads);
-                tiled::forward_q_tile(x, (b, h, tile), out, lse)
-            })
-            .reduce(AttnStats::default, |a, b| a + b)
+        let stats = Mutex::new(AttnStats::default());
+        pool::for_each(shape.batch * shape.n_heads * q_tiles, |task| {
+            let (bh, tile) = (task / q_tiles, task % q_tiles);
+            let (b, h) = (bh / shape.n_heads, bh % shape.n_heads);
+            let tile_stats = tiled::forward_q_tile(x, (b, h, tile), out, lse);
+            let mut total = stats.lock().unwrap_or_else(|e| e.into_inner());
+            *total = *total + tile_stats;
+        });
+        stats.into_inner().unwrap_or_else(|e| e.into_inner())
     })
 }
 
@@ -149,15 +151,13 @@ fn with_inputs<T: Float, R>(
     // One task per (batch, head) block of the output, in parallel: serial, these copies were 2% of
     // a 4,096-token step with the other core idle.
     let transpose = |x: &[T], out: &mut [T]| {
-        out.par_chunks_mut((n * d).max(1))
-            .enumerate()
-            .for_each(|(bh, block)| {
-                let (b, h) = (bh / heads, bh % heads);
-                for (i, dst) in block.chunks_exact_mut(d).enumerate() {
-                    let at = ((b * n + i) * heads + h) * d;
-                    dst.copy_from_slice(&x[at..at + d]);
-                }
-            });
+        pool::for_each_chunk(out, (n * d).max(1), |bh, block| {
+            let (b, h) = (bh / heads, bh % heads);
+            for (i, dst) in block.chunks_exact_mut(d).enumerate() {
+                let at = ((b * n + i) * heads + h) * d;
+                dst.copy_from_slice(&x[at..at + d]);
+            }
+        });
     };
     with_buffer(k.len(), |k_heads: &mut [T]| {
         with_buffer(v.len(), |v_heads: &mut [T]| {
@@ -216,11 +216,9 @@ pub fn attention_backward<T: Float>(
         dv: Shared::new(dv),
     };
     with_inputs(q, k, v, shape, mask, |x| {
-        (0..shape.batch * shape.n_kv_heads)
-            .into_par_iter()
-            .for_each(|bk| {
-                let (b, kvh) = (bk / shape.n_kv_heads, bk % shape.n_kv_heads);
-                tiled::backward_kv_head(x, &saved, (b, kvh), &grads);
-            });
+        pool::for_each(shape.batch * shape.n_kv_heads, |bk| {
+            let (b, kvh) = (bk / shape.n_kv_heads, bk % shape.n_kv_heads);
+            tiled::backward_kv_head(x, &saved, (b, kvh), &grads);
+        });
     })
 }

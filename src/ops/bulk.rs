@@ -1,14 +1,14 @@
 //! Whole-tensor fills and copies split over the threads. One thread zeroing a backward's gradient
 //! buffers (about 60 MB a layer at 4,096 tokens) left the other core idle for a tenth of a step.
 
-use rayon::prelude::*;
+use crate::ops::pool;
 
 /// Elements per task: 128 KiB of f32, large enough that scheduling costs little.
 const CHUNK: usize = 32 * 1024;
 
 /// `x[i] = value` for every element.
 pub fn fill<T: Copy + Send + Sync>(x: &mut [T], value: T) {
-    x.par_chunks_mut(CHUNK).for_each(|c| c.fill(value));
+    pool::for_each_chunk(x, CHUNK, |_, c| c.fill(value));
 }
 
 /// `dst = src`.
@@ -17,9 +17,9 @@ pub fn fill<T: Copy + Send + Sync>(x: &mut [T], value: T) {
 /// If the lengths differ.
 pub fn copy<T: Copy + Send + Sync>(dst: &mut [T], src: &[T]) {
     assert_eq!(dst.len(), src.len(), "copy: lengths differ");
-    dst.par_chunks_mut(CHUNK)
-        .zip(src.par_chunks(CHUNK))
-        .for_each(|(d, s)| d.copy_from_slice(s));
+    pool::for_each_chunk(dst, CHUNK, |i, d| {
+        d.copy_from_slice(&src[i * CHUNK..i * CHUNK + d.len()])
+    });
 }
 
 #[cfg(test)]

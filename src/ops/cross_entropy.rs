@@ -2,9 +2,8 @@
 //! with `ignore_index = -100` and mean reduction over the scored positions. The per-row passes
 //! run in parallel over blocks of rows, each block one vectorised loop (`ops::simd`).
 
-use rayon::prelude::*;
-
 use crate::float::Float;
+use crate::ops::pool;
 use crate::ops::simd::{self, Kernel};
 
 /// Label value of a position that is not scored.
@@ -33,9 +32,10 @@ pub fn cross_entropy_forward<T: Float>(
 ) -> T {
     assert_eq!(logits.len(), targets.len() * vocab, "cross-entropy logits");
     assert_eq!(lse.len(), targets.len(), "cross-entropy lse");
-    lse.par_chunks_mut(ROWS)
-        .zip(logits.par_chunks(ROWS * vocab))
-        .for_each(|(lse, logits)| simd::dispatch(LogSumExp { lse, logits, vocab }));
+    pool::for_each_chunk(lse, ROWS, |task, lse| {
+        let logits = &logits[task * ROWS * vocab..][..lse.len() * vocab];
+        simd::dispatch(LogSumExp { lse, logits, vocab })
+    });
     lse.iter()
         .zip(logits.chunks_exact(vocab))
         .zip(targets)
@@ -100,20 +100,19 @@ pub fn cross_entropy_backward<T: Float>(
     assert_eq!(dlogits.len(), logits.len(), "cross-entropy dlogits");
     assert_eq!(logits.len(), targets.len() * vocab, "cross-entropy logits");
     assert_eq!(lse.len(), targets.len(), "cross-entropy lse");
-    dlogits
-        .par_chunks_mut(ROWS * vocab)
-        .zip(logits.par_chunks(ROWS * vocab))
-        .zip(targets.par_chunks(ROWS).zip(lse.par_chunks(ROWS)))
-        .for_each(|((dlogits, logits), (targets, lse))| {
-            simd::dispatch(SoftmaxGrad {
-                dlogits,
-                logits,
-                targets,
-                lse,
-                vocab,
-                dloss,
-            })
-        });
+    pool::for_each_chunk(dlogits, (ROWS * vocab).max(1), |task, dlogits| {
+        let rows = task * ROWS..task * ROWS + dlogits.len() / vocab.max(1);
+        let logits = &logits[rows.start * vocab..rows.end * vocab];
+        let (targets, lse) = (&targets[rows.clone()], &lse[rows]);
+        simd::dispatch(SoftmaxGrad {
+            dlogits,
+            logits,
+            targets,
+            lse,
+            vocab,
+            dloss,
+        })
+    });
 }
 
 struct SoftmaxGrad<'a, T> {

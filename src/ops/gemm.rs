@@ -6,10 +6,9 @@
 //! (its rows are contiguous, and the kernel broadcasts from four of them at a time); chunks of
 //! rows of C go to different threads, about four per thread.
 
-use rayon::prelude::*;
-
 use crate::float::Float;
 use crate::ops::microgemm::{product, Product};
+use crate::ops::pool;
 use crate::ops::scratch::with_buffer;
 
 /// Columns of B per packed panel: one AVX-512 register block of the kernel.
@@ -68,79 +67,72 @@ pub(crate) fn gemm<T: Float>(
     with_buffer(panels * k * NC, |packed: &mut [T]| {
         pack(b, k, n, packed);
         let packed = &*packed;
-        let task_rows = m
-            .div_ceil(4 * rayon::current_num_threads())
-            .clamp(MIN_ROWS, MC);
-        c.par_chunks_mut(task_rows * n)
-            .enumerate()
-            .for_each(|(chunk, c_rows)| {
-                let rows = c_rows.len() / n;
-                let row0 = chunk * task_rows;
-                for panel in 0..panels {
-                    let (j0, cols) = (panel * NC, NC.min(n - panel * NC));
-                    for k0 in (0..k).step_by(KC) {
-                        let depth = KC.min(k - k0);
-                        let beta = if k0 == 0 && !accumulate {
-                            T::zero()
-                        } else {
-                            T::one()
-                        };
-                        // SAFETY: the asserts above keep rows row0.. row0 + rows and columns
-                        // k0.. k0 + depth of A inside `a.data`; the panel's rows k0.. k0 + depth
-                        // lie inside `packed` (k·NC per panel); C is this task's own chunk, a
-                        // distinct mutable borrow, with `cols` columns from j0 inside each row.
-                        unsafe {
-                            product(&Product {
-                                m: rows,
-                                k: depth,
-                                n: cols,
-                                alpha,
-                                a: a.data.as_ptr().add(row0 * a.rs + k0 * a.cs),
-                                rsa: a.rs,
-                                csa: a.cs,
-                                b: packed.as_ptr().add((panel * k + k0) * NC),
-                                rsb: NC,
-                                beta,
-                                c: c_rows.as_mut_ptr().add(j0),
-                                ldc: n,
-                            })
-                        };
-                    }
+        let task_rows = m.div_ceil(4 * pool::threads()).clamp(MIN_ROWS, MC);
+        pool::for_each_chunk(c, task_rows * n, |chunk, c_rows| {
+            let rows = c_rows.len() / n;
+            let row0 = chunk * task_rows;
+            for panel in 0..panels {
+                let (j0, cols) = (panel * NC, NC.min(n - panel * NC));
+                for k0 in (0..k).step_by(KC) {
+                    let depth = KC.min(k - k0);
+                    let beta = if k0 == 0 && !accumulate {
+                        T::zero()
+                    } else {
+                        T::one()
+                    };
+                    // SAFETY: the asserts above keep rows row0.. row0 + rows and columns
+                    // k0.. k0 + depth of A inside `a.data`; the panel's rows k0.. k0 + depth
+                    // lie inside `packed` (k·NC per panel); C is this task's own chunk, a
+                    // distinct mutable borrow, with `cols` columns from j0 inside each row.
+                    unsafe {
+                        product(&Product {
+                            m: rows,
+                            k: depth,
+                            n: cols,
+                            alpha,
+                            a: a.data.as_ptr().add(row0 * a.rs + k0 * a.cs),
+                            rsa: a.rs,
+                            csa: a.cs,
+                            b: packed.as_ptr().add((panel * k + k0) * NC),
+                            rsb: NC,
+                            beta,
+                            c: c_rows.as_mut_ptr().add(j0),
+                            ldc: n,
+                        })
+                    };
                 }
-            });
+            }
+        });
     });
 }
 
 /// Copies B into `packed[panel][row][0..NC]`, panel `p` holding columns `p·NC..` (the last one's
 /// unused columns are left as they are: the products never read them), one panel per task.
 fn pack<T: Float>(b: Strided<'_, T>, k: usize, n: usize, packed: &mut [T]) {
-    packed
-        .par_chunks_exact_mut(k * NC)
-        .enumerate()
-        .for_each(|(panel, dst)| {
-            let (j0, cols) = (panel * NC, NC.min(n - panel * NC));
-            if b.cs == 1 {
-                for (row, dst) in dst.chunks_exact_mut(NC).enumerate() {
-                    let at = row * b.rs + j0;
-                    dst[..cols].copy_from_slice(&b.data[at..at + cols]);
-                }
-            } else if b.rs == 1 {
-                // B is a transposed weight (`nn.Linear`'s [out, in] read as [in, out]): each of its
-                // columns is a contiguous row of the weight.
-                for col in 0..cols {
-                    let at = (j0 + col) * b.cs;
-                    for (dst, &v) in dst[col..].iter_mut().step_by(NC).zip(&b.data[at..at + k]) {
-                        *dst = v;
-                    }
-                }
-            } else {
-                for (row, dst) in dst.chunks_exact_mut(NC).enumerate() {
-                    for (col, dst) in dst[..cols].iter_mut().enumerate() {
-                        *dst = b.data[row * b.rs + (j0 + col) * b.cs];
-                    }
+    pool::for_each_chunk(packed, k * NC, |panel, dst| {
+        let (j0, cols) = (panel * NC, NC.min(n - panel * NC));
+        if b.cs == 1 {
+            for (row, dst) in dst.chunks_exact_mut(NC).enumerate() {
+                let at = row * b.rs + j0;
+                dst[..cols].copy_from_slice(&b.data[at..at + cols]);
+            }
+        } else if b.rs == 1 {
+            // B is a transposed weight (`nn.Linear`'s [out, in] read as [in, out]): each of its
+            // columns is a contiguous row of the weight.
+            for col in 0..cols {
+                let at = (j0 + col) * b.cs;
+                for (dst, &v) in dst[col..].iter_mut().step_by(NC).zip(&b.data[at..at + k]) {
+                    *dst = v;
                 }
             }
-        });
+        } else {
+            for (row, dst) in dst.chunks_exact_mut(NC).enumerate() {
+                for (col, dst) in dst[..cols].iter_mut().enumerate() {
+                    *dst = b.data[row * b.rs + (j0 + col) * b.cs];
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]

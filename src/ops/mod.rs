@@ -11,6 +11,7 @@ pub mod linear;
 pub mod matmul;
 mod microgemm;
 mod narrow;
+pub mod pool;
 pub mod rmsnorm;
 pub mod rope;
 mod scratch;

@@ -7,10 +7,9 @@
 //! parallel over rows; the sums over rows (the adapter gradients) run in row order, so results do
 //! not depend on scheduling.
 
-use rayon::prelude::*;
-
 use crate::float::Float;
 use crate::ops::microgemm::{product, Product};
+use crate::ops::pool;
 use crate::ops::scratch::with_buffer;
 
 /// Independent partial sums, enough for the compiler to vectorise the loop.
@@ -32,6 +31,9 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     }
     lanes.iter().fold(tail, |s, &v| s + v)
 }
+
+/// Rows per parallel task in `narrow_nt`.
+const NARROW_ROWS: usize = 32;
 
 /// Rows of y per parallel task in `widen_nn`: a multiple of the kernel's register blocks.
 const WIDEN_ROWS: usize = 64;
@@ -64,15 +66,15 @@ pub fn narrow_nt<T: Float>(
     if r == 0 || m == 0 {
         return;
     }
-    out[..m * r]
-        .par_chunks_mut(r)
-        .zip(x.par_chunks(k.max(1)))
-        .for_each(|(o, xr)| {
+    pool::for_each_chunk(&mut out[..m * r], NARROW_ROWS * r, |task, out| {
+        let x = &x[task * NARROW_ROWS * k..];
+        for (o, xr) in out.chunks_exact_mut(r).zip(x.chunks(k.max(1))) {
             for (c, o) in o.iter_mut().enumerate() {
                 let d = alpha * dot(xr, &a[c * k..(c + 1) * k]);
                 *o = if acc { *o + d } else { d };
             }
-        });
+        }
+    });
 }
 
 /// `out[m×r] = x[m×n] · b[n×r]` (b row-major, r columns): b transposed once, then dot products.
@@ -104,29 +106,27 @@ pub fn widen_nn<T: Float>(y: &mut [T], t: &[T], a: &[T], m: usize, r: usize, n: 
     if r == 0 || m == 0 || n == 0 {
         return;
     }
-    y[..m * n]
-        .par_chunks_mut(WIDEN_ROWS * n)
-        .zip(t[..m * r].par_chunks(WIDEN_ROWS * r))
-        .for_each(|(y_rows, t_rows)| {
-            // SAFETY: the block's rows of t (r each) and of y (n each) are the slices given, and
-            // a holds r rows of n; y is a distinct mutable borrow, so C overlaps neither A nor B.
-            unsafe {
-                product(&Product {
-                    m: y_rows.len() / n,
-                    k: r,
-                    n,
-                    alpha,
-                    a: t_rows.as_ptr(),
-                    rsa: r,
-                    csa: 1,
-                    b: a.as_ptr(),
-                    rsb: n,
-                    beta: T::one(),
-                    c: y_rows.as_mut_ptr(),
-                    ldc: n,
-                })
-            }
-        });
+    pool::for_each_chunk(&mut y[..m * n], WIDEN_ROWS * n, |task, y_rows| {
+        let t_rows = &t[task * WIDEN_ROWS * r..];
+        // SAFETY: the block's rows of t (r each) and of y (n each) are the slices given, and
+        // a holds r rows of n; y is a distinct mutable borrow, so C overlaps neither A nor B.
+        unsafe {
+            product(&Product {
+                m: y_rows.len() / n,
+                k: r,
+                n,
+                alpha,
+                a: t_rows.as_ptr(),
+                rsa: r,
+                csa: 1,
+                b: a.as_ptr(),
+                rsb: n,
+                beta: T::one(),
+                c: y_rows.as_mut_ptr(),
+                ldc: n,
+            })
+        }
+    });
 }
 
 /// Columns of g per parallel task in `narrow_tn`: one AVX-512 register block of the kernel.
@@ -154,34 +154,32 @@ pub fn narrow_tn<T: Float>(g: &mut [T], t: &[T], x: &[T], m: usize, r: usize, k:
         "narrow_tn sizes"
     );
     let g = Columns(g.as_mut_ptr());
-    (0..k.div_ceil(GRAD_COLUMNS))
-        .into_par_iter()
-        .for_each(|strip| {
-            // Rebinding `g` makes the closure capture the wrapper, not its raw pointer.
-            let (c0, g) = (strip * GRAD_COLUMNS, g);
-            for m0 in (0..m).step_by(GRAD_ROWS) {
-                // SAFETY: tᵀ's rows m0.. (element (c, i) at t[i·r + c]) lie inside the m·r
-                // elements of t, x's rows m0.. and columns c0.. inside its m rows of k, and g's
-                // columns c0.. inside its r rows of k; g is a distinct mutable borrow whose
-                // columns c0..c0 + n only this task writes.
-                unsafe {
-                    product(&Product {
-                        m: r,
-                        k: GRAD_ROWS.min(m - m0),
-                        n: GRAD_COLUMNS.min(k - c0),
-                        alpha,
-                        a: t.as_ptr().add(m0 * r),
-                        rsa: 1,
-                        csa: r,
-                        b: x.as_ptr().add(m0 * k + c0),
-                        rsb: k,
-                        beta: T::one(),
-                        c: g.0.add(c0),
-                        ldc: k,
-                    })
-                }
+    pool::for_each(k.div_ceil(GRAD_COLUMNS), |strip| {
+        // Rebinding `g` makes the closure capture the wrapper, not its raw pointer.
+        let (c0, g) = (strip * GRAD_COLUMNS, g);
+        for m0 in (0..m).step_by(GRAD_ROWS) {
+            // SAFETY: tᵀ's rows m0.. (element (c, i) at t[i·r + c]) lie inside the m·r
+            // elements of t, x's rows m0.. and columns c0.. inside its m rows of k, and g's
+            // columns c0.. inside its r rows of k; g is a distinct mutable borrow whose
+            // columns c0..c0 + n only this task writes.
+            unsafe {
+                product(&Product {
+                    m: r,
+                    k: GRAD_ROWS.min(m - m0),
+                    n: GRAD_COLUMNS.min(k - c0),
+                    alpha,
+                    a: t.as_ptr().add(m0 * r),
+                    rsa: 1,
+                    csa: r,
+                    b: x.as_ptr().add(m0 * k + c0),
+                    rsb: k,
+                    beta: T::one(),
+                    c: g.0.add(c0),
+                    ldc: k,
+                })
             }
-        });
+        }
+    });
 }
 
 /// `g[n×r] += alpha · dy[m×n]ᵀ · t[m×r]`: accumulated transposed (`r×n`, row updates along n) in

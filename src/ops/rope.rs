@@ -4,9 +4,8 @@
 //! RoPE is a rotation, so both passes work in place: forward rotates by +θ, backward by −θ
 //! (the transpose), turning the gradient of the rotated tensor into that of its input.
 
-use rayon::prelude::*;
-
 use crate::float::{cst, Float};
+use crate::ops::pool;
 
 /// cos and sin of `(pos / factor) · theta^(−2k/head_dim)` for every position and `k < head_dim/2`.
 #[derive(Clone, Debug)]
@@ -49,22 +48,21 @@ fn rotate<T: Float>(x: &mut [T], table: &RopeTable<T>, positions: &[u32], n_head
     if row_len == 0 {
         return;
     }
-    x.par_chunks_mut(ROWS * row_len)
-        .zip(positions.par_chunks(ROWS))
-        .for_each(|(rows, positions)| {
-            for (row, &pos) in rows.chunks_exact_mut(row_len).zip(positions) {
-                let at = pos as usize * half;
-                let (cos, sin) = (&table.cos[at..at + half], &table.sin[at..at + half]);
-                for head in row.chunks_exact_mut(2 * half) {
-                    let (x1, x2) = head.split_at_mut(half);
-                    for k in 0..half {
-                        let (a, b, s) = (x1[k], x2[k], sign * sin[k]);
-                        x1[k] = a * cos[k] - b * s;
-                        x2[k] = b * cos[k] + a * s;
-                    }
+    pool::for_each_chunk(x, ROWS * row_len, |task, rows| {
+        let positions = &positions[task * ROWS..];
+        for (row, &pos) in rows.chunks_exact_mut(row_len).zip(positions) {
+            let at = pos as usize * half;
+            let (cos, sin) = (&table.cos[at..at + half], &table.sin[at..at + half]);
+            for head in row.chunks_exact_mut(2 * half) {
+                let (x1, x2) = head.split_at_mut(half);
+                for k in 0..half {
+                    let (a, b, s) = (x1[k], x2[k], sign * sin[k]);
+                    x1[k] = a * cos[k] - b * s;
+                    x2[k] = b * cos[k] + a * s;
                 }
             }
-        });
+        }
+    });
 }
 
 /// Rotates `x` (`rows × n_heads × head_dim`) in place; `positions[row]` is each row's position.

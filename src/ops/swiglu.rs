@@ -1,9 +1,8 @@
 //! The SwiGLU gate of Llama's MLP: `out = silu(gate) ∘ up`, with `silu(g) = g·σ(g)`. Both passes
 //! run in parallel over chunks, each chunk one vectorised loop (`ops::simd`).
 
-use rayon::prelude::*;
-
 use crate::float::Float;
+use crate::ops::pool;
 use crate::ops::simd::{self, Kernel};
 
 /// Elements per parallel task: enough that a task outweighs its scheduling.
@@ -20,9 +19,11 @@ pub fn swiglu_forward<T: Float>(out: &mut [T], gate: &[T], up: &[T]) {
         out.len() == gate.len() && gate.len() == up.len(),
         "swiglu lengths"
     );
-    out.par_chunks_mut(CHUNK)
-        .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-        .for_each(|(out, (gate, up))| simd::dispatch(Forward { out, gate, up }));
+    pool::for_each_chunk(out, CHUNK, |task, out| {
+        let at = task * CHUNK..task * CHUNK + out.len();
+        let (gate, up) = (&gate[at.clone()], &up[at]);
+        simd::dispatch(Forward { out, gate, up })
+    });
 }
 
 struct Forward<'a, T> {
@@ -50,22 +51,17 @@ pub fn swiglu_backward<T: Float>(dgate: &mut [T], dup: &mut [T], dout: &[T], gat
         gate.len() == dout.len() && up.len() == dout.len(),
         "swiglu lengths"
     );
-    dgate
-        .par_chunks_mut(CHUNK)
-        .zip(dup.par_chunks_mut(CHUNK))
-        .zip(
-            dout.par_chunks(CHUNK)
-                .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))),
-        )
-        .for_each(|((dgate, dup), (dout, (gate, up)))| {
-            simd::dispatch(Backward {
-                dgate,
-                dup,
-                dout,
-                gate,
-                up,
-            })
-        });
+    pool::for_each_chunk_pair(dgate, CHUNK, dup, CHUNK, |task, dgate, dup| {
+        let at = task * CHUNK..task * CHUNK + dgate.len();
+        let (dout, gate, up) = (&dout[at.clone()], &gate[at.clone()], &up[at]);
+        simd::dispatch(Backward {
+            dgate,
+            dup,
+            dout,
+            gate,
+            up,
+        })
+    });
 }
 
 struct Backward<'a, T> {
