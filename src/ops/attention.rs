@@ -19,6 +19,7 @@ use std::sync::Mutex;
 pub use mask::{AttnMask, AttnMode};
 
 use crate::float::Float;
+use crate::ops::bulk;
 use crate::ops::pool;
 use crate::ops::scratch::with_buffer;
 use tiled::{Grads, Inputs, Saved, Shared, BR};
@@ -210,15 +211,44 @@ pub fn attention_backward<T: Float>(
         check_len(name, len, expected, shape);
     }
     let saved = Saved { dout, out, lse };
-    let grads = Grads {
-        dq: Shared::new(dq),
-        dk: Shared::new(dk),
-        dv: Shared::new(dv),
-    };
     with_inputs(q, k, v, shape, mask, |x| {
-        pool::for_each(shape.batch * shape.n_kv_heads, |bk| {
-            let (b, kvh) = (bk / shape.n_kv_heads, bk % shape.n_kv_heads);
-            tiled::backward_kv_head(x, &saved, (b, kvh), &grads);
-        });
+        // dK and dV accumulate head-major, each (batch, kv head) block owned by one task, and are
+        // added into the caller's tensors once at the end: in the caller's layout every tile
+        // update wrote rows shared, at the heads' boundaries, with the cache lines of the task
+        // next to it.
+        with_buffer(dk.len(), |dk_heads: &mut [T]| {
+            with_buffer(dv.len(), |dv_heads: &mut [T]| {
+                bulk::fill(dk_heads, T::zero());
+                bulk::fill(dv_heads, T::zero());
+                let grads = Grads {
+                    dq: Shared::new(dq),
+                    dk: Shared::new(dk_heads),
+                    dv: Shared::new(dv_heads),
+                };
+                pool::for_each(shape.batch * shape.n_kv_heads, |bk| {
+                    let (b, kvh) = (bk / shape.n_kv_heads, bk % shape.n_kv_heads);
+                    tiled::backward_kv_head(x, &saved, (b, kvh), &grads);
+                });
+                add_from_heads(dk, dk_heads, shape);
+                add_from_heads(dv, dv_heads, shape);
+            })
+        })
     })
+}
+
+/// `x += heads`, `heads` in the head-major layout `[batch, n_kv_heads, seq_len, head_dim]` and `x`
+/// in the caller's kv layout; one task per (batch, kv head) block.
+fn add_from_heads<T: Float>(x: &mut [T], heads: &[T], shape: &AttnShape) {
+    let (n, d, kv) = (shape.seq_len, shape.head_dim, shape.n_kv_heads);
+    let x = Shared::new(x);
+    pool::for_each(shape.batch * kv, |bk| {
+        let (b, h) = (bk / kv, bk % kv);
+        for (i, src) in heads[bk * n * d..(bk + 1) * n * d]
+            .chunks_exact(d)
+            .enumerate()
+        {
+            // SAFETY: token i of kv head h in batch b; no other task writes that head.
+            unsafe { x.add_row(((b * n + i) * kv + h) * d, src) };
+        }
+    });
 }

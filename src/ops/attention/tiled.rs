@@ -74,6 +74,23 @@ impl<T> Shared<T> {
     }
 }
 
+impl<T: Float> Shared<T> {
+    /// `x[offset..offset + src.len()] += src`.
+    ///
+    /// # Safety
+    /// No other task may access those elements meanwhile.
+    pub unsafe fn add_row(self, offset: usize, src: &[T]) {
+        assert!(
+            offset + src.len() <= self.len,
+            "attention gradient row out of bounds"
+        );
+        for (c, &v) in src.iter().enumerate() {
+            // SAFETY: in bounds (asserted), and the caller's alone.
+            unsafe { *self.ptr.add(offset + c) += v };
+        }
+    }
+}
+
 /// A read-only operand: element (r, c) is `data[offset + r·rs + c·cs]`.
 #[derive(Clone, Copy)]
 struct In<'a, T> {
@@ -159,24 +176,9 @@ impl<T: Float> Inputs<'_, T> {
         cst((self.shape.head_dim as f64).sqrt().recip())
     }
 
-    /// Row stride of q-shaped tensors.
-    fn qs(&self) -> usize {
-        self.shape.n_heads * self.shape.head_dim
-    }
-
-    /// Row stride of kv-shaped tensors.
-    fn kvs(&self) -> usize {
-        self.shape.n_kv_heads * self.shape.head_dim
-    }
-
     /// Offset of token `i` of query head `h` in batch `b` in a q-shaped tensor.
     fn q_at(&self, b: usize, i: usize, h: usize) -> usize {
         ((b * self.shape.seq_len + i) * self.shape.n_heads + h) * self.shape.head_dim
-    }
-
-    /// Offset of token `i` of kv head `h` in batch `b` in a kv-shaped tensor.
-    fn kv_at(&self, b: usize, i: usize, h: usize) -> usize {
-        ((b * self.shape.seq_len + i) * self.shape.n_kv_heads + h) * self.shape.head_dim
     }
 
     /// Offset of token `i` of kv head `h` in batch `b` in the head-major k and v, whose rows are
@@ -244,8 +246,8 @@ impl<T: Float> Inputs<'_, T> {
 }
 
 /// One worker thread's tile buffers: the plan, the transposed Q tile (and dO tile), the packed
-/// Q and dO tiles, the scores, the output accumulator or the gradient of the
-/// scores, and per-row statistics.
+/// Q and dO tiles, the scores, the output accumulator or the gradient of the scores, the Q tile's
+/// gradient, and per-row statistics.
 struct Tiles<T> {
     plan: TilePlan,
     qt: Aligned<T>,
@@ -254,6 +256,7 @@ struct Tiles<T> {
     do_pack: Aligned<T>,
     st: Aligned<T>,
     acc: Aligned<T>,
+    dq: Aligned<T>,
     max: Vec<T>,
     sum: Vec<T>,
     shift: Vec<T>,
@@ -269,6 +272,7 @@ impl<T: Float> Tiles<T> {
             do_pack: Aligned::new(BR * d, T::zero()),
             st: Aligned::new(BC * BR, T::zero()),
             acc: Aligned::new(BR * d.max(BC), T::zero()),
+            dq: Aligned::new(BR * d, T::zero()),
             max: vec![T::zero(); BR],
             sum: vec![T::zero(); BR],
             shift: vec![T::zero(); BR],
@@ -417,8 +421,8 @@ unsafe fn finish_q_tile<T: Float>(
     }
 }
 
-/// The gradients one backward task writes: dq of every query head that reads its kv head, and dk,
-/// dv of that kv head.
+/// The gradients one backward task writes: dq of every query head that reads its kv head (in the
+/// caller's layout), and dk, dv of that kv head (head-major, like the inputs' k and v).
 pub(super) struct Grads<T> {
     pub dq: Shared<T>,
     pub dk: Shared<T>,
@@ -450,10 +454,15 @@ pub(super) fn backward_kv_head<T: Float>(
                     &mut s.do_pack,
                 );
                 load_row_stats(x, saved, (b, h), s);
+                s.dq[..rows.len() * d].fill(T::zero());
                 for t in 0..s.plan.tiles.len() {
                     let keys = s.plan.tiles[t].clone();
-                    // SAFETY: this task alone writes dk, dv of kv head kvh and dq of its heads.
-                    unsafe { backward_tile(x, (b, h, kvh), &keys, s, g) };
+                    // SAFETY: this task alone writes dk, dv of kv head kvh.
+                    unsafe { backward_tile(x, (b, kvh), &keys, s, g) };
+                }
+                for (r, i) in rows.clone().enumerate() {
+                    // SAFETY: this task alone writes dq of the heads that read kv head kvh.
+                    unsafe { g.dq.add_row(x.q_at(b, i, h), &s.dq[r * d..(r + 1) * d]) };
                 }
             }
         }
@@ -479,21 +488,21 @@ fn load_row_stats<T: Float>(
 }
 
 /// One (Q tile, K tile) block, all transposed (`[key][query]`): Pᵀ = exp(Sᵀ − lse),
-/// dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − delta), dQ += scale·dS·K, dK += scale·dSᵀ·Q. The
-/// B operands are the packed Q and dO tiles and the K tile in place.
+/// dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − delta), dQ += scale·dS·K (into the tile's own
+/// accumulator), dK += scale·dSᵀ·Q. The B operands are the packed Q and dO tiles and the K tile
+/// in place.
 ///
 /// # Safety
-/// The caller alone may write dk, dv of kv head `kvh` and dq of head `h` in batch `b`.
+/// The caller alone may write dk, dv of kv head `kvh` in batch `b`.
 unsafe fn backward_tile<T: Float>(
     x: &Inputs<'_, T>,
-    (b, h, kvh): (usize, usize, usize),
+    (b, kvh): (usize, usize),
     keys: &Range<usize>,
     s: &mut Tiles<T>,
     g: &Grads<T>,
 ) {
     let (d, rows) = (x.shape.head_dim, s.plan.rows.clone());
     let (nk, nr) = (keys.len(), rows.len());
-    let (q_rows, kv_rows) = (x.q_at(b, rows.start, h), x.kv_at(b, keys.start, kvh));
     let kv_head_rows = x.head_at(b, keys.start, kvh);
     x.scores(b, kvh, keys, s);
     let mut tile = ScoreTile {
@@ -510,7 +519,7 @@ unsafe fn backward_tile<T: Float>(
         row_major(p, 0, BR),
         row_major(&s.do_pack, 0, d),
         T::one(),
-        unsafe { g.dv.at(kv_rows, x.kvs()) },
+        unsafe { g.dv.at(kv_head_rows, d) },
     );
     tile_product(
         (nk, d, nr),
@@ -542,7 +551,7 @@ unsafe fn backward_tile<T: Float>(
         ds_t,
         row_major(x.k_heads, kv_head_rows, d),
         T::one(),
-        unsafe { g.dq.at(q_rows, x.qs()) },
+        Out::scratch(&mut s.dq, d),
     );
     tile_product(
         (nk, nr, d),
@@ -550,6 +559,6 @@ unsafe fn backward_tile<T: Float>(
         row_major(&ds[..], 0, BR),
         row_major(&s.q_pack, 0, d),
         T::one(),
-        unsafe { g.dk.at(kv_rows, x.kvs()) },
+        unsafe { g.dk.at(kv_head_rows, d) },
     );
 }
