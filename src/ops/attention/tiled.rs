@@ -3,10 +3,11 @@
 //! log-sum-exp (backward). Scores live transposed, `st[key][query]`, so that every product reads
 //! its B operand along contiguous rows: the Q and dO tiles, transposed or copied once per Q tile,
 //! and the V (forward) or K (backward) tile, read in place from the head-major copies of K and V
-//! that each call makes once. The softmax runs along rows with one lane per query. Gradients are
-//! written straight into the caller's tensors. Each worker thread keeps its tile buffers
-//! (O(BR·D), independent of N) across calls, so a training step allocates nothing here after its
-//! first.
+//! that each call makes once. The softmax runs along rows with one lane per query. dK and dV
+//! accumulate head-major too, in blocks that one task owns (the caller adds them into its tensors
+//! at the end), and each Q tile's dQ in the thread's tile buffers, added once per tile. Each worker
+//! thread keeps its tile buffers (O(BR·D), independent of N) across calls, so a training step
+//! allocates nothing here after its first.
 
 use std::ops::Range;
 
