@@ -108,8 +108,9 @@ pub fn widen_nn<T: Float>(y: &mut [T], t: &[T], a: &[T], m: usize, r: usize, n: 
     }
     pool::for_each_chunk(&mut y[..m * n], WIDEN_ROWS * n, |task, y_rows| {
         let t_rows = &t[task * WIDEN_ROWS * r..];
-        // SAFETY: the block's rows of t (r each) and of y (n each) are the slices given, and
-        // a holds r rows of n; y is a distinct mutable borrow, so C overlaps neither A nor B.
+        // SAFETY: t_rows holds at least the block's rows of t (r each; t has m of them), y_rows
+        // its rows of y (n each), and a holds r rows of n; y is a distinct mutable borrow, so C
+        // overlaps neither A nor B.
         unsafe {
             product(&Product {
                 m: y_rows.len() / n,

@@ -124,8 +124,8 @@ pub(crate) fn for_each_chunk<T: Send>(
     let (base, len) = (Base(x.as_mut_ptr()), x.len());
     for_each(len.div_ceil(size), |i| {
         let start = i * size;
-        // SAFETY: chunk i covers elements start..start + n of x, inside it, and no other task's
-        // chunk overlaps it; x stays mutably borrowed until every task has finished.
+        // SAFETY: chunk i covers elements start..min(start + size, len) of x, inside it, and no
+        // other task's chunk overlaps it; x stays mutably borrowed until every task has finished.
         let chunk =
             unsafe { std::slice::from_raw_parts_mut(base.at(start), size.min(len - start)) };
         f(i, chunk);
