@@ -39,6 +39,11 @@ impl AttnShape {
         self.batch * self.seq_len * self.n_heads * self.head_dim
     }
 
+    /// Offset of token `i` of kv head `h` in batch `b` in a kv-shaped tensor (the caller's layout).
+    fn kv_row(&self, b: usize, i: usize, h: usize) -> usize {
+        ((b * self.seq_len + i) * self.n_kv_heads + h) * self.head_dim
+    }
+
     fn kv_len(&self) -> usize {
         self.batch * self.seq_len * self.n_kv_heads * self.head_dim
     }
@@ -155,7 +160,7 @@ fn with_inputs<T: Float, R>(
         pool::for_each_chunk(out, (n * d).max(1), |bh, block| {
             let (b, h) = (bh / heads, bh % heads);
             for (i, dst) in block.chunks_exact_mut(d).enumerate() {
-                let at = ((b * n + i) * heads + h) * d;
+                let at = shape.kv_row(b, i, h);
                 dst.copy_from_slice(&x[at..at + d]);
             }
         });
@@ -248,7 +253,7 @@ fn add_from_heads<T: Float>(x: &mut [T], heads: &[T], shape: &AttnShape) {
             .enumerate()
         {
             // SAFETY: token i of kv head h in batch b; no other task writes that head.
-            unsafe { x.add_row(((b * n + i) * kv + h) * d, src) };
+            unsafe { x.add_row(shape.kv_row(b, i, h), src) };
         }
     });
 }

@@ -136,15 +136,6 @@ const GRAD_COLUMNS: usize = 64;
 /// in L2 while each of the kernel's row panels of g passes over it.
 const GRAD_ROWS: usize = 256;
 
-/// The base of g, which `narrow_tn`'s tasks share: each writes only its own columns.
-#[derive(Clone, Copy)]
-struct Columns<T>(*mut T);
-
-// SAFETY: tasks write disjoint columns through it (see `narrow_tn`).
-unsafe impl<T: Send> Send for Columns<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for Columns<T> {}
-
 /// `g[r×k] += alpha · t[m×r]ᵀ · x[m×k]` (an adapter gradient). Tasks take strips of columns and
 /// pass over the rows of x in blocks, so each element is summed in row order and results do not
 /// depend on scheduling.
@@ -154,10 +145,10 @@ pub fn narrow_tn<T: Float>(g: &mut [T], t: &[T], x: &[T], m: usize, r: usize, k:
         g.len() >= r * k && t.len() >= m * r && x.len() >= m * k,
         "narrow_tn sizes"
     );
-    let g = Columns(g.as_mut_ptr());
+    // Shared by the tasks, each of which writes only its own columns.
+    let g = pool::Base::new(g);
     pool::for_each(k.div_ceil(GRAD_COLUMNS), |strip| {
-        // Rebinding `g` makes the closure capture the wrapper, not its raw pointer.
-        let (c0, g) = (strip * GRAD_COLUMNS, g);
+        let c0 = strip * GRAD_COLUMNS;
         for m0 in (0..m).step_by(GRAD_ROWS) {
             // SAFETY: tᵀ's rows m0.. (element (c, i) at t[i·r + c]) lie inside the m·r
             // elements of t, x's rows m0.. and columns c0.. inside its m rows of k, and g's
@@ -175,7 +166,7 @@ pub fn narrow_tn<T: Float>(g: &mut [T], t: &[T], x: &[T], m: usize, r: usize, k:
                     b: x.as_ptr().add(m0 * k + c0),
                     rsb: k,
                     beta: T::one(),
-                    c: g.0.add(c0),
+                    c: g.at(c0),
                     ldc: k,
                 })
             }

@@ -121,7 +121,7 @@ pub(crate) fn for_each_chunk<T: Send>(
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
     assert!(size > 0, "pool: chunk size must be positive");
-    let (base, len) = (Base(x.as_mut_ptr()), x.len());
+    let (base, len) = (Base::new(x), x.len());
     for_each(len.div_ceil(size), |i| {
         let start = i * size;
         // SAFETY: chunk i covers elements start..min(start + size, len) of x, inside it, and no
@@ -151,8 +151,7 @@ pub(crate) fn for_each_chunk_pair<T: Send, U: Send>(
         b.len().div_ceil(b_size),
         "pool: chunk counts differ"
     );
-    let (a_base, a_len, b_base, b_len) =
-        (Base(a.as_mut_ptr()), a.len(), Base(b.as_mut_ptr()), b.len());
+    let (a_base, a_len, b_base, b_len) = (Base::new(a), a.len(), Base::new(b), b.len());
     for_each(chunks, |i| {
         let (a0, b0) = (i * a_size, i * b_size);
         // SAFETY: as in `for_each_chunk`, for each slice.
@@ -167,7 +166,7 @@ pub(crate) fn for_each_chunk_pair<T: Send, U: Send>(
 }
 
 /// A slice's base pointer, shared by tasks that each touch only their own elements.
-struct Base<T>(*mut T);
+pub(crate) struct Base<T>(*mut T);
 
 impl<T> Clone for Base<T> {
     fn clone(&self) -> Self {
@@ -182,9 +181,13 @@ unsafe impl<T: Send> Send for Base<T> {}
 unsafe impl<T: Send> Sync for Base<T> {}
 
 impl<T> Base<T> {
+    pub(crate) fn new(x: &mut [T]) -> Self {
+        Base(x.as_mut_ptr())
+    }
+
     /// # Safety
     /// `offset` must lie inside the slice the base came from.
-    unsafe fn at(self, offset: usize) -> *mut T {
+    pub(crate) unsafe fn at(self, offset: usize) -> *mut T {
         unsafe { self.0.add(offset) }
     }
 }
