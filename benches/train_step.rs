@@ -14,6 +14,10 @@ use longlora::rng::Rng;
 use longlora::train::optim::{AdamWConfig, Schedule};
 use longlora::train::{TrainConfig, Trainer};
 
+/// The harness's allocator, so that the step is timed as `harness finetune` runs it.
+#[global_allocator]
+static ALLOCATOR: longlora::allocator::HugePages = longlora::allocator::HugePages;
+
 const CONTEXT: usize = 1024;
 
 fn default_config() -> LlamaConfig {

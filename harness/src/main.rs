@@ -62,6 +62,10 @@ enum Command {
     PasskeyCorpus(passkey_corpus::PasskeyCorpusArgs),
 }
 
+/// Large tensors on 2 MiB pages where the kernel has them (see `longlora::allocator`).
+#[global_allocator]
+static ALLOCATOR: longlora::allocator::HugePages = longlora::allocator::HugePages;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     longlora::allocator::retain_freed_memory();
