@@ -36,8 +36,9 @@ const HUGE_PAGE: usize = 2 << 20;
 /// The smallest block advised: it always holds at least one aligned huge page.
 pub const MIN_ADVISED: usize = 2 * HUGE_PAGE;
 
-// SAFETY: every method hands the request to `System` unchanged; `advise` only adds a hint about
-// how the block's pages are backed, which changes neither its address nor its contents.
+// SAFETY: every block comes from `System` with the caller's layout (a large zeroed block as
+// `System.alloc` followed by zeroing all its bytes), and every block goes back to it; `advise`
+// only adds a hint about how a block's pages are backed, changing neither address nor contents.
 unsafe impl GlobalAlloc for HugePages {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract for `alloc` is `System.alloc`'s.
