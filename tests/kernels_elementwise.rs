@@ -56,7 +56,7 @@ fn swiglu_forward_and_backward_match_reference() {
     let mut out_ref = vec![0.0; n];
     swiglu::swiglu_forward(&mut out_ref, &gate, &up);
     let (mut dgate_ref, mut dup_ref) = (dgate0.clone(), dup0.clone());
-    swiglu::swiglu_backward(&mut dgate_ref, &mut dup_ref, &dout, &gate, &up);
+    swiglu::swiglu_backward(&mut dgate_ref, &mut dup_ref, &dout, &gate, &up, true);
 
     for device in devices() {
         let gate_d = device.upload(&to_bits(&gate)).unwrap();

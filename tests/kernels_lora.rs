@@ -246,7 +246,16 @@ fn lora_linear_backward_matches_reference_for_ranks_0_1_8_16_64() {
                         alpha: l.alpha,
                     }),
                 };
-                linear_backward(Some(&mut dx_ref), &mut grad_ref, &dy, &x, &layer, &xa, rows);
+                linear_backward(
+                    Some(&mut dx_ref),
+                    &mut grad_ref,
+                    &dy,
+                    &x,
+                    &layer,
+                    &xa,
+                    rows,
+                    true,
+                );
 
                 let on = DeviceLayer::new(&device, &layer);
                 let x_dev = device.upload(&to_bits(&x)).unwrap();
@@ -494,7 +503,16 @@ fn gpu_cublas_plain_products_match_our_kernel_and_the_reference() {
             weight: None,
             lora: None,
         };
-        linear_backward(Some(&mut dx_ref), &mut grads, &dy, &x, &layer, &[], rows);
+        linear_backward(
+            Some(&mut dx_ref),
+            &mut grads,
+            &dy,
+            &x,
+            &layer,
+            &[],
+            rows,
+            true,
+        );
 
         let on = DeviceLayer::new(&device, &layer);
         let x_dev = device.upload(&to_bits(&x)).unwrap();

@@ -122,8 +122,9 @@ fn check_linear(m: usize, n_in: usize, n_out: usize, rank: usize, seed: u64) {
     let r = random_vec(&mut rng, m * n_out, 1.0);
     let (_, xa) = linear_loss(&lin, &x, &r, m);
     let mut grad = zero_grads(&lin);
-    let mut dx = vec![0.0; m * n_in];
-    linear_backward(Some(&mut dx), &mut grad, &r, &x, &lin, &xa, m);
+    // Poisoned: without accumulating, every element must be written.
+    let mut dx = vec![f64::NAN; m * n_in];
+    linear_backward(Some(&mut dx), &mut grad, &r, &x, &lin, &xa, m, false);
 
     assert_close(
         "linear dx",
@@ -187,7 +188,7 @@ fn frozen_weight_gets_no_gradient_buffer_written() {
     let (_, xa) = linear_loss(&lin, &x, &r, 2);
     let mut grad = zero_grads(&lin);
     grad.weight = None;
-    linear_backward(None, &mut grad, &r, &x, &lin, &xa, 2);
+    linear_backward(None, &mut grad, &r, &x, &lin, &xa, 2, false);
     assert!(grad.weight.is_none());
     let da = grad.lora.unwrap().a.unwrap();
     assert!(da.data.iter().any(|&v| v != 0.0));
@@ -261,11 +262,21 @@ fn swiglu_mlp_backward_matches_finite_differences() {
         weight: None,
         lora: None,
     };
-    let mut da = vec![0.0; m * ff];
-    linear_backward(Some(&mut da), &mut frozen(&down_p), &r, &a, &down_p, &[], m);
-    let (mut dg, mut du) = (vec![0.0; m * ff], vec![0.0; m * ff]);
-    swiglu_backward(&mut dg, &mut du, &da, &g, &u);
-    let mut dx = vec![0.0; m * d];
+    // As the decoder runs it: the first op to produce a gradient writes it, the next one adds.
+    let mut da = vec![f64::NAN; m * ff];
+    linear_backward(
+        Some(&mut da),
+        &mut frozen(&down_p),
+        &r,
+        &a,
+        &down_p,
+        &[],
+        m,
+        false,
+    );
+    let (mut dg, mut du) = (vec![f64::NAN; m * ff], vec![f64::NAN; m * ff]);
+    swiglu_backward(&mut dg, &mut du, &da, &g, &u, false);
+    let mut dx = vec![f64::NAN; m * d];
     linear_backward(
         Some(&mut dx),
         &mut frozen(&gate_p),
@@ -274,9 +285,84 @@ fn swiglu_mlp_backward_matches_finite_differences() {
         &gate_p,
         &[],
         m,
+        false,
     );
-    linear_backward(Some(&mut dx), &mut frozen(&up_p), &du, &x, &up_p, &[], m);
+    linear_backward(
+        Some(&mut dx),
+        &mut frozen(&up_p),
+        &du,
+        &x,
+        &up_p,
+        &[],
+        m,
+        true,
+    );
     assert_close("mlp dx", &dx, &numeric_grad(&x, |x| mlp(x).0), TOL);
+}
+
+/// With `accumulate`, linear and SwiGLU backward add to what the gradient tensors held: the values
+/// they write into poisoned tensors without it, plus the old ones.
+#[test]
+fn input_gradients_accumulate_onto_what_the_tensors_held() {
+    let mut rng = Rng::new(9);
+    let (m, n_in, n_out) = (3, 5, 4);
+    let lin = lora_linear(&mut rng, n_in, n_out, 2);
+    let x = random_vec(&mut rng, m * n_in, 1.0);
+    let r = random_vec(&mut rng, m * n_out, 1.0);
+    let (_, xa) = linear_loss(&lin, &x, &r, m);
+    let held = random_vec(&mut rng, m * n_in, 1.0);
+    let mut written = vec![f64::NAN; m * n_in];
+    linear_backward(
+        Some(&mut written),
+        &mut zero_grads(&lin),
+        &r,
+        &x,
+        &lin,
+        &xa,
+        m,
+        false,
+    );
+    let mut added = held.clone();
+    linear_backward(
+        Some(&mut added),
+        &mut zero_grads(&lin),
+        &r,
+        &x,
+        &lin,
+        &xa,
+        m,
+        true,
+    );
+    let sum = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x + y).collect() };
+    assert_close(
+        "linear dx accumulated",
+        &added,
+        &sum(&held, &written),
+        1e-12,
+    );
+
+    let (gate, up, dout) = (
+        random_vec(&mut rng, 7, 3.0),
+        random_vec(&mut rng, 7, 3.0),
+        random_vec(&mut rng, 7, 1.0),
+    );
+    let (held_g, held_u) = (random_vec(&mut rng, 7, 1.0), random_vec(&mut rng, 7, 1.0));
+    let (mut dg, mut du) = (vec![f64::NAN; 7], vec![f64::NAN; 7]);
+    swiglu_backward(&mut dg, &mut du, &dout, &gate, &up, false);
+    let (mut dg_added, mut du_added) = (held_g.clone(), held_u.clone());
+    swiglu_backward(&mut dg_added, &mut du_added, &dout, &gate, &up, true);
+    assert_close(
+        "swiglu dgate accumulated",
+        &dg_added,
+        &sum(&held_g, &dg),
+        1e-12,
+    );
+    assert_close(
+        "swiglu dup accumulated",
+        &du_added,
+        &sum(&held_u, &du),
+        1e-12,
+    );
 }
 
 #[test]
@@ -291,8 +377,8 @@ fn swiglu_backward_matches_finite_differences() {
         swiglu_forward(&mut out, g, u);
         dot(&out, &r)
     };
-    let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
-    swiglu_backward(&mut dg, &mut du, &r, &gate, &up);
+    let (mut dg, mut du) = (vec![f64::NAN; n], vec![f64::NAN; n]);
+    swiglu_backward(&mut dg, &mut du, &r, &gate, &up, false);
     assert_close(
         "swiglu dgate",
         &dg,

@@ -205,11 +205,12 @@ impl<T: Float> Backend for Cpu<'_, T> {
         x: &Vec<T>,
         xa: Option<&Vec<T>>,
         rows: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let xa = xa.map_or(&[][..], |xa| xa.as_slice());
         let lin = self.weights.linear(id);
         let grad = self.grads()?.linear_mut(id);
-        linear_backward(Some(dx), grad, dy, x, lin, xa, rows);
+        linear_backward(Some(dx), grad, dy, x, lin, xa, rows, accumulate);
         Ok(())
     }
 
@@ -280,8 +281,9 @@ impl<T: Float> Backend for Cpu<'_, T> {
         dout: &Vec<T>,
         gate: &Vec<T>,
         up: &Vec<T>,
+        accumulate: bool,
     ) -> Result<()> {
-        swiglu_backward(dgate, dup, dout, gate, up);
+        swiglu_backward(dgate, dup, dout, gate, up, accumulate);
         Ok(())
     }
 

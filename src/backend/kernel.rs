@@ -309,7 +309,12 @@ impl Backend for Kernels {
         x: &Buffer<u16>,
         xa: Option<&Buffer<f32>>,
         rows: usize,
+        accumulate: bool,
     ) -> Result<()> {
+        // The kernel adds into dx: overwriting is adding to zeros.
+        if !accumulate {
+            self.device.fill_zeros(dx)?;
+        }
         let shape = self.linear_shape(id, rows);
         let Kernels {
             device,
@@ -465,7 +470,13 @@ impl Backend for Kernels {
         dout: &Buffer<u16>,
         gate: &Buffer<u16>,
         up: &Buffer<u16>,
+        accumulate: bool,
     ) -> Result<()> {
+        // The kernel adds into the gradients: overwriting is adding to zeros.
+        if !accumulate {
+            self.device.fill_zeros(dgate)?;
+            self.device.fill_zeros(dup)?;
+        }
         Ok(kernels::swiglu_backward(
             &self.device,
             dgate,

@@ -107,6 +107,9 @@ pub trait Backend {
         rows: usize,
         accumulate: bool,
     ) -> Result<()>;
+    /// `dx = dy·W + s·(dy·B)·A` over `rows` rows (with `accumulate`, `dx +=`), and the layer's
+    /// trained weights' gradients added to the backend's.
+    #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         &mut self,
         id: LinearId,
@@ -115,6 +118,7 @@ pub trait Backend {
         x: &Tensor<Self>,
         xa: Option<&Stats<Self>>,
         rows: usize,
+        accumulate: bool,
     ) -> Result<()>;
 
     /// Rotates `x` (`[rows][heads][head_dim]`) in place.
@@ -166,6 +170,7 @@ pub trait Backend {
         gate: &Tensor<Self>,
         up: &Tensor<Self>,
     ) -> Result<()>;
+    /// `dgate` and `dup` from `dout` (with `accumulate`, added to them).
     fn swiglu_backward(
         &mut self,
         dgate: &mut Tensor<Self>,
@@ -173,6 +178,7 @@ pub trait Backend {
         dout: &Tensor<Self>,
         gate: &Tensor<Self>,
         up: &Tensor<Self>,
+        accumulate: bool,
     ) -> Result<()>;
 
     /// Writes each row's log-sum-exp and returns the summed loss of the scored rows.

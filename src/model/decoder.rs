@@ -134,7 +134,6 @@ pub(super) fn decoder_backward<B: Backend>(
     let rows = acts.shape.rows();
     b.zero(&mut s.dlogits)?;
     b.cross_entropy_backward(&mut s.dlogits, &acts.logits, &loss.labels, &loss.lse, dloss)?;
-    b.zero(&mut s.dxn)?;
     b.linear_backward(
         LinearId::LmHead,
         &mut s.dxn,
@@ -142,6 +141,7 @@ pub(super) fn decoder_backward<B: Backend>(
         &acts.xn_final,
         None,
         rows,
+        false,
     )?;
     b.zero(&mut s.dx)?;
     b.rmsnorm_backward(
@@ -191,14 +191,35 @@ fn layer_backward<B: Backend>(
         b.config().num_key_value_heads,
     );
     let (lin, rows) = (|proj| LinearId::Layer(layer, proj), acts.shape.rows());
-    b.zero(&mut s.dact)?;
-    b.linear_backward(lin(Proj::Down), &mut s.dact, &s.dx, &c.act, None, rows)?;
-    b.zero(&mut s.dgate)?;
-    b.zero(&mut s.dup)?;
-    b.swiglu_backward(&mut s.dgate, &mut s.dup, &s.dact, &c.gate, &c.up)?;
-    b.zero(&mut s.dxn)?;
-    b.linear_backward(lin(Proj::Up), &mut s.dxn, &s.dup, &c.xn_mlp, None, rows)?;
-    b.linear_backward(lin(Proj::Gate), &mut s.dxn, &s.dgate, &c.xn_mlp, None, rows)?;
+    // The first op to produce a gradient tensor writes it; later ones add to it.
+    b.linear_backward(
+        lin(Proj::Down),
+        &mut s.dact,
+        &s.dx,
+        &c.act,
+        None,
+        rows,
+        false,
+    )?;
+    b.swiglu_backward(&mut s.dgate, &mut s.dup, &s.dact, &c.gate, &c.up, false)?;
+    b.linear_backward(
+        lin(Proj::Up),
+        &mut s.dxn,
+        &s.dup,
+        &c.xn_mlp,
+        None,
+        rows,
+        false,
+    )?;
+    b.linear_backward(
+        lin(Proj::Gate),
+        &mut s.dxn,
+        &s.dgate,
+        &c.xn_mlp,
+        None,
+        rows,
+        true,
+    )?;
     // The residual: dh = dout + the norm's gradient, accumulated in place.
     b.rmsnorm_backward(
         NormId::PostAttention(layer),
@@ -208,7 +229,6 @@ fn layer_backward<B: Backend>(
         &c.rstd_mlp,
     )?;
 
-    b.zero(&mut s.dattn)?;
     b.linear_backward(
         lin(Proj::O),
         &mut s.dattn,
@@ -216,6 +236,7 @@ fn layer_backward<B: Backend>(
         &c.attn,
         c.xa_o.as_ref(),
         rows,
+        false,
     )?;
     b.zero(&mut s.dq)?;
     b.zero(&mut s.dk)?;
@@ -226,7 +247,6 @@ fn layer_backward<B: Backend>(
     )?;
     b.rope_backward(&mut s.dq, &acts.rope, &acts.positions, heads)?;
     b.rope_backward(&mut s.dk, &acts.rope, &acts.positions, kv_heads)?;
-    b.zero(&mut s.dxn)?;
     b.linear_backward(
         lin(Proj::Q),
         &mut s.dxn,
@@ -234,6 +254,7 @@ fn layer_backward<B: Backend>(
         &c.xn_attn,
         c.xa_q.as_ref(),
         rows,
+        false,
     )?;
     b.linear_backward(
         lin(Proj::K),
@@ -242,6 +263,7 @@ fn layer_backward<B: Backend>(
         &c.xn_attn,
         c.xa_k.as_ref(),
         rows,
+        true,
     )?;
     b.linear_backward(
         lin(Proj::V),
@@ -250,6 +272,7 @@ fn layer_backward<B: Backend>(
         &c.xn_attn,
         c.xa_v.as_ref(),
         rows,
+        true,
     )?;
     b.rmsnorm_backward(NormId::Input(layer), &mut s.dx, &s.dxn, x, &c.rstd_attn)
 }

@@ -30,9 +30,11 @@ pub fn linear_forward<T: Float>(
     }
 }
 
-/// Accumulates the input gradient (when `dx` is given) and the gradients of the tensors `grad`
-/// holds (the trained ones; `None` is frozen):
-/// `dX += dY·W + s·(dY·B)·A`, `dW += dYᵀ·X`, `dB += s·dYᵀ·(X·Aᵀ)`, `dA += s·(dY·B)ᵀ·X`.
+/// Computes the input gradient (when `dx` is given) and accumulates the gradients of the tensors
+/// `grad` holds (the trained ones; `None` is frozen):
+/// `dX = dY·W + s·(dY·B)·A` (with `accumulate`, `dX +=`), `dW += dYᵀ·X`, `dB += s·dYᵀ·(X·Aᵀ)`,
+/// `dA += s·(dY·B)ᵀ·X`. Without `accumulate`, `dx` is only written, so it needs no zeroing first.
+#[allow(clippy::too_many_arguments)]
 pub fn linear_backward<T: Float>(
     dx: Option<&mut [T]>,
     grad: &mut Linear<Option<Param<T>>>,
@@ -41,6 +43,7 @@ pub fn linear_backward<T: Float>(
     lin: &Linear<Param<T>>,
     xa: &[T],
     m: usize,
+    accumulate: bool,
 ) {
     let (n_in, n_out) = (lin.in_features(), lin.out_features());
     assert_eq!(dy.len(), m * n_out, "{}: output gradient", lin.weight.name);
@@ -64,7 +67,16 @@ pub fn linear_backward<T: Float>(
         }
         if let Some(dx) = dx {
             assert_eq!(dx.len(), m * n_in, "{}: input gradient", lin.weight.name);
-            matmul_nn(dx, dy, &lin.weight.data, m, n_out, n_in, T::one(), true);
+            matmul_nn(
+                dx,
+                dy,
+                &lin.weight.data,
+                m,
+                n_out,
+                n_in,
+                T::one(),
+                accumulate,
+            );
             if let Some(lora) = &lin.lora {
                 widen_nn(dx, dy_b, &lora.a.data, m, rank, n_in, lora.scale());
             }

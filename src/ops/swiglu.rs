@@ -41,8 +41,16 @@ impl<T: Float> Kernel for Forward<'_, T> {
     }
 }
 
-/// Accumulates `dgate += dout·up·silu'(gate)` and `dup += dout·silu(gate)`.
-pub fn swiglu_backward<T: Float>(dgate: &mut [T], dup: &mut [T], dout: &[T], gate: &[T], up: &[T]) {
+/// Writes `dgate = dout·up·silu'(gate)` and `dup = dout·silu(gate)`; with `accumulate`, adds them
+/// instead (without it the gradients are only written, so they need no zeroing first).
+pub fn swiglu_backward<T: Float>(
+    dgate: &mut [T],
+    dup: &mut [T],
+    dout: &[T],
+    gate: &[T],
+    up: &[T],
+    accumulate: bool,
+) {
     assert!(
         dgate.len() == dout.len() && dup.len() == dout.len(),
         "swiglu grads"
@@ -60,6 +68,7 @@ pub fn swiglu_backward<T: Float>(dgate: &mut [T], dup: &mut [T], dout: &[T], gat
             dout,
             gate,
             up,
+            accumulate,
         })
     });
 }
@@ -70,6 +79,7 @@ struct Backward<'a, T> {
     dout: &'a [T],
     gate: &'a [T],
     up: &'a [T],
+    accumulate: bool,
 }
 
 impl<T: Float> Kernel for Backward<'_, T> {
@@ -79,8 +89,12 @@ impl<T: Float> Kernel for Backward<'_, T> {
         let inputs = self.dout.iter().zip(self.gate.iter().zip(self.up));
         for ((dg, du), (&d, (&g, &u))) in grads.zip(inputs) {
             let s = sigmoid::<T, FUSED>(g);
-            *dg += d * u * s * (T::one() + g * (T::one() - s));
-            *du += d * g * s;
+            let (new_dg, new_du) = (d * u * s * (T::one() + g * (T::one() - s)), d * g * s);
+            (*dg, *du) = if self.accumulate {
+                (*dg + new_dg, *du + new_du)
+            } else {
+                (new_dg, new_du)
+            };
         }
     }
 }
