@@ -59,7 +59,7 @@ pub(crate) fn aligned_operand(
     if ld == cols {
         let pointer = device.pointer(matrix, what)?;
         // Allocations are 16-byte aligned (malloc, cuMemAlloc); this guards the kernels' assumption.
-        if pointer as usize % 16 != 0 {
+        if !(pointer as usize).is_multiple_of(16) {
             let got = format!("address {pointer:p}");
             return Err(invalid(kernel, what, "a 16-byte aligned address", got));
         }

@@ -204,7 +204,7 @@ fn scratch_buffer<'a>(
     slot: &'a mut Option<Buffer<f32>>,
     len: usize,
 ) -> Result<&'a mut Buffer<f32>> {
-    if !slot.as_ref().is_some_and(|b| b.len() >= len) {
+    if slot.as_ref().is_none_or(|b| b.len() < len) {
         *slot = Some(device.zeros::<f32>(len)?);
     }
     Ok(slot.as_mut().expect("just filled"))

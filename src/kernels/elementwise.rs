@@ -84,7 +84,7 @@ fn rows_of<T: super::Element>(
     buffer: &Buffer<T>,
     dim: usize,
 ) -> Result<usize> {
-    if dim == 0 || buffer.len() % dim != 0 {
+    if dim == 0 || !buffer.len().is_multiple_of(dim) {
         return Err(invalid(
             name,
             what,
@@ -199,7 +199,7 @@ impl DeviceRopeTable {
         theta: f64,
         factor: f64,
     ) -> Result<DeviceRopeTable> {
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(invalid(
                 ROPE.name,
                 "head_dim",

@@ -54,7 +54,7 @@ impl AttnShape {
 
     fn check(&self) {
         assert!(
-            self.n_kv_heads > 0 && self.n_heads % self.n_kv_heads == 0 && self.n_heads > 0,
+            self.n_kv_heads > 0 && self.n_heads.is_multiple_of(self.n_kv_heads) && self.n_heads > 0,
             "attention: n_kv_heads ({}) must divide n_heads ({})",
             self.n_kv_heads,
             self.n_heads

@@ -213,7 +213,7 @@ impl Pool {
         while self.active.load(SeqCst) > 0 {
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 {
+            if spins.is_multiple_of(1024) {
                 // A worker the OS has descheduled (more threads than cores) needs the core.
                 std::thread::yield_now();
             }
@@ -278,7 +278,7 @@ impl Pool {
             }
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(1024) && start.elapsed() > SPIN {
                 break;
             }
         }

@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn buffers_start_on_a_cache_line_however_they_grow() {
-        let starts_a_line = |x: &[f64]| x.as_ptr() as usize % LINE == 0;
+        let starts_a_line = |x: &[f64]| (x.as_ptr() as usize).is_multiple_of(LINE);
         let mut buffer = Aligned::new(3, 1.0f64);
         for len in [1, 7, 100, 5, 1000, 4097] {
             buffer.resize(len, 2.0);

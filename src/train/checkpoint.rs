@@ -204,7 +204,7 @@ fn abandoned_saves(run_dir: &Path) -> Result<Vec<PathBuf>> {
 /// `--resume` to pick up, and a run resumed from an older checkpoint replaces the newer ones.
 pub fn remove_checkpoints(run_dir: &Path, after: Option<usize>) -> Result<()> {
     for (step, old) in checkpoint_steps(run_dir)? {
-        if after.map_or(true, |s| step > s) {
+        if after.is_none_or(|s| step > s) {
             fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
         }
     }
@@ -275,7 +275,7 @@ fn candidates(dir: &Path) -> Result<Vec<PathBuf>> {
     };
     let mut found: Vec<PathBuf> = checkpoint_steps(run_dir)?
         .into_iter()
-        .filter(|(step, _)| newest.map_or(true, |n| *step <= n))
+        .filter(|(step, _)| newest.is_none_or(|n| *step <= n))
         .map(|(_, p)| p)
         .collect();
     found.reverse();

@@ -39,7 +39,7 @@ fn tokenizer(args: &FinetuneArgs) -> Result<Option<Tokenizer>> {
         return Ok(Some(Tokenizer::builtin()));
     };
     let token_files_only = args.data.as_deref().is_some_and(is_token_file)
-        && args.eval_data.as_deref().map_or(true, is_token_file);
+        && args.eval_data.as_deref().is_none_or(is_token_file);
     match Tokenizer::from_model_dir(dir) {
         Err(_) if token_files_only && !dir.join(TOKENIZER_FILE).exists() => Ok(None),
         found => found.map(Some),

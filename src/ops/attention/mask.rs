@@ -104,7 +104,7 @@ impl AttnMask {
         if mode == AttnMode::Dense {
             return Ok(Self::dense());
         }
-        if group_size < 2 || group_size % 2 != 0 {
+        if group_size < 2 || !group_size.is_multiple_of(2) {
             return Err(Error::option(
                 "group_size",
                 format!(
@@ -134,7 +134,7 @@ impl AttnMask {
         let group_size = exact.floor() as usize;
         let problem = if group_size < 2 {
             "which is below 2"
-        } else if group_size % 2 != 0 {
+        } else if !group_size.is_multiple_of(2) {
             "which is odd"
         } else {
             return Ok(AttnMask { mode, group_size });
