@@ -254,11 +254,14 @@ mod tests {
         }
     }
 
-    /// The pass as the attention calls it (on AVX-512, the explicit 16-lane loop) against the
-    /// generic kernel on the best instruction set: the same bits, padding columns untouched.
+    /// The pass as the attention calls it (the explicit 16-lane loop) against the generic kernel
+    /// compiled for AVX-512: the same bits, padding columns untouched.
     #[test]
     fn exp_columns_agrees_bitwise_with_the_generic_kernel() {
-        let best = simd::available()[0];
+        if !simd::supported(simd::Isa::Avx512) {
+            eprintln!("skipped: without AVX-512, exp_columns is the generic kernel itself");
+            return;
+        }
         for (keys, queries, ld) in [
             (1, 1, 1),
             (7, 5, 9),
@@ -286,7 +289,7 @@ mod tests {
             );
             let (mut want, mut want_sum) = (st.clone(), vec![0.5f32; queries]);
             simd::run_on(
-                best,
+                simd::Isa::Avx512,
                 ExpColumns {
                     tile: &mut ScoreTile {
                         st: &mut want,
