@@ -159,6 +159,16 @@ impl<T: Float> Kernel for SoftmaxGradColumns<'_, '_, T> {
 mod tests {
     use super::*;
 
+    /// A `keys × ld` score tile of mixed signs and magnitudes, every eleventh score masked (−inf).
+    fn ragged_scores(keys: usize, ld: usize) -> Vec<f32> {
+        (0..keys * ld)
+            .map(|i| match i % 11 {
+                0 => f32::NEG_INFINITY,
+                r => (r as f32 * 0.37 - 2.0) * if i % 2 == 0 { 1.0 } else { -3.0 },
+            })
+            .collect()
+    }
+
     /// A transposed tile with ragged sizes, padding columns that must not change, and masked
     /// scores; f32 on every instruction set this CPU has, against f64.
     #[test]
@@ -170,12 +180,7 @@ mod tests {
             (33, 17, 20),
             (64, 3, 64),
         ] {
-            let st: Vec<f32> = (0..keys * ld)
-                .map(|i| match i % 11 {
-                    0 => f32::NEG_INFINITY,
-                    r => (r as f32 * 0.37 - 2.0) * if i % 2 == 0 { 1.0 } else { -3.0 },
-                })
-                .collect();
+            let st = ragged_scores(keys, ld);
             let want_max: Vec<f32> = (0..queries)
                 .map(|q| {
                     (0..keys)
@@ -269,12 +274,7 @@ mod tests {
             (33, 17, 20),
             (3, 40, 48),
         ] {
-            let st: Vec<f32> = (0..keys * ld)
-                .map(|i| match i % 11 {
-                    0 => f32::NEG_INFINITY,
-                    r => (r as f32 * 0.37 - 2.0) * if i % 2 == 0 { 1.0 } else { -3.0 },
-                })
-                .collect();
+            let st = ragged_scores(keys, ld);
             let shift: Vec<f32> = (0..queries).map(|q| q as f32 * 0.25 - 1.0).collect();
             let (mut got, mut got_sum) = (st.clone(), vec![0.5f32; queries]);
             exp_columns(
