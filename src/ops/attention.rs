@@ -130,7 +130,10 @@ pub fn attention_forward<T: Float>(
         let q_tiles = shape.seq_len.div_ceil(BR);
         let stats = Mutex::new(AttnStats::default());
         pool::for_each(shape.batch * shape.n_heads * q_tiles, |task| {
-            let (bh, tile) = (task / q_tiles, task % q_tiles);
+            // Each head's last tile first: a causal Q tile's work grows with its index, so taking
+            // the largest first leaves the region's end to the smallest, and whichever thread
+            // runs slower at that moment waits less for the other.
+            let (bh, tile) = (task / q_tiles, q_tiles - 1 - task % q_tiles);
             let (b, h) = (bh / shape.n_heads, bh % shape.n_heads);
             let tile_stats = tiled::forward_q_tile(x, (b, h, tile), out, lse);
             let mut total = stats.lock().unwrap_or_else(|e| e.into_inner());
