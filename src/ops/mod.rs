@@ -5,6 +5,7 @@
 pub mod attention;
 pub(crate) mod bulk;
 pub mod cross_entropy;
+mod dot;
 pub mod embedding;
 mod gemm;
 pub mod linear;

@@ -8,29 +8,10 @@
 //! not depend on scheduling.
 
 use crate::float::Float;
+use crate::ops::dot::dot;
 use crate::ops::microgemm::{product, Product};
 use crate::ops::pool;
 use crate::ops::scratch::with_buffer;
-
-/// Independent partial sums, enough for the compiler to vectorise the loop.
-const LANES: usize = 16;
-
-fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let mut lanes = [T::zero(); LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: T = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, &y)| x * y)
-        .fold(T::zero(), |s, v| s + v);
-    for (x, y) in ca.zip(cb) {
-        for ((s, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
-            *s += x * y;
-        }
-    }
-    lanes.iter().fold(tail, |s, &v| s + v)
-}
 
 /// Rows per parallel task in `narrow_nt`.
 const NARROW_ROWS: usize = 32;

@@ -1,6 +1,7 @@
 //! RMSNorm as in Llama: `y = w ∘ x / sqrt(mean(x²) + eps)`.
 
 use crate::float::{cst, Float};
+use crate::ops::dot::{dot, dot3};
 use crate::ops::pool;
 
 /// Rows per parallel task.
@@ -23,7 +24,7 @@ pub fn rmsnorm_forward<T: Float>(
     pool::for_each_chunk_pair(out, ROWS * dim, rstd, ROWS, |task, out, rstd| {
         let x = &x[task * ROWS * dim..];
         for ((o, r), xr) in out.chunks_exact_mut(dim).zip(rstd).zip(x.chunks_exact(dim)) {
-            let ms = xr.iter().map(|&v| v * v).sum::<T>() / cst(dim as f64);
+            let ms = dot(xr, xr) / cst(dim as f64);
             *r = (ms + cst(eps)).sqrt().recip();
             for ((o, &xv), &w) in o.iter_mut().zip(xr).zip(weight) {
                 *o = w * (xv * *r);
@@ -52,13 +53,7 @@ pub fn rmsnorm_backward<T: Float>(
         let (dout, x, rstd) = (&dout[rows.clone()], &x[rows], &rstd[task * ROWS..]);
         let rows = dx.chunks_exact_mut(dim).zip(dout.chunks_exact(dim));
         for (((dxr, dor), xr), &r) in rows.zip(x.chunks_exact(dim)).zip(rstd) {
-            let mean_gn = dor
-                .iter()
-                .zip(xr)
-                .zip(weight)
-                .map(|((&g, &xv), &w)| w * g * xv * r)
-                .sum::<T>()
-                / cst(dim as f64);
+            let mean_gn = dot3(weight, dor, xr) * r / cst(dim as f64);
             for (((d, &g), &xv), &w) in dxr.iter_mut().zip(dor).zip(xr).zip(weight) {
                 *d += r * (w * g - xv * r * mean_gn);
             }

@@ -15,6 +15,7 @@ use super::plan::TilePlan;
 use super::softmax::{column_max, exp_columns, softmax_grad_columns, ScoreTile};
 use super::{AttnMask, AttnShape, AttnStats};
 use crate::float::{cst, Float};
+use crate::ops::dot::dot;
 use crate::ops::microgemm::{product, Product};
 use crate::ops::scratch::{with_scratch, Aligned};
 
@@ -484,7 +485,7 @@ fn load_row_stats<T: Float>(
         s.shift[r] = saved.lse[(b * sh.n_heads + h) * sh.seq_len + i];
         let at = x.q_at(b, i, h);
         let (dout, out) = (&saved.dout[at..at + d], &saved.out[at..at + d]);
-        s.max[r] = dout.iter().zip(out).map(|(&a, &o)| a * o).sum();
+        s.max[r] = dot(dout, out);
     }
 }
 
