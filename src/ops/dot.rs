@@ -1,8 +1,8 @@
 //! Sums of elementwise products along rows, in independent partial sums. A plain `.sum()` is one
 //! chain of dependent additions (four cycles each on these cores) that the compiler may not
 //! reorder; sixteen chains let it keep a vector of partial sums instead. Element `i` goes to
-//! partial sum `i mod 16` (the last `len mod 16` to a sum of their own, the start), and the
-//! partial sums are added in order at the end, so a result depends only on the values.
+//! partial sum `i mod 16`, except the last `len mod 16`, which are summed first; the sixteen are
+//! then added to that in order, so a result depends only on the values, never on threads.
 
 use crate::float::Float;
 

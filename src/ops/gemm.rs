@@ -123,7 +123,7 @@ fn pack<T: Float>(b: Strided<'_, T>, k: usize, n: usize, packed: &mut [T]) {
             // columns is a contiguous row of the weight. Sixteen rows of the panel at a time
             // (4 KiB, held in L1 while every column writes into them): column by column over the
             // whole depth, each column's k values went to k different lines of a panel larger
-            // than L1, and the copy took a tenth of a 1,024-row product.
+            // than L1, and the copy took a tenth of the time of a 1,024-row product.
             for (block, dst) in dst.chunks_mut(PACK_ROWS * NC).enumerate() {
                 let k0 = block * PACK_ROWS;
                 for col in 0..cols {
