@@ -103,6 +103,11 @@ fn kernel_training_steps_match_the_cpu() {
     }
 }
 
+/// How far a GPU's gradients may move between two runs of one pass: the order of the f32 atomic adds
+/// into dQ is the only difference. On an H200 (REPORT.md, 2026-12-04) the worst tensor moved 1.2e-7
+/// between two runs and 1.4e-7 under recomputation.
+const ATOMIC_ORDER_BAND: f64 = 1e-4;
+
 /// One forward and backward of a fixed batch; returns the summed loss, the gradients and the
 /// activation elements kept.
 fn pass(engine: &mut Engine) -> (f64, Grads<f32>, usize) {
@@ -127,21 +132,53 @@ fn recomputing_layers_changes_memory_not_results() {
         .chain([Compute::Cpu]);
     for compute in computes {
         let name = compute.describe();
+        let on_gpu = matches!(&compute, Compute::Kernels(device) if !device.is_emulator());
         let trained = Some(TrainableSet::LoraEmbedNorm);
         let mut keep = Engine::new(compute, model.clone(), trained, false).expect("engine");
         let (loss, grads, saved) = pass(&mut keep);
+        let (_, grads_again, _) = pass(&mut keep);
         let compute = keep.into_parts().expect("engine parts").0;
         let mut recompute = Engine::new(compute, model.clone(), trained, true).expect("engine");
         let (loss_r, grads_r, saved_r) = pass(&mut recompute);
         assert_eq!(loss_r, loss, "{name}: loss changed under recomputation");
-        assert!(
-            grads_r == grads,
-            "{name}: gradients changed under recomputation"
+        let (grads, grads_again, grads_r) = (
+            grad_values(&grads),
+            grad_values(&grads_again),
+            grad_values(&grads_r),
         );
+        if on_gpu {
+            // A GPU adds dQ with f32 atomics in the order its blocks finish, so the same pass run
+            // twice already differs in the last bits, which bf16 roundings downstream can widen.
+            let worst = |other: &Values| {
+                grads
+                    .iter()
+                    .zip(other)
+                    .map(|((_, w), (_, g))| rel_error(g, w))
+                    .fold(0.0, f64::max)
+            };
+            println!(
+                "{name}: worst relative gradient change: the same pass again {:.2e}, recomputed {:.2e}",
+                worst(&grads_again),
+                worst(&grads_r)
+            );
+            assert_tensors_close(
+                &format!("{name} recomputed"),
+                &grads_r,
+                &grads,
+                ATOMIC_ORDER_BAND,
+            );
+        } else {
+            assert!(
+                grads_again == grads,
+                "{name}: the same pass gave other gradients"
+            );
+            assert!(
+                grads_r == grads,
+                "{name}: gradients changed under recomputation"
+            );
+        }
         assert!(
-            grad_values(&grads)
-                .iter()
-                .any(|(_, g)| g.iter().any(|&v| v != 0.0)),
+            grads.iter().any(|(_, g)| g.iter().any(|&v| v != 0.0)),
             "{name}: all gradients are zero"
         );
         // Recomputation drops every layer's cache but one (inputs are kept either way).
