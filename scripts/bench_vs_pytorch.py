@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Side-by-side CPU training step: our `harness finetune --device cpu` against PyTorch eager + peft.
+"""Side-by-side training step: our `harness finetune` against PyTorch eager + peft.
 
-Run it through scripts/bench-vs-pytorch.sh, which prepares the Python environment and builds the
-harness. Subcommands:
+On the CPU (the default), run it through scripts/bench-vs-pytorch.sh, which prepares the Python
+environment and builds the harness. With `--device cuda` both sides run on GPU 0: ours with its
+kernels (bf16 activations, f32 trained tensors), PyTorch under bf16 autocast with f32 weights (the
+usual mixed-precision recipe; SDPA then takes its flash backend); scripts/gpu-run.sh runs it so
+on a wider model (`write-model --hidden 2048 ...`). Subcommands:
 
   write-model DIR          a random Hugging Face Llama (the built-in model's shape) and a text file
   torch-steps ...          PyTorch steps in this process; prints one JSON line of step times
@@ -31,18 +34,18 @@ ORIGINAL_CONTEXT = 256
 VOCAB = 258  # bytes, BOS 256, EOS 257 (the harness's byte-level vocabulary)
 
 
-def write_model(out: pathlib.Path) -> None:
+def write_model(out: pathlib.Path, hidden: int, layers: int, heads: int, intermediate: int) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=VOCAB,
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=ORIGINAL_CONTEXT,
         rms_norm_eps=1e-5,
         rope_theta=10000.0,
@@ -98,11 +101,12 @@ def torch_steps(args) -> None:
                                              attn_implementation=attn)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, lora).to(args.device)
     for name, p in model.named_parameters():
         if "embed_tokens" in name or "norm" in name:
             p.requires_grad_(True)
     model.train()
+    on_gpu = args.device == "cuda"
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.0)
     data = torch.tensor(list((pathlib.Path(args.dir) / "data.txt").read_bytes()), dtype=torch.long)
@@ -110,14 +114,17 @@ def torch_steps(args) -> None:
     times = []
     for _ in range(args.steps):
         start = rng.randrange(len(data) - args.context - 1)
-        window = data[start:start + args.context + 1].unsqueeze(0)
+        window = data[start:start + args.context + 1].unsqueeze(0).to(args.device)
         began = time.perf_counter()
-        logits = model(input_ids=window[:, :-1]).logits
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB), window[:, 1:].reshape(-1))
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=on_gpu):
+            logits = model(input_ids=window[:, :-1]).logits
+            loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(), window[:, 1:].reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if on_gpu:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - began)
     print(json.dumps({"step_s": times, "loss": loss.item(),
                       "trained": sum(p.numel() for p in params)}))
@@ -139,7 +146,7 @@ def ours_once(args, n, attn, env) -> tuple[list, int]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [args.harness, "finetune", "--model", f"{args.dir}/model", "--data",
                f"{args.dir}/data.txt", "--context", str(n), "--attn", attn, "--steps",
-               str(args.steps), "--device", "cpu", "--output", tmp, "--overwrite"]
+               str(args.steps), "--device", args.device, "--output", tmp, "--overwrite"]
         _, rss = run_measured(cmd, env)
         elapsed = [json.loads(line)["elapsed_s"]
                    for line in pathlib.Path(tmp, "metrics.jsonl").read_text().splitlines()]
@@ -148,7 +155,8 @@ def ours_once(args, n, attn, env) -> tuple[list, int]:
 
 def torch_once(args, n, attn, env) -> tuple[list, int]:
     cmd = [sys.executable, __file__, "torch-steps", "--dir", args.dir, "--context", str(n),
-           "--attn", attn, "--steps", str(args.steps), "--threads", str(args.threads)]
+           "--attn", attn, "--steps", str(args.steps), "--threads", str(args.threads),
+           "--device", args.device]
     out, rss = run_measured(cmd, env)
     return json.loads(out.strip().splitlines()[-1])["step_s"], rss
 
@@ -194,6 +202,10 @@ def main() -> None:
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("write-model")
     w.add_argument("dir", type=pathlib.Path)
+    w.add_argument("--hidden", type=int, default=256)
+    w.add_argument("--layers", type=int, default=4)
+    w.add_argument("--heads", type=int, default=4)
+    w.add_argument("--intermediate", type=int, default=688)
     t = sub.add_parser("torch-steps")
     t.add_argument("--dir", required=True)
     t.add_argument("--context", type=int, required=True)
@@ -201,6 +213,7 @@ def main() -> None:
     t.add_argument("--steps", type=int, required=True)
     t.add_argument("--threads", type=int, required=True)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     r = sub.add_parser("run")
     r.add_argument("--dir", required=True)
     r.add_argument("--harness", required=True)
@@ -210,9 +223,10 @@ def main() -> None:
     r.add_argument("--steps", type=int, default=3, help="steps per run, warm-up included")
     r.add_argument("--warmup", type=int, default=1, help="steps per run not timed")
     r.add_argument("--threads", type=int, default=os.cpu_count())
+    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = p.parse_args()
     if args.command == "write-model":
-        write_model(args.dir)
+        write_model(args.dir, args.hidden, args.layers, args.heads, args.intermediate)
     elif args.command == "torch-steps":
         torch_steps(args)
     else:

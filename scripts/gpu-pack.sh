@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# Builds the test and bench executables with the CUDA kernels embedded and packs them, stripped and
-# xz-compressed, into gpu-pack/ (git-ignored, kept under the device tool's 64 MiB carry limit: about
-# 1 MiB per executable compressed, 4-5 MiB uncompressed since faer's GEMM), for a GPU machine that
-# has no Rust. Prints the one command that runs everything there: every test binary with
-# --include-ignored (so the tests marked "needs a CUDA GPU" run too), compute-sanitizer memcheck and
-# racecheck on the kernel tests, the GPU golden-vector recording (DESIGN §5), and the kernel
-# benchmarks; logs and fixtures go to $OUT.
+# Builds the test and bench executables and the harness with the CUDA kernels embedded and packs
+# them, stripped and xz-compressed, into gpu-pack/ (git-ignored, kept under the device tool's 64 MiB
+# carry limit: about 1 MiB per executable compressed), with scripts/gpu-run.sh as run.sh and the
+# PyTorch scripts it runs, for a GPU machine that has no Rust. Prints the one command that runs the GPU
+# verification there (gpu-run.sh says what it does, in what order and under what time limits).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,43 +40,12 @@ cargo bench --no-run -p longlora >&2
 while read -r name exe; do
     objcopy --strip-all "$exe" "$bins/benches/$name"
 done < <(executables bench bench -p longlora)
-tar -C "$bins" -cf - tests benches | xz -T0 -6 > "$pack/executables.tar.xz"
+cargo build --release -p harness >&2
+objcopy --strip-all target/release/harness "$bins/harness"
+tar -C "$bins" -cf - tests benches harness | xz -T0 -6 > "$pack/executables.tar.xz"
 
-cat > "$pack/run.sh" <<'RUN'
-#!/usr/bin/env bash
-# Runs on the GPU machine from the repository root: bash gpu-pack/run.sh
-set -uo pipefail
-cd "$(dirname "$0")"
-# Python's tarfile reads xz without the xz tool, which an image may lack.
-[[ -d tests ]] || python3 -c 'import tarfile; tarfile.open("executables.tar.xz").extractall(".")'
-out="${OUT:-/tmp/gpu-pack-out}"
-mkdir -p "$out/logs"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.csv"
-status=0
-for t in tests/*; do
-    echo "== $t"
-    "./$t" --include-ignored --skip emulator_matches_gpu_golden_vectors 2>&1 | tee "$out/logs/$(basename "$t").log" | grep -E "^test result|FAILED|panicked|skipped" || true
-    [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
-done
-echo "== recording GPU golden vectors"
-LONGLORA_RECORD_GOLDEN="$out/gpu_golden" ./tests/gpu_golden --ignored record_gpu_golden_vectors --nocapture 2>&1 | tail -3
-for tool in memcheck racecheck; do
-    echo "== compute-sanitizer $tool on the kernel tests"
-    for t in tests/emulator tests/kernels_* tests/attention_kernels*; do
-        [[ -e "$t" ]] || continue
-        compute-sanitizer --tool "$tool" --error-exitcode 9 "./$t" > "$out/logs/sanitizer-$tool-$(basename "$t").log" 2>&1
-        code=$?
-        echo "$(basename "$t"): exit $code ($(grep -c "ERROR SUMMARY: 0 errors" "$out/logs/sanitizer-$tool-$(basename "$t").log") clean summaries)"
-        [[ $code -eq 0 ]] || status=1
-    done
-done
-for b in benches/*; do
-    echo "== $b"
-    "./$b" --bench 2>&1 | tee "$out/logs/bench-$(basename "$b").log" | grep -vE "^\s*$|Warming|Analyzing|Collecting" | tail -30
-done
-exit $status
-RUN
-chmod +x "$pack/run.sh"
+cp scripts/gpu-run.sh "$pack/run.sh"
+cp scripts/gpu_torch_baselines.py scripts/bench_vs_pytorch.py "$pack/"
 size=$(du -sm "$pack" | cut -f1)
 echo "gpu-pack: $pack holds ${size} MiB" >&2
 if (( size >= 64 )); then
