@@ -104,7 +104,8 @@ fn kernel_training_steps_match_the_cpu() {
 }
 
 /// How far a GPU's gradients may move between two runs of one pass: the order of the f32 atomic adds
-/// into dQ is the only difference. On an H200 (REPORT.md, 2026-12-04) the worst tensor moved 1.2e-7
+/// (embedding and norm-weight gradients, the adapter gradients' row slices) is the only difference.
+/// On an H200 (REPORT.md, 2026-12-04, when dQ was added atomically too) the worst tensor moved 1.2e-7
 /// between two runs and 1.4e-7 under recomputation.
 const ATOMIC_ORDER_BAND: f64 = 1e-4;
 
@@ -147,8 +148,8 @@ fn recomputing_layers_changes_memory_not_results() {
             grad_values(&grads_r),
         );
         if on_gpu {
-            // A GPU adds dQ with f32 atomics in the order its blocks finish, so the same pass run
-            // twice already differs in the last bits, which bf16 roundings downstream can widen.
+            // A GPU's atomic adds land in the order its blocks finish, so the same pass run twice
+            // already differs in the last bits, which bf16 roundings downstream can widen.
             let worst = |other: &Values| {
                 grads
                     .iter()
