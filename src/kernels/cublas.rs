@@ -102,8 +102,9 @@ mod tests {
             Ok(()) => println!("libcublas is present"),
             Err(error) => assert_eq!(
                 error.to_string(),
-                "no cuBLAS library found (libcublas could not be loaded): the plain GEMMs on a GPU \
-                 need it"
+                "no cuBLAS library found (libcublas.so.13 could not be loaded): the plain GEMMs on \
+                 a GPU need it; add the directory that holds it (such as /usr/local/cuda/lib64) to \
+                 LD_LIBRARY_PATH"
             ),
         }
     }
