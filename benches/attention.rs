@@ -6,8 +6,9 @@
 //! mask (the causal halving and S²-Attn's groups included); backward = 2.5x forward. Criterion's
 //! throughput is set to that FLOP count, so its "elem/s" reads as FLOP/s.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
@@ -124,10 +125,7 @@ fn bench_attention(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = common::short_criterion();
     targets = bench_attention
 }
 criterion_main!(benches);

@@ -1,12 +1,12 @@
-//! The attention kernels on a CUDA GPU: forward and backward (atomic dQ, the training path; and the
-//! deterministic variant), head dim 128, batch 1, 16 heads, N = 8k, 16k and 32k, dense (causal) and
+//! The attention kernels on a CUDA GPU: forward and backward (atomic dQ, FlashAttention-2's way; and
+//! the deterministic dQ, the training path), head dim 128, batch 1, 16 heads, N = 8k, 16k and 32k, dense (causal) and
 //! S²-Attn (group ratio 0.25). FLOPs per DESIGN §3: forward 4·D per unmasked (query, key) pair,
 //! counted exactly; backward 2.5x forward. Criterion's throughput is that FLOP count, so its "elem/s"
 //! reads as FLOP/s; compare with PyTorch SDPA (flash backend) run on the same GPU at the same shapes.
 //! Without a GPU it prints "skipped: no CUDA GPU" and measures nothing.
 //! Run: cargo bench --bench attention_kernels
 
-use std::time::Duration;
+mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use longlora::cost::flops::attention_forward_flops;
@@ -117,11 +117,9 @@ fn backward(
 }
 
 fn bench_attention_kernels(c: &mut Criterion) {
-    if Device::cuda_device_count() == 0 {
-        println!("skipped: no CUDA GPU");
+    let Some(device) = common::gpu_or_skip() else {
         return;
-    }
-    let device = Device::cuda(0).expect("the CUDA device");
+    };
     println!(
         "{}: FLOPs per DESIGN §3 (criterion's elem/s = FLOP/s)",
         device.name()
@@ -164,10 +162,7 @@ fn bench_attention_kernels(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = common::short_criterion();
     targets = bench_attention_kernels
 }
 criterion_main!(benches);

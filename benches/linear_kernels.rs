@@ -9,7 +9,7 @@
 //! Without a GPU it prints "skipped: no CUDA GPU" and measures nothing.
 //! Run: cargo bench --bench linear_kernels
 
-use std::time::Duration;
+mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use longlora::kernels::{
@@ -137,11 +137,9 @@ fn backward(device: &Device, t: &mut Tensors, runner: Runner, scratch: &mut Line
 type Pass = fn(&Device, &mut Tensors, Runner, &mut LinearScratch);
 
 fn bench_linear_kernels(c: &mut Criterion) {
-    if Device::cuda_device_count() == 0 {
-        println!("skipped: no CUDA GPU");
+    let Some(device) = common::gpu_or_skip() else {
         return;
-    }
-    let device = Device::cuda(0).expect("the CUDA device");
+    };
     let flops = 2 * SHAPE.rows * SHAPE.in_features * SHAPE.out_features;
     println!(
         "{}: {} x {} -> {}, {:.1} GFLOP per product (criterion's elem/s = FLOP/s)",
@@ -176,10 +174,7 @@ fn bench_linear_kernels(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = common::short_criterion();
     targets = bench_linear_kernels
 }
 criterion_main!(benches);
