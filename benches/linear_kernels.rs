@@ -1,9 +1,10 @@
 //! The linear layers on a CUDA GPU: a Llama-7B attention projection (4096 → 4096) over 16384 rows
 //! (one 16k-token sequence), bf16 with f32 accumulation. Forward `y = x·Wᵀ` and input gradient
-//! `dx += dY·W`, each three ways: cuBLAS (what a GPU runs for the plain products), our fused kernel
-//! without an adapter, and our fused kernel with a rank-8 adapter (the backward then also
-//! accumulates the adapter's gradients). Our rank-8 time over cuBLAS's plain time is what LoRA
-//! costs on top of the frozen product. FLOPs: 2·rows·in·out per product (the adapter's rank-r
+//! `dx += dY·W`, each four ways: cuBLAS plain, cuBLAS with a rank-8 adapter (what the training step
+//! runs on a GPU: `kernels::linear_*`, the adapter's two thin products around our rounding kernel,
+//! and our dA, dB reductions in the backward), our fused kernel without an adapter, and our fused
+//! kernel with the rank-8 adapter (its backward also accumulates dA, dB). A rank-8 time over cuBLAS's
+//! plain time is what LoRA costs on top of the frozen product. FLOPs: 2·rows·in·out per product (the adapter's rank-r
 //! products are under 0.5% more and not counted), so criterion's "elem/s" reads as FLOP/s. Each
 //! timed iteration is ten launches and one wait, to keep the wait's round trip out of the rate.
 //! Without a GPU it prints "skipped: no CUDA GPU" and measures nothing.
@@ -71,20 +72,27 @@ fn tensors(device: &Device) -> Tensors {
     }
 }
 
-/// Who runs the product: cuBLAS, or our kernel with or without the adapter.
+/// Who runs the product: cuBLAS or our fused kernel, each with or without the adapter.
 #[derive(Clone, Copy)]
 enum Runner {
     Cublas,
+    CublasRank8,
     OursPlain,
     OursRank8,
 }
 
 impl Runner {
-    const ALL: [Runner; 3] = [Runner::Cublas, Runner::OursPlain, Runner::OursRank8];
+    const ALL: [Runner; 4] = [
+        Runner::Cublas,
+        Runner::CublasRank8,
+        Runner::OursPlain,
+        Runner::OursRank8,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Runner::Cublas => "cublas",
+            Runner::CublasRank8 => "cublas_lora_r8",
             Runner::OursPlain => "ours_plain",
             Runner::OursRank8 => "ours_lora_r8",
         }
@@ -106,6 +114,10 @@ fn forward(device: &Device, t: &mut Tensors, runner: Runner, scratch: &mut Linea
     let (x, weight, y) = (&t.x, &t.weight, &mut t.y);
     match runner {
         Runner::Cublas => linear_forward(device, SHAPE, x, weight, None, y, false, scratch),
+        Runner::CublasRank8 => {
+            let lora = Some((adapter, &mut t.xa));
+            linear_forward(device, SHAPE, x, weight, lora, y, false, scratch)
+        }
         Runner::OursPlain => lora_linear_forward(device, SHAPE, x, weight, None, y, scratch),
         Runner::OursRank8 => {
             let lora = Some((adapter, &mut t.xa));
@@ -121,14 +133,19 @@ fn backward(device: &Device, t: &mut Tensors, runner: Runner, scratch: &mut Line
     match runner {
         Runner::Cublas => linear_backward(device, SHAPE, dy, x, weight, None, dx, scratch),
         Runner::OursPlain => lora_linear_backward(device, SHAPE, dy, x, weight, None, dx, scratch),
-        Runner::OursRank8 => {
-            let lora = LoraBackward {
+        Runner::CublasRank8 | Runner::OursRank8 => {
+            let lora = Some(LoraBackward {
                 adapter,
                 xa: &t.xa,
                 grad_a: &mut t.grad_a,
                 grad_b: &mut t.grad_b,
-            };
-            lora_linear_backward(device, SHAPE, dy, x, weight, Some(lora), dx, scratch)
+            });
+            match runner {
+                Runner::CublasRank8 => {
+                    linear_backward(device, SHAPE, dy, x, weight, lora, dx, scratch)
+                }
+                _ => lora_linear_backward(device, SHAPE, dy, x, weight, lora, dx, scratch),
+            }
         }
     }
     .expect("backward");

@@ -449,6 +449,11 @@ fn generated_params_match_the_c_layouts() {
         align_of::<params::ConvertParams>(),
     ));
     rust.push((
+        "ScaledConvertParams",
+        size_of::<params::ScaledConvertParams>(),
+        align_of::<params::ScaledConvertParams>(),
+    ));
+    rust.push((
         "SwigluParams",
         size_of::<params::SwigluParams>(),
         align_of::<params::SwigluParams>(),

@@ -13,8 +13,8 @@ use half::bf16;
 use longlora::kernels::{
     bf16_to_f32, cross_entropy_backward, cross_entropy_forward, embedding_backward,
     embedding_forward, f32_to_bf16, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
-    swiglu_backward, swiglu_forward, without_shared_memory_opt_in, Device, DeviceRopeTable,
-    GpuTarget, KernelError,
+    scaled_f32_to_bf16, swiglu_backward, swiglu_forward, without_shared_memory_opt_in, Device,
+    DeviceRopeTable, GpuTarget, KernelError,
 };
 use longlora::ops::cross_entropy::{self, IGNORE_INDEX};
 use longlora::ops::rope::RopeTable;
@@ -41,6 +41,38 @@ fn conversions_round_to_nearest_even_like_the_half_crate() {
         for (i, (&w, &g)) in widened.iter().zip(&got).enumerate() {
             assert_eq!(w, bf16::from_bits(g).to_f32(), "bf16_to_f32 [{i}]");
         }
+    }
+}
+
+/// The LoRA rank-r product's rounding: `bf16(s·x)` for the first `count` elements of longer buffers,
+/// the rest of the output untouched; too short a buffer is an error naming it.
+#[test]
+fn scaled_conversion_rounds_the_scaled_prefix_only() {
+    let mut rng = Rng::new(2);
+    let values: Vec<f32> = (0..1000)
+        .map(|_| rng.uniform_range(-3.0, 3.0) as f32)
+        .collect();
+    let (count, scale) = (777, 1.7f32);
+    for device in devices() {
+        let input = device.upload(&values).unwrap();
+        let mut narrow = device.upload(&vec![BF16_NAN; values.len()]).unwrap();
+        scaled_f32_to_bf16(&device, &input, scale, &mut narrow, count).unwrap();
+        let got = device.download(&narrow).unwrap();
+        for (i, (&v, &g)) in values.iter().zip(&got).enumerate() {
+            let expected = if i < count {
+                bf16::from_f32(scale * v).to_bits()
+            } else {
+                BF16_NAN
+            };
+            assert_eq!(g, expected, "{} [{i}] of {v}", device.name());
+        }
+        let mut short = device.upload(&[0u16; 10]).unwrap();
+        let error = scaled_f32_to_bf16(&device, &input, scale, &mut short, 11).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("output") && message.contains("at least 11"),
+            "{message}"
+        );
     }
 }
 

@@ -2,9 +2,12 @@
 //! (`longlora::ops::linear`), through the emulator and, when one is present, on a GPU: random bf16
 //! operands, outputs poisoned with NaN, shapes that are not multiples of the 128 x 128 x 32 tiles (nor,
 //! for some, of the 8 elements that keep rows 16-byte aligned), and LoRA ranks 0 (the plain GEMM), 1,
-//! 8, 16 and 64.
+//! 8, 16 and 64. On a GPU the same checks also hold the training step's cuBLAS path
+//! (`kernels::linear_*`) to the reference.
 
 mod common;
+
+use std::rc::Rc;
 
 use common::device::{
     devices, from_bits, from_f32, gpu, random_bf16, to_bits, to_f32, BF16_BAND, BF16_NAN, F32_BAND,
@@ -115,9 +118,79 @@ impl DeviceLayer {
     }
 }
 
+/// Which function runs a layer: our fused kernel (`lora_linear_*`), or the training step's
+/// `kernels::linear_*`, which on a GPU hands every product to cuBLAS around our rounding kernel and on
+/// the emulator is the fused kernel again.
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    Fused,
+    Layer,
+}
+
+/// Every device with the paths that differ on it: the layer path only on a GPU.
+fn devices_and_paths() -> Vec<(Rc<Device>, Path)> {
+    let mut runs = Vec::new();
+    for device in devices().into_iter().map(Rc::new) {
+        if !device.is_emulator() {
+            runs.push((Rc::clone(&device), Path::Layer));
+        }
+        runs.push((device, Path::Fused));
+    }
+    runs
+}
+
+impl Path {
+    /// `y = x·Wᵀ + …`, or `y += …` with `accumulate`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        self,
+        device: &Device,
+        shape: LinearShape,
+        x: &Buffer<u16>,
+        weight: &Buffer<u16>,
+        lora: Option<(LoraAdapter, &mut Buffer<f32>)>,
+        y: &mut Buffer<u16>,
+        accumulate: bool,
+        scratch: &mut LinearScratch,
+    ) {
+        match (self, accumulate) {
+            (Path::Layer, _) => {
+                kernels::linear_forward(device, shape, x, weight, lora, y, accumulate, scratch)
+            }
+            (Path::Fused, false) => lora_linear_forward(device, shape, x, weight, lora, y, scratch),
+            (Path::Fused, true) => {
+                lora_linear_forward_accumulate(device, shape, x, weight, lora, y, scratch)
+            }
+        }
+        .unwrap()
+    }
+
+    /// `dx += dY·W + …` and the adapter's gradients.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        self,
+        device: &Device,
+        shape: LinearShape,
+        dy: &Buffer<u16>,
+        x: &Buffer<u16>,
+        weight: &Buffer<u16>,
+        lora: Option<LoraBackward>,
+        dx: &mut Buffer<u16>,
+        scratch: &mut LinearScratch,
+    ) {
+        match self {
+            Path::Layer => {
+                kernels::linear_backward(device, shape, dy, x, weight, lora, dx, scratch)
+            }
+            Path::Fused => lora_linear_backward(device, shape, dy, x, weight, lora, dx, scratch),
+        }
+        .unwrap()
+    }
+}
+
 #[test]
 fn lora_linear_forward_matches_reference_for_ranks_0_1_8_16_64() {
-    for device in devices() {
+    for (device, path) in devices_and_paths() {
         let mut scratch = LinearScratch::default();
         for (case, &shape) in SHAPES.iter().enumerate() {
             for rank in RANKS {
@@ -133,18 +206,18 @@ fn lora_linear_forward_matches_reference_for_ranks_0_1_8_16_64() {
                 let mut y = device.upload(&vec![BF16_NAN; y_ref.len()]).unwrap();
                 let mut xa = device.upload(&vec![f32::NAN; xa_ref.len()]).unwrap();
                 let lora = on.adapter().map(|adapter| (adapter, &mut xa));
-                lora_linear_forward(
+                path.forward(
                     &device,
                     shape,
                     &x_dev,
                     &on.weight,
                     lora,
                     &mut y,
+                    false,
                     &mut scratch,
-                )
-                .unwrap();
+                );
 
-                let what = format!("{} {shape:?} rank {rank}", device.name());
+                let what = format!("{} {path:?} {shape:?} rank {rank}", device.name());
                 let y_got = from_bits(&device.download(&y).unwrap());
                 assert_close(&format!("y, {what}"), &y_got, &y_ref, BF16_BAND);
                 if rank > 0 {
@@ -159,7 +232,7 @@ fn lora_linear_forward_matches_reference_for_ranks_0_1_8_16_64() {
 /// The residual form `y = r + x·Wᵀ + s·(x·Aᵀ)·Bᵀ`: the kernel adds to what `y` holds.
 #[test]
 fn lora_linear_forward_accumulate_adds_to_the_output() {
-    for device in devices() {
+    for (device, path) in devices_and_paths() {
         for rank in [0, 8] {
             let shape = SHAPES[0];
             let mut rng = Rng::new(300 + rank as u64);
@@ -177,18 +250,18 @@ fn lora_linear_forward_accumulate_adds_to_the_output() {
             let mut xa = device.upload(&vec![f32::NAN; xa_ref.len()]).unwrap();
             let lora = on.adapter().map(|adapter| (adapter, &mut xa));
             let mut scratch = LinearScratch::default();
-            lora_linear_forward_accumulate(
+            path.forward(
                 &device,
                 shape,
                 &x_dev,
                 &on.weight,
                 lora,
                 &mut y,
+                true,
                 &mut scratch,
-            )
-            .unwrap();
+            );
             let y_got = from_bits(&device.download(&y).unwrap());
-            let what = format!("y = r + linear, {} rank {rank}", device.name());
+            let what = format!("y = r + linear, {} {path:?} rank {rank}", device.name());
             assert_close(&what, &y_got, &y_ref, BF16_BAND);
         }
     }
@@ -220,7 +293,7 @@ fn device_buffers_write_copy_and_zero_in_place() {
 
 #[test]
 fn lora_linear_backward_matches_reference_for_ranks_0_1_8_16_64() {
-    for device in devices() {
+    for (device, path) in devices_and_paths() {
         let mut scratch = LinearScratch::default();
         for (case, &shape) in SHAPES.iter().enumerate() {
             for rank in RANKS {
@@ -270,7 +343,7 @@ fn lora_linear_backward_matches_reference_for_ranks_0_1_8_16_64() {
                     grad_a: &mut grad_a,
                     grad_b: &mut grad_b,
                 });
-                lora_linear_backward(
+                path.backward(
                     &device,
                     shape,
                     &dy_dev,
@@ -279,10 +352,9 @@ fn lora_linear_backward_matches_reference_for_ranks_0_1_8_16_64() {
                     lora,
                     &mut dx,
                     &mut scratch,
-                )
-                .unwrap();
+                );
 
-                let what = format!("{} {shape:?} rank {rank}", device.name());
+                let what = format!("{} {path:?} {shape:?} rank {rank}", device.name());
                 let dx_got = from_bits(&device.download(&dx).unwrap());
                 assert_close(&format!("dx, {what}"), &dx_got, &dx_ref, BF16_BAND);
                 if let Some(Lora {

@@ -25,6 +25,7 @@ constexpr Layout kLayouts[] = {
     LONGLORA_LAYOUT(LoraGradBParams),
     LONGLORA_LAYOUT(PadRowsParams),
     LONGLORA_LAYOUT(ConvertParams),
+    LONGLORA_LAYOUT(ScaledConvertParams),
     LONGLORA_LAYOUT(SwigluParams),
     LONGLORA_LAYOUT(SwigluBackwardParams),
     LONGLORA_LAYOUT(RopeParams),

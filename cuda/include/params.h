@@ -157,6 +157,14 @@ typedef struct ConvertParams {
     uint64_t count;
 } ConvertParams;
 
+/* scaled_f32_to_bf16_kernel: output = bf16(scale * input), both [count]. */
+typedef struct ScaledConvertParams {
+    const float* input;
+    uint16_t* output;
+    float scale;
+    uint64_t count;
+} ScaledConvertParams;
+
 /* swiglu_forward_kernel: out = silu(gate) * up, all [count]. */
 typedef struct SwigluParams {
     const uint16_t* gate;

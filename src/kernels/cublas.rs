@@ -1,5 +1,5 @@
-//! The plain bf16 GEMMs on a GPU through cuBLAS (cudarc's dynamically loaded libcublas): bf16
-//! operands and output, f32 accumulation (`CUBLAS_COMPUTE_32F`). Our matrices are row-major; cuBLAS's
+//! The bf16 GEMMs on a GPU through cuBLAS (cudarc's dynamically loaded libcublas): bf16 operands, f32
+//! accumulation (`CUBLAS_COMPUTE_32F`), a bf16 output or (for a LoRA rank-r product) an f32 one. Our matrices are row-major; cuBLAS's
 //! are column-major, so a row-major `C = A·B` is computed as the column-major `Cᵀ = Bᵀ·Aᵀ`, which reads
 //! the same memory.
 
@@ -30,8 +30,16 @@ pub(crate) fn load(stream: std::sync::Arc<CudaStream>) -> Result<CudaBlas> {
     })
 }
 
-/// A column-major product `c = a_op · b_op + beta · c` of `m x k` by `k x n` (bf16 device
-/// addresses, leading dimensions in elements), where `transpose_a` reads `a` as stored `k x m`.
+/// The element type of a GEMM's output.
+#[derive(Clone, Copy)]
+pub(crate) enum GemmOutput {
+    Bf16,
+    F32,
+}
+
+/// A column-major product `c = a_op · b_op + beta · c` of `m x k` by `k x n` (bf16 operands, device
+/// addresses, leading dimensions in elements), where `transpose_a` reads `a` as stored `k x m` and
+/// `transpose_b` reads `b` as stored `n x k`.
 pub(crate) struct Gemm {
     pub(crate) m: usize,
     pub(crate) n: usize,
@@ -41,8 +49,10 @@ pub(crate) struct Gemm {
     pub(crate) transpose_a: bool,
     pub(crate) b: u64,
     pub(crate) ldb: usize,
+    pub(crate) transpose_b: bool,
     pub(crate) c: u64,
     pub(crate) ldc: usize,
+    pub(crate) c_type: GemmOutput,
     pub(crate) beta: f32,
 }
 
@@ -57,17 +67,21 @@ pub(crate) fn run(blas: &CudaBlas, what: &'static str, gemm: &Gemm) -> Result<()
         })
     };
     let (alpha, beta) = (1.0f32, gemm.beta);
-    let transa = match gemm.transpose_a {
+    let operation = |transpose: bool| match transpose {
         true => cublasOperation_t::CUBLAS_OP_T,
         false => cublasOperation_t::CUBLAS_OP_N,
     };
+    let c_type = match gemm.c_type {
+        GemmOutput::Bf16 => cudaDataType::CUDA_R_16BF,
+        GemmOutput::F32 => cudaDataType::CUDA_R_32F,
+    };
     // SAFETY: the addresses are device buffers of this GPU holding the m x k, k x n and m x n matrices
-    // at the given leading dimensions (checked by the caller), alive until the stream is synchronised.
+    // (the last of `c_type`) at the given leading dimensions (checked by the caller), alive until the stream is synchronised.
     unsafe {
         gemm_ex(
             *blas.handle(),
-            transa,
-            cublasOperation_t::CUBLAS_OP_N,
+            operation(gemm.transpose_a),
+            operation(gemm.transpose_b),
             int(gemm.m)?,
             int(gemm.n)?,
             int(gemm.k)?,
@@ -80,7 +94,7 @@ pub(crate) fn run(blas: &CudaBlas, what: &'static str, gemm: &Gemm) -> Result<()
             int(gemm.ldb)?,
             (&beta as *const f32).cast::<c_void>(),
             gemm.c as *mut c_void,
-            cudaDataType::CUDA_R_16BF,
+            c_type,
             int(gemm.ldc)?,
             cublasComputeType_t::CUBLAS_COMPUTE_32F,
             cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,

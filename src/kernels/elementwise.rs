@@ -6,8 +6,8 @@
 
 use super::params::{
     ConvertParams, CrossEntropyBackwardParams, CrossEntropyForwardParams, EmbeddingBackwardParams,
-    EmbeddingParams, RmsnormBackwardParams, RmsnormForwardParams, RopeParams, SwigluBackwardParams,
-    SwigluParams,
+    EmbeddingParams, RmsnormBackwardParams, RmsnormForwardParams, RopeParams, ScaledConvertParams,
+    SwigluBackwardParams, SwigluParams,
 };
 use super::{check_len, invalid, Buffer, Device, LaunchConfig, Result};
 use crate::ops::rope::RopeTable;
@@ -15,6 +15,7 @@ use crate::ops::rope::RopeTable;
 kernels! {
     F32_TO_BF16 = f32_to_bf16_kernel / longlora_emu_f32_to_bf16_kernel(ConvertParams);
     BF16_TO_F32 = bf16_to_f32_kernel / longlora_emu_bf16_to_f32_kernel(ConvertParams);
+    SCALED_F32_TO_BF16 = scaled_f32_to_bf16_kernel / longlora_emu_scaled_f32_to_bf16_kernel(ScaledConvertParams);
     SWIGLU_FORWARD = swiglu_forward_kernel / longlora_emu_swiglu_forward_kernel(SwigluParams);
     SWIGLU_BACKWARD = swiglu_backward_kernel / longlora_emu_swiglu_backward_kernel(SwigluBackwardParams);
     ROPE = rope_kernel / longlora_emu_rope_kernel(RopeParams);
@@ -29,6 +30,7 @@ kernels! {
 // SAFETY: plain C structs (params.h) of integers, floats and device pointers, which the kernels take
 // by value.
 unsafe impl cudarc::driver::DeviceRepr for ConvertParams {}
+unsafe impl cudarc::driver::DeviceRepr for ScaledConvertParams {}
 unsafe impl cudarc::driver::DeviceRepr for SwigluParams {}
 unsafe impl cudarc::driver::DeviceRepr for SwigluBackwardParams {}
 unsafe impl cudarc::driver::DeviceRepr for RopeParams {}
@@ -108,6 +110,38 @@ pub fn f32_to_bf16(device: &Device, input: &Buffer<f32>, output: &mut Buffer<u16
         count: input.len() as u64,
     };
     device.launch(&F32_TO_BF16, elementwise(input.len()), &params)
+}
+
+/// Rounds `scale · input[i]` to bf16 into `output[i]` for the first `count` elements (either buffer
+/// may be longer, as reused scratch is).
+pub fn scaled_f32_to_bf16(
+    device: &Device,
+    input: &Buffer<f32>,
+    scale: f32,
+    output: &mut Buffer<u16>,
+    count: usize,
+) -> Result<()> {
+    let name = SCALED_F32_TO_BF16.name;
+    for (what, len) in [("input", input.len()), ("output", output.len())] {
+        if len < count {
+            return Err(invalid(
+                name,
+                what,
+                format!("at least {count} elements"),
+                len,
+            ));
+        }
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    let params = ScaledConvertParams {
+        input: device.pointer(input, "input")?,
+        output: device.pointer_mut(output, "output")?,
+        scale,
+        count: count as u64,
+    };
+    device.launch(&SCALED_F32_TO_BF16, elementwise(count), &params)
 }
 
 /// Widens `input` (bf16) to f32 into `output` (same length).

@@ -1,14 +1,27 @@
-//! The linear layers of a training step, one function each way whatever runs them: on a GPU the plain
-//! products (no adapter: the MLP projections, lm_head, and their input gradients) go to cuBLAS, the
-//! adapted ones to the fused LoRA kernels (cuda/lora_linear.cu), which no library provides. On the
-//! emulator every product runs our kernels, the plain ones as the fused kernel at rank 0 (one kernel
-//! to verify; a GPU never runs it on these), so a whole training step stays testable on the CPU.
+//! The linear layers of a training step, one function each way whatever runs them. On a GPU every
+//! product goes to cuBLAS: the frozen `x·Wᵀ`, and an adapter as two thin products around our rounding
+//! kernel, `xa = x·Aᵀ` (f32, kept for the backward), `y = bf16(s·xa)·Bᵀ`, to which cuBLAS then adds
+//! `x·Wᵀ`; the backward likewise, with the adapter's gradients as two more cuBLAS products reducing
+//! over the rows into the f32 gradients. On an H200 our fused kernel
+//! (cuda/lora_linear.cu), which reads x once for both products, ran at 0.29x cuBLAS's rate, far more
+//! than the adapter's extra pass over x and y costs (REPORT.md, "On a GPU"). On the emulator every
+//! product runs the fused kernel, the plain ones at rank 0, so a whole training step stays testable on
+//! the CPU.
+//!
+//! Rounding differs between the two by where the adapter's share meets the frozen product: the fused
+//! kernel adds both in f32 and rounds once; here `bf16(s·xa)·Bᵀ` (plus what `y` held, when
+//! accumulating) is rounded to bf16 before cuBLAS adds `x·Wᵀ` and rounds again. The gradients here
+//! read the rank-r products scaled, then rounded (`bf16(s·dy_b)`); the fused path's read them
+//! rounded, then scale the sums.
 
-use super::cublas::Gemm;
-use super::lora::{check_backward, check_forward};
+use super::aligned::grown;
+use super::cublas::{Gemm, GemmOutput};
+use super::cuda::Gpu;
+use super::lora::{check_adapter, check_adapter_backward, check_backward, check_forward};
 use super::{
-    lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate, Buffer, Device,
-    LinearScratch, LinearShape, LoraAdapter, LoraBackward, Result,
+    check_len, lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
+    scaled_f32_to_bf16, Buffer, Device, LinearScratch, LinearShape, LoraAdapter, LoraBackward,
+    Result,
 };
 
 /// `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ`, or `y += …` with `accumulate`, as [`lora_linear_forward`] defines it
@@ -24,31 +37,69 @@ pub fn linear_forward(
     accumulate: bool,
     scratch: &mut LinearScratch,
 ) -> Result<()> {
-    match (lora, device.gpu()) {
-        (None, Some(gpu)) => {
-            const WHAT: &str = "gemm y = x·Wᵀ";
-            check_forward(WHAT, shape, x, weight, y)?;
-            // Column-major: yᵀ [out][rows] = (W stored in x out)ᵀ · xᵀ [in][rows].
-            let gemm = Gemm {
-                m: shape.out_features,
-                n: shape.rows,
-                k: shape.in_features,
-                a: device.pointer(weight, "weight")? as u64,
-                lda: shape.in_features,
-                transpose_a: true,
-                b: device.pointer(x, "x")? as u64,
-                ldb: shape.in_features,
-                c: device.pointer_mut(y, "y")? as u64,
-                ldc: shape.out_features,
-                beta: if accumulate { 1.0 } else { 0.0 },
-            };
-            gpu.gemm(WHAT, &gemm)
-        }
-        (lora, _) if accumulate => {
-            lora_linear_forward_accumulate(device, shape, x, weight, lora, y, scratch)
-        }
-        (lora, _) => lora_linear_forward(device, shape, x, weight, lora, y, scratch),
+    let Some(gpu) = device.gpu() else {
+        return match accumulate {
+            true => lora_linear_forward_accumulate(device, shape, x, weight, lora, y, scratch),
+            false => lora_linear_forward(device, shape, x, weight, lora, y, scratch),
+        };
+    };
+    const WHAT: &str = "gemm y = x·Wᵀ";
+    check_forward(WHAT, shape, x, weight, y)?;
+    let mut beta = if accumulate { 1.0 } else { 0.0 };
+    if let Some((adapter, xa)) = lora {
+        adapter_forward(device, gpu, shape, x, adapter, xa, y, beta, scratch)?;
+        beta = 1.0;
     }
+    let gemm = product(
+        [shape.rows, shape.in_features, shape.out_features],
+        device.pointer(x, "x")? as u64,
+        Right::Transposed(device.pointer(weight, "weight")? as u64),
+        (device.pointer_mut(y, "y")? as u64, GemmOutput::Bf16),
+        beta,
+    );
+    gpu.gemm(WHAT, &gemm)
+}
+
+/// On a GPU: `xa = x·Aᵀ` (f32) and `y = beta·y + bf16(s·xa)·Bᵀ`.
+#[allow(clippy::too_many_arguments)]
+fn adapter_forward(
+    device: &Device,
+    gpu: &Gpu,
+    shape: LinearShape,
+    x: &Buffer<u16>,
+    adapter: LoraAdapter,
+    xa: &mut Buffer<f32>,
+    y: &mut Buffer<u16>,
+    beta: f32,
+    scratch: &mut LinearScratch,
+) -> Result<()> {
+    const WHAT: &str = "gemm y += s·(x·Aᵀ)·Bᵀ";
+    let LinearShape {
+        rows,
+        in_features,
+        out_features,
+    } = shape;
+    let rank = adapter.rank;
+    check_adapter(WHAT, &adapter, in_features, out_features)?;
+    check_len(WHAT, "xa", xa, rows * rank)?;
+    let down = product(
+        [rows, in_features, rank],
+        device.pointer(x, "x")? as u64,
+        Right::Transposed(device.pointer(adapter.a, "lora A")? as u64),
+        (device.pointer_mut(xa, "xa")? as u64, GemmOutput::F32),
+        0.0,
+    );
+    gpu.gemm("gemm xa = x·Aᵀ", &down)?;
+    let scaled = grown(device, &mut scratch.scaled_low, rows * rank)?;
+    scaled_f32_to_bf16(device, xa, adapter.scale, scaled, rows * rank)?;
+    let up = product(
+        [rows, rank, out_features],
+        device.pointer(scaled, "s·xa")? as u64,
+        Right::Transposed(device.pointer(adapter.b, "lora B")? as u64),
+        (device.pointer_mut(y, "y")? as u64, GemmOutput::Bf16),
+        beta,
+    );
+    gpu.gemm(WHAT, &up)
 }
 
 /// `dx += dY·W + s·(dY·B)·A` and the adapter's gradients, as [`lora_linear_backward`] defines them.
@@ -63,26 +114,135 @@ pub fn linear_backward(
     dx: &mut Buffer<u16>,
     scratch: &mut LinearScratch,
 ) -> Result<()> {
-    match (lora, device.gpu()) {
-        (None, Some(gpu)) => {
-            const WHAT: &str = "gemm dx += dY·W";
-            check_backward(WHAT, shape, dy, x, weight, dx)?;
-            // Column-major: dxᵀ [in][rows] += (W stored in x out) · dYᵀ [out][rows].
-            let gemm = Gemm {
-                m: shape.in_features,
-                n: shape.rows,
-                k: shape.out_features,
-                a: device.pointer(weight, "weight")? as u64,
-                lda: shape.in_features,
-                transpose_a: false,
-                b: device.pointer(dy, "dy")? as u64,
-                ldb: shape.out_features,
-                c: device.pointer_mut(dx, "dx")? as u64,
-                ldc: shape.in_features,
-                beta: 1.0,
-            };
-            gpu.gemm(WHAT, &gemm)
-        }
-        (lora, _) => lora_linear_backward(device, shape, dy, x, weight, lora, dx, scratch),
+    let Some(gpu) = device.gpu() else {
+        return lora_linear_backward(device, shape, dy, x, weight, lora, dx, scratch);
+    };
+    const WHAT: &str = "gemm dx += dY·W";
+    check_backward(WHAT, shape, dy, x, weight, dx)?;
+    if let Some(lora) = lora {
+        adapter_backward(device, gpu, shape, dy, x, lora, dx, scratch)?;
+    }
+    let gemm = product(
+        [shape.rows, shape.out_features, shape.in_features],
+        device.pointer(dy, "dy")? as u64,
+        Right::AsStored(device.pointer(weight, "weight")? as u64),
+        (device.pointer_mut(dx, "dx")? as u64, GemmOutput::Bf16),
+        1.0,
+    );
+    gpu.gemm(WHAT, &gemm)
+}
+
+/// On a GPU: `dy_b = dY·B` (f32), `dx += bf16(s·dy_b)·A`, and the adapter's gradients
+/// `grad_a += bf16(s·dy_b)ᵀ·x`, `grad_b += dYᵀ·bf16(s·xa)`.
+#[allow(clippy::too_many_arguments)]
+fn adapter_backward(
+    device: &Device,
+    gpu: &Gpu,
+    shape: LinearShape,
+    dy: &Buffer<u16>,
+    x: &Buffer<u16>,
+    lora: LoraBackward,
+    dx: &mut Buffer<u16>,
+    scratch: &mut LinearScratch,
+) -> Result<()> {
+    const WHAT: &str = "gemm dx += s·(dY·B)·A";
+    let LinearShape {
+        rows,
+        in_features,
+        out_features,
+    } = shape;
+    check_adapter_backward(WHAT, shape, &lora)?;
+    let adapter = lora.adapter;
+    let rank = adapter.rank;
+    let dy_b = grown(device, &mut scratch.dy_b, rows * rank)?;
+    let down = product(
+        [rows, out_features, rank],
+        device.pointer(dy, "dy")? as u64,
+        Right::AsStored(device.pointer(adapter.b, "lora B")? as u64),
+        (device.pointer_mut(dy_b, "dy_b")? as u64, GemmOutput::F32),
+        0.0,
+    );
+    gpu.gemm("gemm dy_b = dY·B", &down)?;
+    let scaled = grown(device, &mut scratch.scaled_low, rows * rank)?;
+    scaled_f32_to_bf16(device, dy_b, adapter.scale, scaled, rows * rank)?;
+    let up = product(
+        [rows, rank, in_features],
+        device.pointer(scaled, "s·dy_b")? as u64,
+        Right::AsStored(device.pointer(adapter.a, "lora A")? as u64),
+        (device.pointer_mut(dx, "dx")? as u64, GemmOutput::Bf16),
+        1.0,
+    );
+    gpu.gemm(WHAT, &up)?;
+    // grad_a [rank][in] += (s·dy_b)ᵀ · x: column-major, grad_aᵀ [in][rank] += xᵀ · (s·dy_b).
+    let grad_a = Gemm {
+        m: in_features,
+        n: rank,
+        k: rows,
+        a: device.pointer(x, "x")? as u64,
+        lda: in_features,
+        transpose_a: false,
+        b: device.pointer(scaled, "s·dy_b")? as u64,
+        ldb: rank,
+        transpose_b: true,
+        c: device.pointer_mut(lora.grad_a, "grad_a")? as u64,
+        ldc: in_features,
+        c_type: GemmOutput::F32,
+        beta: 1.0,
+    };
+    gpu.gemm("gemm grad_a += s·(dY·B)ᵀ·x", &grad_a)?;
+    // grad_b [out][rank] += dYᵀ · (s·xa): column-major, grad_bᵀ [rank][out] += (s·xa)ᵀ · dY.
+    scaled_f32_to_bf16(device, lora.xa, adapter.scale, scaled, rows * rank)?;
+    let grad_b = Gemm {
+        m: rank,
+        n: out_features,
+        k: rows,
+        a: device.pointer(scaled, "s·xa")? as u64,
+        lda: rank,
+        transpose_a: false,
+        b: device.pointer(dy, "dy")? as u64,
+        ldb: out_features,
+        transpose_b: true,
+        c: device.pointer_mut(lora.grad_b, "grad_b")? as u64,
+        ldc: rank,
+        c_type: GemmOutput::F32,
+        beta: 1.0,
+    };
+    gpu.gemm("gemm grad_b += s·dYᵀ·xa", &grad_b)
+}
+
+/// The right operand of a row-major product, a device address: a matrix stored `[cols][k]` that
+/// multiplies as its transpose (a weight `[out][in]` in the forward), or one stored `[k][cols]`.
+enum Right {
+    Transposed(u64),
+    AsStored(u64),
+}
+
+/// The row-major product `c [rows][cols] = x [rows][k] · right + beta·c`, dense rows, as cuBLAS's
+/// column-major `cᵀ = rightᵀ · xᵀ`, which reads the same memory.
+fn product(
+    [rows, k, cols]: [usize; 3],
+    x: u64,
+    right: Right,
+    (c, c_type): (u64, GemmOutput),
+    beta: f32,
+) -> Gemm {
+    let (a, lda, transpose_a) = match right {
+        Right::Transposed(a) => (a, k, true),
+        Right::AsStored(a) => (a, cols, false),
+    };
+    Gemm {
+        m: cols,
+        n: rows,
+        k,
+        a,
+        lda,
+        transpose_a,
+        b: x,
+        ldb: k,
+        transpose_b: false,
+        c,
+        ldc: cols,
+        c_type,
+        beta,
     }
 }

@@ -2,8 +2,8 @@
 //! backward `dX += dY·W + s·(dY·B)·A` in one pass over dY, `dA += s·(dY·B)ᵀ·x`, `dB += s·dYᵀ·(x·Aᵀ)`.
 //! Tensors are row-major, bf16 (as `u16` bits) for activations and weights, f32 for the rank-r
 //! intermediates and the adapter gradients. Without an adapter the forward is the plain `x·Wᵀ`. These
-//! always run our kernels; [`super::linear_forward`] and [`super::linear_backward`] hand the plain
-//! products to cuBLAS on a GPU.
+//! always run our kernels; the training step calls [`super::linear_forward`] and
+//! [`super::linear_backward`], which on a GPU hand every product to cuBLAS instead.
 
 use std::ptr;
 
@@ -64,12 +64,14 @@ pub struct LoraBackward<'a> {
 }
 
 /// Device memory the linear kernels reuse from call to call, kept by the caller (one per model, say):
-/// `dY·B` of the adapter's backward, and 16-byte-aligned copies of operands whose rows are not (row
+/// `dY·B` of the adapter's backward, the scaled bf16 rank-r product that a GPU's cuBLAS path
+/// multiplies with the up operand ([`super::linear_forward`]), and 16-byte-aligned copies of operands whose rows are not (row
 /// lengths that are not a multiple of 8, such as a LoRA rank of 4). It grows to the largest call and
 /// belongs to the device of its first use.
 #[derive(Default)]
 pub struct LinearScratch {
-    dy_b: Option<Buffer<f32>>,
+    pub(super) dy_b: Option<Buffer<f32>>,
+    pub(super) scaled_low: Option<Buffer<u16>>,
     x: Option<Buffer<u16>>,
     dy: Option<Buffer<u16>>,
     weight: Option<Buffer<u16>>,
@@ -253,12 +255,9 @@ pub fn lora_linear_backward(
     let Some(lora) = lora else {
         return launch_product(device, &BACKWARD_INPUT, input_grid, &params);
     };
+    check_adapter_backward(name, shape, &lora)?;
     let adapter = lora.adapter;
     let rank = adapter.rank;
-    check_adapter(name, &adapter, in_features, out_features)?;
-    check_len(name, "xa", lora.xa, rows * rank)?;
-    check_len(name, "grad_a", lora.grad_a, rank * in_features)?;
-    check_len(name, "grad_b", lora.grad_b, out_features * rank)?;
     // Backward, B reduces over the output features and A over the rank: they swap places.
     let down = aligned_operand(
         device,
@@ -287,10 +286,51 @@ pub fn lora_linear_backward(
         device.pointer_mut(dy_b, "dy_b")?,
     );
     launch_product(device, &BACKWARD_INPUT, input_grid, &params)?;
+    adapter_gradients(device, shape, dy_operand, x, lora, params.low, scratch)
+}
 
-    let x_operand = aligned_operand(device, name, x, rows, in_features, &mut scratch.x, "x")?;
+/// Checks an adapter's backward tensors against `shape` (errors name `kernel`).
+pub(super) fn check_adapter_backward(
+    kernel: &'static str,
+    shape: LinearShape,
+    lora: &LoraBackward,
+) -> Result<()> {
+    let rank = lora.adapter.rank;
+    check_adapter(kernel, &lora.adapter, shape.in_features, shape.out_features)?;
+    check_len(kernel, "xa", lora.xa, shape.rows * rank)?;
+    check_len(kernel, "grad_a", lora.grad_a, rank * shape.in_features)?;
+    check_len(kernel, "grad_b", lora.grad_b, shape.out_features * rank)
+}
+
+/// Accumulates the adapter's gradients `grad_a += s·(dY·B)ᵀ·x` and `grad_b += s·dYᵀ·xa`, given
+/// `dy_b = dY·B` (`[rows][rank]`, f32, a buffer on `device`) and `dy` as the kernels read it; the
+/// caller has checked the tensors ([`check_adapter_backward`]).
+fn adapter_gradients(
+    device: &Device,
+    shape: LinearShape,
+    dy: Operand,
+    x: &Buffer<u16>,
+    lora: LoraBackward,
+    dy_b: *const f32,
+    scratch: &mut LinearScratch,
+) -> Result<()> {
+    let LinearShape {
+        rows,
+        in_features,
+        out_features,
+    } = shape;
+    let (adapter, rank) = (lora.adapter, lora.adapter.rank);
+    let x_operand = aligned_operand(
+        device,
+        GRAD_A.name,
+        x,
+        rows,
+        in_features,
+        &mut scratch.x,
+        "x",
+    )?;
     let grad_a = LoraGradAParams {
-        dy_b: params.low.cast_const(),
+        dy_b,
         x: x_operand.pointer,
         grad_a: device.pointer_mut(lora.grad_a, "grad_a")?,
         rows: rows as u32,
@@ -303,13 +343,13 @@ pub fn lora_linear_backward(
     let grad_a_grid = split(grad_grid(GRAD_A.name, rank, in_features)?);
     device.launch(&GRAD_A, grad_config(grad_a_grid), &grad_a)?;
     let grad_b = LoraGradBParams {
-        dy: dy_operand.pointer,
+        dy: dy.pointer,
         xa: device.pointer(lora.xa, "xa")?,
         grad_b: device.pointer_mut(lora.grad_b, "grad_b")?,
         rows: rows as u32,
         out_features: out_features as u32,
         rank: rank as u32,
-        dy_ld: dy_operand.ld,
+        dy_ld: dy.ld,
         scale: adapter.scale,
     };
     let grad_b_grid = split(grad_grid(GRAD_B.name, out_features, rank)?);
@@ -500,7 +540,7 @@ fn grad_config(grid: [u32; 3]) -> LaunchConfig {
     }
 }
 
-fn check_adapter(
+pub(super) fn check_adapter(
     name: &'static str,
     adapter: &LoraAdapter,
     in_features: usize,

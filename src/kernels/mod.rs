@@ -65,7 +65,7 @@ pub use device::{Buffer, Device, Element};
 pub use elementwise::{
     bf16_to_f32, cross_entropy_backward, cross_entropy_forward, embedding_backward,
     embedding_forward, f32_to_bf16, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
-    swiglu_backward, swiglu_forward, DeviceRopeTable,
+    scaled_f32_to_bf16, swiglu_backward, swiglu_forward, DeviceRopeTable,
 };
 pub use emu_counters::{count_launches, LaunchCounters};
 pub(crate) use launch::{note_launch, shared_memory_opt_in, LaunchConfig};

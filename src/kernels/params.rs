@@ -352,6 +352,28 @@ const _: () = {
     ["Offset of field: ConvertParams::count"]
         [::std::mem::offset_of!(ConvertParams, count) - 16usize];
 };
+#[doc = " scaled_f32_to_bf16_kernel: output = bf16(scale * input), both [count]."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct ScaledConvertParams {
+    pub input: *const f32,
+    pub output: *mut u16,
+    pub scale: f32,
+    pub count: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of ScaledConvertParams"][::std::mem::size_of::<ScaledConvertParams>() - 32usize];
+    ["Alignment of ScaledConvertParams"][::std::mem::align_of::<ScaledConvertParams>() - 8usize];
+    ["Offset of field: ScaledConvertParams::input"]
+        [::std::mem::offset_of!(ScaledConvertParams, input) - 0usize];
+    ["Offset of field: ScaledConvertParams::output"]
+        [::std::mem::offset_of!(ScaledConvertParams, output) - 8usize];
+    ["Offset of field: ScaledConvertParams::scale"]
+        [::std::mem::offset_of!(ScaledConvertParams, scale) - 16usize];
+    ["Offset of field: ScaledConvertParams::count"]
+        [::std::mem::offset_of!(ScaledConvertParams, count) - 24usize];
+};
 #[doc = " swiglu_forward_kernel: out = silu(gate) * up, all [count]."]
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
