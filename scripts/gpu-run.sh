@@ -7,10 +7,12 @@
 # golden-vector recording (DESIGN §5), the test binaries that touch a GPU with their GPU tests
 # included, a fine-tune on the GPU, the kernel benches, PyTorch's kernels at the same shapes
 # (scripts/gpu_torch_baselines.py), the training step against PyTorch's (scripts/bench_vs_pytorch.py
-# --device cuda), and compute-sanitizer memcheck and racecheck on those tests. About 8 minutes on an
-# H200.
+# --device cuda), compute-sanitizer memcheck and racecheck on those tests, and Nsight Compute on the
+# attention backward. About 10 minutes on an H200.
 # Into $OUT: probe.json (the golden vectors), torch.json, and logs.tar.gz (one log per step and
 # summary.txt, a line per step with its exit code and seconds). Exits non-zero if any step failed.
+# With arguments, runs only the steps whose names match one of them (shell patterns), in the order
+# below: bash gpu-pack/run.sh 'test-*' bench-linear
 set -uo pipefail
 
 pack="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,10 +28,18 @@ logs="$(mktemp -d)"
 mkdir -p "$out"
 status=0
 
-# step NAME SECONDS COMMAND...: runs COMMAND under a time limit into NAME.log, prints its result lines.
+selected=("$@")
+
+# step NAME SECONDS COMMAND...: runs COMMAND under a time limit into NAME.log, prints its result lines;
+# skipped when step patterns were given and none matches NAME.
 step() {
-    local name="$1" limit="$2"
+    local name="$1" limit="$2" pattern wanted=$((${#selected[@]} == 0))
     shift 2
+    for pattern in "${selected[@]}"; do
+        # shellcheck disable=SC2053 # the pattern is meant to glob
+        [[ $name == $pattern ]] && wanted=1
+    done
+    ((wanted)) || return 0
     echo "== $name (limit ${limit} s)"
     local start=$SECONDS code
     timeout -k 5 "$limit" "$@" > "$logs/$name.log" 2>&1
@@ -64,5 +74,10 @@ done
 for t in attention_kernels kernels_lora kernels_elementwise emulator; do
     step "racecheck-$t" 90 compute-sanitizer --tool racecheck --error-exitcode 9 "./tests/$t" --include-ignored
 done
+# Nsight Compute on one launch each of the attention backward's two main kernels at 16k dense, the
+# weakest of our kernels against FlashAttention-2 (--clock-control none: the clocks stay as they are).
+step ncu-attention-backward 150 ncu --clock-control none --set full \
+    --kernel-name regex:'attention_backward_(dkdv|dq)_d128' --launch-skip 2 --launch-count 2 \
+    ./benches/attention_kernels --bench backward_deterministic_dense/16384
 cat "$logs/summary.txt"
 exit $status
