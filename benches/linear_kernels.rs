@@ -2,11 +2,12 @@
 //! (one 16k-token sequence), bf16 with f32 accumulation. Forward `y = x·Wᵀ` and input gradient
 //! `dx += dY·W`, each four ways: cuBLAS plain, cuBLAS with a rank-8 adapter (what the training step
 //! runs on a GPU: `kernels::linear_*`, the adapter's two thin products around our rounding kernel,
-//! and our dA, dB reductions in the backward), our fused kernel without an adapter, and our fused
-//! kernel with the rank-8 adapter (its backward also accumulates dA, dB). A rank-8 time over cuBLAS's
-//! plain time is what LoRA costs on top of the frozen product. FLOPs: 2·rows·in·out per product (the adapter's rank-r
-//! products are under 0.5% more and not counted), so criterion's "elem/s" reads as FLOP/s. Each
-//! timed iteration is ten launches and one wait, to keep the wait's round trip out of the rate.
+//! and in the backward dA, dB as two more), our fused kernel without an adapter, and our fused kernel
+//! with the rank-8 adapter (its backward also accumulates dA, dB). A rank-8 time over cuBLAS's plain
+//! time is what LoRA costs on top of the frozen product. FLOPs: 2·rows·in·out per product (the
+//! adapter's rank-r products are under 0.5% more and not counted), so criterion's "elem/s" reads as
+//! FLOP/s. Each timed iteration is ten launches and one wait, to keep the wait's round trip out of
+//! the rate.
 //! Without a GPU it prints "skipped: no CUDA GPU" and measures nothing.
 //! Run: cargo bench --bench linear_kernels
 

@@ -8,7 +8,7 @@
 # included, a fine-tune on the GPU, the kernel benches, PyTorch's kernels at the same shapes
 # (scripts/gpu_torch_baselines.py), the training step against PyTorch's (scripts/bench_vs_pytorch.py
 # --device cuda), compute-sanitizer memcheck and racecheck on those tests, and Nsight Compute on the
-# attention backward. About 10 minutes on an H200.
+# attention backward. About 8 minutes on an H200.
 # Into $OUT: probe.json (the golden vectors), torch.json, and logs.tar.gz (one log per step and
 # summary.txt, a line per step with its exit code and seconds). Exits non-zero if any step failed.
 # With arguments, runs only the steps whose names match one of them (shell patterns), in the order

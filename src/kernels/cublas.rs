@@ -1,7 +1,7 @@
 //! The bf16 GEMMs on a GPU through cuBLAS (cudarc's dynamically loaded libcublas): bf16 operands, f32
-//! accumulation (`CUBLAS_COMPUTE_32F`), a bf16 output or (for a LoRA rank-r product) an f32 one. Our matrices are row-major; cuBLAS's
-//! are column-major, so a row-major `C = A·B` is computed as the column-major `Cᵀ = Bᵀ·Aᵀ`, which reads
-//! the same memory.
+//! accumulation (`CUBLAS_COMPUTE_32F`), a bf16 output or (for a LoRA rank-r product) an f32 one. Our
+//! matrices are row-major; cuBLAS's are column-major, so a row-major `C = A·B` is computed as the
+//! column-major `Cᵀ = Bᵀ·Aᵀ`, which reads the same memory.
 
 use std::ffi::c_void;
 
@@ -76,7 +76,8 @@ pub(crate) fn run(blas: &CudaBlas, what: &'static str, gemm: &Gemm) -> Result<()
         GemmOutput::F32 => cudaDataType::CUDA_R_32F,
     };
     // SAFETY: the addresses are device buffers of this GPU holding the m x k, k x n and m x n matrices
-    // (the last of `c_type`) at the given leading dimensions (checked by the caller), alive until the stream is synchronised.
+    // (the last of `c_type`) at the given leading dimensions (checked by the caller), alive until the
+    // stream is synchronised.
     unsafe {
         gemm_ex(
             *blas.handle(),
@@ -108,7 +109,7 @@ pub(crate) fn run(blas: &CudaBlas, what: &'static str, gemm: &Gemm) -> Result<()
 
 #[cfg(test)]
 mod tests {
-    /// Without libcublas (as on the CI machine) the plain GEMMs fail with an error naming it, not a
+    /// Without libcublas (as on the CI machine) the linear layers fail with an error naming it, not a
     /// panic.
     #[test]
     fn a_missing_cublas_is_an_error_naming_the_library() {
@@ -116,8 +117,8 @@ mod tests {
             Ok(()) => println!("libcublas is present"),
             Err(error) => assert_eq!(
                 error.to_string(),
-                "no cuBLAS library found (libcublas.so.13 could not be loaded): the plain GEMMs on \
-                 a GPU need it; add the directory that holds it (such as /usr/local/cuda/lib64) to \
+                "no cuBLAS library found (libcublas.so.13 could not be loaded): the linear layers \
+                 on a GPU need it; add the directory that holds it (such as /usr/local/cuda/lib64) to \
                  LD_LIBRARY_PATH"
             ),
         }

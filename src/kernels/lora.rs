@@ -65,9 +65,9 @@ pub struct LoraBackward<'a> {
 
 /// Device memory the linear kernels reuse from call to call, kept by the caller (one per model, say):
 /// `dY·B` of the adapter's backward, the scaled bf16 rank-r product that a GPU's cuBLAS path
-/// multiplies with the up operand ([`super::linear_forward`]), and 16-byte-aligned copies of operands whose rows are not (row
-/// lengths that are not a multiple of 8, such as a LoRA rank of 4). It grows to the largest call and
-/// belongs to the device of its first use.
+/// multiplies with the up operand ([`super::linear_forward`]), and 16-byte-aligned copies of operands
+/// whose rows are not (row lengths that are not a multiple of 8, such as a LoRA rank of 4). It grows
+/// to the largest call and belongs to the device of its first use.
 #[derive(Default)]
 pub struct LinearScratch {
     pub(super) dy_b: Option<Buffer<f32>>,

@@ -112,7 +112,7 @@ pub enum KernelError {
     NoDriver,
 
     #[error(
-        "no cuBLAS library found (libcublas.so.13 could not be loaded): the plain GEMMs on a GPU \
+        "no cuBLAS library found (libcublas.so.13 could not be loaded): the linear layers on a GPU \
          need it; add the directory that holds it (such as /usr/local/cuda/lib64) to LD_LIBRARY_PATH"
     )]
     NoCublas,

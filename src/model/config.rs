@@ -25,9 +25,9 @@ pub struct LlamaConfig {
 }
 
 impl LlamaConfig {
-    /// The built-in model of `harness finetune`: 4 layers, d = 256, 8 heads, the byte vocabulary,
-    /// trained at context 256; about 3.3 M parameters, small enough to pre-train on 2 CPU cores in
-    /// under a minute.
+    /// The built-in model of `harness finetune`: 4 layers, d = 256, 4 heads of 64, the byte
+    /// vocabulary, trained at context 256; about 3.3 M parameters, small enough to pre-train on 2 CPU
+    /// cores in under a minute.
     pub fn builtin() -> Self {
         LlamaConfig {
             vocab_size: BYTE_VOCAB,
