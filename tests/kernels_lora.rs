@@ -2,8 +2,8 @@
 //! (`longlora::ops::linear`), through the emulator and, when one is present, on a GPU: random bf16
 //! operands, outputs poisoned with NaN, shapes that are not multiples of the 128 x 128 x 32 tiles (nor,
 //! for some, of the 8 elements that keep rows 16-byte aligned), and LoRA ranks 0 (the plain GEMM), 1,
-//! 8, 16 and 64. On a GPU the same checks also hold the training step's cuBLAS path
-//! (`kernels::linear_*`) to the reference.
+//! 8, 16 and 64. The same checks hold the training step's GEMM path (`kernels::linear_*`) to the
+//! reference: cuBLAS on a GPU, its host stand-in in the emulator.
 
 mod common;
 
@@ -119,24 +119,20 @@ impl DeviceLayer {
 }
 
 /// Which function runs a layer: our fused kernel (`lora_linear_*`), or the training step's
-/// `kernels::linear_*`, which on a GPU hands every product to cuBLAS around our rounding kernel and on
-/// the emulator is the fused kernel again.
+/// `kernels::linear_*`, whose GEMMs cuBLAS runs on a GPU and its host stand-in in the emulator, around
+/// our rounding kernel.
 #[derive(Clone, Copy, Debug)]
 enum Path {
     Fused,
     Layer,
 }
 
-/// Every device with the paths that differ on it: the layer path only on a GPU.
+/// Every device, each with both paths.
 fn devices_and_paths() -> Vec<(Rc<Device>, Path)> {
-    let mut runs = Vec::new();
-    for device in devices().into_iter().map(Rc::new) {
-        if !device.is_emulator() {
-            runs.push((Rc::clone(&device), Path::Layer));
-        }
-        runs.push((device, Path::Fused));
-    }
-    runs
+    let devices = devices().into_iter().map(Rc::new);
+    devices
+        .flat_map(|device| [(Rc::clone(&device), Path::Layer), (device, Path::Fused)])
+        .collect()
 }
 
 impl Path {

@@ -1,10 +1,11 @@
 //! Where kernels run and where their buffers live: a CUDA GPU, or the CPU emulator, whose "device
 //! memory" is ordinary host memory.
 
+use super::cublas::Gemm;
 use super::cuda::{DeviceSlice, Gpu};
 use super::emu::SharedMemoryLimits;
 use super::{
-    check_len, emu, note_launch, shared_memory_opt_in, GpuTarget, Kernel, KernelError,
+    check_len, emu, host_gemm, note_launch, shared_memory_opt_in, GpuTarget, Kernel, KernelError,
     LaunchConfig, Result,
 };
 
@@ -201,11 +202,15 @@ impl Device {
         }
     }
 
-    /// The GPU, when this device is one.
-    pub(crate) fn gpu(&self) -> Option<&Gpu> {
+    /// Queues a GEMM (`what` names it in errors): cuBLAS on a GPU, its host stand-in in the emulator
+    /// (`host_gemm.rs`). The caller has checked the lengths of the buffers whose addresses it holds.
+    pub(crate) fn gemm(&self, what: &'static str, gemm: &Gemm) -> Result<()> {
         match &self.0 {
-            Backend::Cuda(gpu) => Some(gpu),
-            Backend::Emulator(_) => None,
+            Backend::Emulator(_) => {
+                host_gemm::run(gemm);
+                Ok(())
+            }
+            Backend::Cuda(gpu) => gpu.gemm(what, gemm),
         }
     }
 

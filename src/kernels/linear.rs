@@ -1,31 +1,30 @@
-//! The linear layers of a training step, one function each way whatever runs them. On a GPU every
-//! product goes to cuBLAS: the frozen `x·Wᵀ`, and an adapter as two thin products around our rounding
-//! kernel, `xa = x·Aᵀ` (f32, kept for the backward), `y = bf16(s·xa)·Bᵀ`, to which cuBLAS then adds
-//! `x·Wᵀ`; the backward likewise, with the adapter's gradients as two more cuBLAS products reducing
-//! over the rows into the f32 gradients. On an H200 our fused kernel
-//! (cuda/lora_linear.cu), which reads x once for both products, ran at 0.29x cuBLAS's rate, far more
-//! than the adapter's extra pass over x and y costs (REPORT.md, "On a GPU"). On the emulator every
-//! product runs the fused kernel, the plain ones at rank 0, so a whole training step stays testable on
-//! the CPU.
+//! The linear layers of a training step, one function each way whatever runs them: every product is
+//! a GEMM that cuBLAS runs on a GPU and its host stand-in runs in the emulator
+//! (`src/kernels/host_gemm.rs`), so the CPU tests check all that is handed to the library. The frozen
+//! `x·Wᵀ` is one GEMM; an adapter adds two thin ones around our rounding kernel, `xa = x·Aᵀ` (f32,
+//! kept for the backward) and `y = bf16(s·xa)·Bᵀ`, to which the frozen product is then added; the
+//! backward likewise, with the adapter's gradients as two more GEMMs reducing over the rows into the
+//! f32 gradients. On an H200 our fused LoRA kernel (cuda/lora_linear.cu, `lora_linear_*`), which reads
+//! x once for both products, ran at 0.29x cuBLAS's rate, far more than the adapter's extra passes over
+//! x and y cost (REPORT.md, "On a GPU"); it stays, tested, for benchmarks and GPUs where that may
+//! differ.
 //!
 //! Rounding differs between the two by where the adapter's share meets the frozen product: the fused
 //! kernel adds both in f32 and rounds once; here `bf16(s·xa)·Bᵀ` (plus what `y` held, when
-//! accumulating) is rounded to bf16 before cuBLAS adds `x·Wᵀ` and rounds again. The gradients here
-//! read the rank-r products scaled, then rounded (`bf16(s·dy_b)`); the fused path's read them
-//! rounded, then scale the sums.
+//! accumulating) is rounded to bf16 before the frozen product is added and rounded again. The
+//! gradients here read the rank-r products scaled, then rounded (`bf16(s·dy_b)`); the fused path's
+//! read them rounded, then scale the sums.
 
 use super::aligned::grown;
 use super::cublas::{Gemm, GemmOutput};
-use super::cuda::Gpu;
 use super::lora::{check_adapter, check_adapter_backward, check_backward, check_forward};
 use super::{
-    check_len, lora_linear_backward, lora_linear_forward, lora_linear_forward_accumulate,
-    scaled_f32_to_bf16, Buffer, Device, LinearScratch, LinearShape, LoraAdapter, LoraBackward,
-    Result,
+    check_len, scaled_f32_to_bf16, Buffer, Device, LinearScratch, LinearShape, LoraAdapter,
+    LoraBackward, Result,
 };
 
-/// `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ`, or `y += …` with `accumulate`, as [`lora_linear_forward`] defines it
-/// (`xa = x·Aᵀ` written for the backward when there is an adapter).
+/// `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ`, or `y += …` with `accumulate`, as [`super::lora_linear_forward`]
+/// defines it (`xa = x·Aᵀ` written for the backward when there is an adapter).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_forward(
     device: &Device,
@@ -37,17 +36,11 @@ pub fn linear_forward(
     accumulate: bool,
     scratch: &mut LinearScratch,
 ) -> Result<()> {
-    let Some(gpu) = device.gpu() else {
-        return match accumulate {
-            true => lora_linear_forward_accumulate(device, shape, x, weight, lora, y, scratch),
-            false => lora_linear_forward(device, shape, x, weight, lora, y, scratch),
-        };
-    };
     const WHAT: &str = "gemm y = x·Wᵀ";
     check_forward(WHAT, shape, x, weight, y)?;
     let mut beta = if accumulate { 1.0 } else { 0.0 };
     if let Some((adapter, xa)) = lora {
-        adapter_forward(device, gpu, shape, x, adapter, xa, y, beta, scratch)?;
+        adapter_forward(device, shape, x, adapter, xa, y, beta, scratch)?;
         beta = 1.0;
     }
     let gemm = product(
@@ -57,14 +50,13 @@ pub fn linear_forward(
         (device.pointer_mut(y, "y")? as u64, GemmOutput::Bf16),
         beta,
     );
-    gpu.gemm(WHAT, &gemm)
+    device.gemm(WHAT, &gemm)
 }
 
-/// On a GPU: `xa = x·Aᵀ` (f32) and `y = beta·y + bf16(s·xa)·Bᵀ`.
+/// `xa = x·Aᵀ` (f32) and `y = beta·y + bf16(s·xa)·Bᵀ`.
 #[allow(clippy::too_many_arguments)]
 fn adapter_forward(
     device: &Device,
-    gpu: &Gpu,
     shape: LinearShape,
     x: &Buffer<u16>,
     adapter: LoraAdapter,
@@ -89,7 +81,7 @@ fn adapter_forward(
         (device.pointer_mut(xa, "xa")? as u64, GemmOutput::F32),
         0.0,
     );
-    gpu.gemm("gemm xa = x·Aᵀ", &down)?;
+    device.gemm("gemm xa = x·Aᵀ", &down)?;
     let scaled = grown(device, &mut scratch.scaled_low, rows * rank)?;
     scaled_f32_to_bf16(device, xa, adapter.scale, scaled, rows * rank)?;
     let up = product(
@@ -99,10 +91,11 @@ fn adapter_forward(
         (device.pointer_mut(y, "y")? as u64, GemmOutput::Bf16),
         beta,
     );
-    gpu.gemm(WHAT, &up)
+    device.gemm(WHAT, &up)
 }
 
-/// `dx += dY·W + s·(dY·B)·A` and the adapter's gradients, as [`lora_linear_backward`] defines them.
+/// `dx += dY·W + s·(dY·B)·A` and the adapter's gradients, as [`super::lora_linear_backward`] defines
+/// them.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward(
     device: &Device,
@@ -114,13 +107,10 @@ pub fn linear_backward(
     dx: &mut Buffer<u16>,
     scratch: &mut LinearScratch,
 ) -> Result<()> {
-    let Some(gpu) = device.gpu() else {
-        return lora_linear_backward(device, shape, dy, x, weight, lora, dx, scratch);
-    };
     const WHAT: &str = "gemm dx += dY·W";
     check_backward(WHAT, shape, dy, x, weight, dx)?;
     if let Some(lora) = lora {
-        adapter_backward(device, gpu, shape, dy, x, lora, dx, scratch)?;
+        adapter_backward(device, shape, dy, x, lora, dx, scratch)?;
     }
     let gemm = product(
         [shape.rows, shape.out_features, shape.in_features],
@@ -129,15 +119,14 @@ pub fn linear_backward(
         (device.pointer_mut(dx, "dx")? as u64, GemmOutput::Bf16),
         1.0,
     );
-    gpu.gemm(WHAT, &gemm)
+    device.gemm(WHAT, &gemm)
 }
 
-/// On a GPU: `dy_b = dY·B` (f32), `dx += bf16(s·dy_b)·A`, and the adapter's gradients
+/// `dy_b = dY·B` (f32), `dx += bf16(s·dy_b)·A`, and the adapter's gradients
 /// `grad_a += bf16(s·dy_b)ᵀ·x`, `grad_b += dYᵀ·bf16(s·xa)`.
 #[allow(clippy::too_many_arguments)]
 fn adapter_backward(
     device: &Device,
-    gpu: &Gpu,
     shape: LinearShape,
     dy: &Buffer<u16>,
     x: &Buffer<u16>,
@@ -162,7 +151,7 @@ fn adapter_backward(
         (device.pointer_mut(dy_b, "dy_b")? as u64, GemmOutput::F32),
         0.0,
     );
-    gpu.gemm("gemm dy_b = dY·B", &down)?;
+    device.gemm("gemm dy_b = dY·B", &down)?;
     let scaled = grown(device, &mut scratch.scaled_low, rows * rank)?;
     scaled_f32_to_bf16(device, dy_b, adapter.scale, scaled, rows * rank)?;
     let up = product(
@@ -172,7 +161,7 @@ fn adapter_backward(
         (device.pointer_mut(dx, "dx")? as u64, GemmOutput::Bf16),
         1.0,
     );
-    gpu.gemm(WHAT, &up)?;
+    device.gemm(WHAT, &up)?;
     // grad_a [rank][in] += (s·dy_b)ᵀ · x: column-major, grad_aᵀ [in][rank] += xᵀ · (s·dy_b).
     let grad_a = Gemm {
         m: in_features,
@@ -189,7 +178,7 @@ fn adapter_backward(
         c_type: GemmOutput::F32,
         beta: 1.0,
     };
-    gpu.gemm("gemm grad_a += s·(dY·B)ᵀ·x", &grad_a)?;
+    device.gemm("gemm grad_a += s·(dY·B)ᵀ·x", &grad_a)?;
     // grad_b [out][rank] += dYᵀ · (s·xa): column-major, grad_bᵀ [rank][out] += (s·xa)ᵀ · dY.
     scaled_f32_to_bf16(device, lora.xa, adapter.scale, scaled, rows * rank)?;
     let grad_b = Gemm {
@@ -207,7 +196,7 @@ fn adapter_backward(
         c_type: GemmOutput::F32,
         beta: 1.0,
     };
-    gpu.gemm("gemm grad_b += s·dYᵀ·xa", &grad_b)
+    device.gemm("gemm grad_b += s·dYᵀ·xa", &grad_b)
 }
 
 /// The right operand of a row-major product, a device address: a matrix stored `[cols][k]` that

@@ -3,7 +3,7 @@
 //! Tensors are row-major, bf16 (as `u16` bits) for activations and weights, f32 for the rank-r
 //! intermediates and the adapter gradients. Without an adapter the forward is the plain `x·Wᵀ`. These
 //! always run our kernels; the training step calls [`super::linear_forward`] and
-//! [`super::linear_backward`], which on a GPU hand every product to cuBLAS instead.
+//! [`super::linear_backward`] instead, which run every product as a GEMM (cuBLAS on a GPU).
 
 use std::ptr;
 
@@ -64,8 +64,8 @@ pub struct LoraBackward<'a> {
 }
 
 /// Device memory the linear kernels reuse from call to call, kept by the caller (one per model, say):
-/// `dY·B` of the adapter's backward, the scaled bf16 rank-r product that a GPU's cuBLAS path
-/// multiplies with the up operand ([`super::linear_forward`]), and 16-byte-aligned copies of operands
+/// `dY·B` of the adapter's backward, the scaled bf16 rank-r product that [`super::linear_forward`]
+/// multiplies with the up operand, and 16-byte-aligned copies of operands
 /// whose rows are not (row lengths that are not a multiple of 8, such as a LoRA rank of 4). It grows
 /// to the largest call and belongs to the device of its first use.
 #[derive(Default)]

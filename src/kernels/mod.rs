@@ -45,6 +45,7 @@ mod divergent_barrier;
 mod elementwise;
 pub mod emu;
 mod emu_counters;
+mod host_gemm;
 mod launch;
 mod linear;
 mod lora;
