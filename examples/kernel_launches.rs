@@ -14,9 +14,9 @@ use longlora::kernels::{
     self, adamw_step, attention_backward, attention_forward, bf16_to_f32, cross_entropy_backward,
     cross_entropy_forward, embedding_backward, embedding_forward, f32_to_bf16, grad_norm,
     lora_linear_backward, lora_linear_forward, rmsnorm_backward, rmsnorm_forward, rope_forward,
-    swiglu_backward, swiglu_forward, AdamwTensor, AttentionHeads, AttentionScratch,
-    BackwardOptions, Buffer, Device, DeviceRopeTable, LinearScratch, LinearShape, LoraAdapter,
-    LoraBackward, Sequences,
+    scaled_f32_to_bf16, swiglu_backward, swiglu_forward, AdamwTensor, AttentionHeads,
+    AttentionScratch, BackwardOptions, Buffer, Device, DeviceRopeTable, LinearScratch, LinearShape,
+    LoraAdapter, LoraBackward, Sequences,
 };
 use longlora::ops::attention::AttnMask;
 use longlora::train::optim::AdamWConfig;
@@ -156,6 +156,7 @@ fn layer_ops(device: &Device, dim: usize) -> Result {
     let mut wide = f32s(device, rows * dim, 0.0)?;
     bf16_to_f32(device, &x, &mut wide)?;
     f32_to_bf16(device, &wide, &mut out)?;
+    scaled_f32_to_bf16(device, &wide, 2.0, &mut out, rows * dim)?;
     let head_dim = 128;
     let table = DeviceRopeTable::new(device, rows, head_dim, 10_000.0, 1.0)?;
     let positions = device.upload(&(0..rows as u32).collect::<Vec<_>>())?;

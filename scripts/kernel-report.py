@@ -152,7 +152,7 @@ def parse_launches(path):
 def occupancy(arch, registers, threads, shared):
     """(blocks, warps) per SM, or (0, 0) when the launch cannot run."""
     warps = math.ceil(threads / 32)
-    if shared > SHARED_PER_BLOCK[arch] or threads > 1024:
+    if threads == 0 or shared > SHARED_PER_BLOCK[arch] or threads > 1024:
         return 0, 0
     by_warps = MAX_WARPS // warps
     registers_per_warp = math.ceil(registers * 32 / 256) * 256
