@@ -162,41 +162,41 @@ fn adapter_backward(
         1.0,
     );
     device.gemm(WHAT, &up)?;
-    // grad_a [rank][in] += (s·dy_b)ᵀ · x: column-major, grad_aᵀ [in][rank] += xᵀ · (s·dy_b).
-    let grad_a = Gemm {
-        m: in_features,
-        n: rank,
-        k: rows,
-        a: device.pointer(x, "x")? as u64,
-        lda: in_features,
-        transpose_a: false,
-        b: device.pointer(scaled, "s·dy_b")? as u64,
-        ldb: rank,
-        transpose_b: true,
-        c: device.pointer_mut(lora.grad_a, "grad_a")? as u64,
-        ldc: in_features,
-        c_type: GemmOutput::F32,
-        beta: 1.0,
-    };
+    let grad_a = row_reduction(
+        [rows, rank, in_features],
+        device.pointer(scaled, "s·dy_b")? as u64,
+        device.pointer(x, "x")? as u64,
+        device.pointer_mut(lora.grad_a, "grad_a")? as u64,
+    );
     device.gemm("gemm grad_a += s·(dY·B)ᵀ·x", &grad_a)?;
-    // grad_b [out][rank] += dYᵀ · (s·xa): column-major, grad_bᵀ [rank][out] += (s·xa)ᵀ · dY.
     scaled_f32_to_bf16(device, lora.xa, adapter.scale, scaled, rows * rank)?;
-    let grad_b = Gemm {
-        m: rank,
-        n: out_features,
+    let grad_b = row_reduction(
+        [rows, out_features, rank],
+        device.pointer(dy, "dy")? as u64,
+        device.pointer(scaled, "s·xa")? as u64,
+        device.pointer_mut(lora.grad_b, "grad_b")? as u64,
+    );
+    device.gemm("gemm grad_b += s·dYᵀ·xa", &grad_b)
+}
+
+/// The row-major reduction over the rows `c [p][q] += leftᵀ · right` of `left [rows][p]` and
+/// `right [rows][q]` (dense rows) into an f32 `c`: cuBLAS's column-major `cᵀ += rightᵀ · left`.
+fn row_reduction([rows, p, q]: [usize; 3], left: u64, right: u64, c: u64) -> Gemm {
+    Gemm {
+        m: q,
+        n: p,
         k: rows,
-        a: device.pointer(scaled, "s·xa")? as u64,
-        lda: rank,
+        a: right,
+        lda: q,
         transpose_a: false,
-        b: device.pointer(dy, "dy")? as u64,
-        ldb: out_features,
+        b: left,
+        ldb: p,
         transpose_b: true,
-        c: device.pointer_mut(lora.grad_b, "grad_b")? as u64,
-        ldc: rank,
+        c,
+        ldc: q,
         c_type: GemmOutput::F32,
         beta: 1.0,
-    };
-    device.gemm("gemm grad_b += s·dYᵀ·xa", &grad_b)
+    }
 }
 
 /// The right operand of a row-major product, a device address: a matrix stored `[cols][k]` that
