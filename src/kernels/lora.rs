@@ -65,9 +65,9 @@ pub struct LoraBackward<'a> {
 
 /// Device memory the linear kernels reuse from call to call, kept by the caller (one per model, say):
 /// `dY·B` of the adapter's backward, the scaled bf16 rank-r product that [`super::linear_forward`]
-/// multiplies with the up operand, and 16-byte-aligned copies of operands
-/// whose rows are not (row lengths that are not a multiple of 8, such as a LoRA rank of 4). It grows
-/// to the largest call and belongs to the device of its first use.
+/// multiplies with the up operand, and 16-byte-aligned copies of operands whose rows are not (row
+/// lengths that are not a multiple of 8, such as a LoRA rank of 4). It grows to the largest call and
+/// belongs to the device of its first use.
 #[derive(Default)]
 pub struct LinearScratch {
     pub(super) dy_b: Option<Buffer<f32>>,
@@ -286,7 +286,33 @@ pub fn lora_linear_backward(
         device.pointer_mut(dy_b, "dy_b")?,
     );
     launch_product(device, &BACKWARD_INPUT, input_grid, &params)?;
-    adapter_gradients(device, shape, dy_operand, x, lora, params.low, scratch)
+
+    let x_operand = aligned_operand(device, name, x, rows, in_features, &mut scratch.x, "x")?;
+    let grad_a = LoraGradAParams {
+        dy_b: params.low.cast_const(),
+        x: x_operand.pointer,
+        grad_a: device.pointer_mut(lora.grad_a, "grad_a")?,
+        rows: rows as u32,
+        in_features: in_features as u32,
+        rank: rank as u32,
+        x_ld: x_operand.ld,
+        scale: adapter.scale,
+    };
+    let split = row_slices(rows);
+    let grad_a_grid = split(grad_grid(GRAD_A.name, rank, in_features)?);
+    device.launch(&GRAD_A, grad_config(grad_a_grid), &grad_a)?;
+    let grad_b = LoraGradBParams {
+        dy: dy_operand.pointer,
+        xa: device.pointer(lora.xa, "xa")?,
+        grad_b: device.pointer_mut(lora.grad_b, "grad_b")?,
+        rows: rows as u32,
+        out_features: out_features as u32,
+        rank: rank as u32,
+        dy_ld: dy_operand.ld,
+        scale: adapter.scale,
+    };
+    let grad_b_grid = split(grad_grid(GRAD_B.name, out_features, rank)?);
+    device.launch(&GRAD_B, grad_config(grad_b_grid), &grad_b)
 }
 
 /// Checks an adapter's backward tensors against `shape` (errors name `kernel`).
@@ -300,60 +326,6 @@ pub(super) fn check_adapter_backward(
     check_len(kernel, "xa", lora.xa, shape.rows * rank)?;
     check_len(kernel, "grad_a", lora.grad_a, rank * shape.in_features)?;
     check_len(kernel, "grad_b", lora.grad_b, shape.out_features * rank)
-}
-
-/// Accumulates the adapter's gradients `grad_a += s·(dY·B)ᵀ·x` and `grad_b += s·dYᵀ·xa`, given
-/// `dy_b = dY·B` (`[rows][rank]`, f32, a buffer on `device`) and `dy` as the kernels read it; the
-/// caller has checked the tensors ([`check_adapter_backward`]).
-fn adapter_gradients(
-    device: &Device,
-    shape: LinearShape,
-    dy: Operand,
-    x: &Buffer<u16>,
-    lora: LoraBackward,
-    dy_b: *const f32,
-    scratch: &mut LinearScratch,
-) -> Result<()> {
-    let LinearShape {
-        rows,
-        in_features,
-        out_features,
-    } = shape;
-    let (adapter, rank) = (lora.adapter, lora.adapter.rank);
-    let x_operand = aligned_operand(
-        device,
-        GRAD_A.name,
-        x,
-        rows,
-        in_features,
-        &mut scratch.x,
-        "x",
-    )?;
-    let grad_a = LoraGradAParams {
-        dy_b,
-        x: x_operand.pointer,
-        grad_a: device.pointer_mut(lora.grad_a, "grad_a")?,
-        rows: rows as u32,
-        in_features: in_features as u32,
-        rank: rank as u32,
-        x_ld: x_operand.ld,
-        scale: adapter.scale,
-    };
-    let split = row_slices(rows);
-    let grad_a_grid = split(grad_grid(GRAD_A.name, rank, in_features)?);
-    device.launch(&GRAD_A, grad_config(grad_a_grid), &grad_a)?;
-    let grad_b = LoraGradBParams {
-        dy: dy.pointer,
-        xa: device.pointer(lora.xa, "xa")?,
-        grad_b: device.pointer_mut(lora.grad_b, "grad_b")?,
-        rows: rows as u32,
-        out_features: out_features as u32,
-        rank: rank as u32,
-        dy_ld: dy.ld,
-        scale: adapter.scale,
-    };
-    let grad_b_grid = split(grad_grid(GRAD_B.name, out_features, rank)?);
-    device.launch(&GRAD_B, grad_config(grad_b_grid), &grad_b)
 }
 
 /// Checks the forward's tensors against `shape` (errors name `kernel`); returns the kernel's grid.
