@@ -205,7 +205,8 @@ mod tests {
     }
 
     /// Sizes across every blocking boundary (KC rows and NC columns of a packed panel, the rows
-    /// of a task, the kernel's 4-row and 8-column edges), each layout, f32 and f64.
+    /// of a task, the kernel's 4-row edge and its 48-, 8- and 1-column edge blocks), each layout,
+    /// f32 and f64.
     #[test]
     fn gemm_matches_its_definition_across_block_boundaries() {
         let mut rng = Rng::new(17);
@@ -215,6 +216,7 @@ mod tests {
             (70, 300, 258),
             (257, 129, 64),
             (33, 64, 7),
+            (9, 40, 112),
         ];
         for (case, &size) in sizes.iter().enumerate() {
             for layout in 0..3 {

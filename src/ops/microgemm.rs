@@ -129,8 +129,11 @@ unsafe fn blocked<T: Float, const MR: usize, const NR: usize, const FUSED: bool>
 }
 
 /// Rows `i..i + MR` of C, in MR × NR register blocks. The columns right of the last full block
-/// go through full blocks of 32, 16 and 8 columns where they fit (so that a head dimension of 32 or
-/// 96 under the 64-wide AVX-512 blocks stays vectorised), and the last few through a scalar block.
+/// go through full blocks of 48, 32, 16 and 8 columns where they fit (so that a head dimension of
+/// 32 or 96 under the 64-wide AVX-512 blocks stays vectorised, and the MLP's 688 = 10·64 + 48
+/// columns end in one block of 12 accumulators instead of a 32-wide block and a 16-wide one, whose
+/// four chains of dependent multiply-adds leave the FMA units half idle), and the last few through
+/// a scalar block.
 #[inline(always)]
 unsafe fn row_panel<T: Float, const MR: usize, const NR: usize, const FUSED: bool>(
     p: &Product<T>,
@@ -140,6 +143,10 @@ unsafe fn row_panel<T: Float, const MR: usize, const NR: usize, const FUSED: boo
     while j + NR <= p.n {
         unsafe { block_at::<T, MR, NR, FUSED>(p, i, j) };
         j += NR;
+    }
+    if NR > 48 && j + 48 <= p.n {
+        unsafe { block_at::<T, MR, 48, FUSED>(p, i, j) };
+        j += 48;
     }
     if NR > 32 && j + 32 <= p.n {
         unsafe { block_at::<T, MR, 32, FUSED>(p, i, j) };
