@@ -6,10 +6,17 @@
 //! through `ops::simd`, compiled for AVX-512 and AVX2 as well as the baseline target, with a
 //! polynomial exp for f32 (f64 keeps libm's: it is the precision the gradient checks demand, not a
 //! speed path).
+//!
+//! A full tile's rows (`queries == BR`) are cut to the constant `BR`, with the per-query
+//! statistics in fixed-size arrays, so that each row compiles to a few whole vectors and the
+//! statistics stay in registers. Cut to a run-time length, a row of 64 scores is two AVX-512
+//! iterations behind some forty instructions of length, bounds and overlap checks: the backward's
+//! `dS` pass took as long as its exp.
 
 #[cfg(target_arch = "x86_64")]
 use std::any::TypeId;
 
+use super::tiled::BR;
 use crate::float::Float;
 use crate::ops::simd::{self, Kernel};
 
@@ -35,11 +42,21 @@ struct ColumnMax<'a, 'b, T> {
 impl<T: Float> Kernel for ColumnMax<'_, '_, T> {
     #[inline(always)]
     fn run<const FUSED: bool>(self) {
-        let max = &mut self.max[..self.tile.queries];
-        for row in self.tile.st.chunks(self.tile.ld).take(self.tile.keys) {
+        let (queries, ld) = (self.tile.queries, self.tile.ld);
+        let rows = self.tile.st.chunks(ld).take(self.tile.keys);
+        let row_max = |max: &mut [T], row: &[T]| {
             for (m, &s) in max.iter_mut().zip(row) {
                 *m = m.max(s);
             }
+        };
+        if queries == BR {
+            let max: &mut [T; BR] = (&mut self.max[..BR]).try_into().unwrap();
+            let mut acc = *max;
+            rows.for_each(|row| row_max(&mut acc, &row[..BR]));
+            *max = acc;
+        } else {
+            let max = &mut self.max[..queries];
+            rows.for_each(|row| row_max(max, &row[..queries]));
         }
     }
 }
@@ -118,13 +135,23 @@ struct ExpColumns<'a, 'b, T> {
 impl<T: Float> Kernel for ExpColumns<'_, '_, T> {
     #[inline(always)]
     fn run<const FUSED: bool>(self) {
-        let queries = self.tile.queries;
-        let (shift, sum) = (&self.shift[..queries], &mut self.sum[..queries]);
-        for row in self.tile.st.chunks_mut(self.tile.ld).take(self.tile.keys) {
+        let (queries, ld) = (self.tile.queries, self.tile.ld);
+        let rows = self.tile.st.chunks_mut(ld).take(self.tile.keys);
+        let exp_row = |row: &mut [T], shift: &[T], sum: &mut [T]| {
             for ((s, &m), total) in row.iter_mut().zip(shift).zip(sum.iter_mut()) {
                 *s = (*s - m).exp_simd::<FUSED>();
                 *total += *s;
             }
+        };
+        if queries == BR {
+            let shift: [T; BR] = self.shift[..BR].try_into().unwrap();
+            let sum: &mut [T; BR] = (&mut self.sum[..BR]).try_into().unwrap();
+            let mut acc = *sum;
+            rows.for_each(|row| exp_row(&mut row[..BR], &shift, &mut acc));
+            *sum = acc;
+        } else {
+            let (shift, sum) = (&self.shift[..queries], &mut self.sum[..queries]);
+            rows.for_each(|row| exp_row(&mut row[..queries], shift, sum));
         }
     }
 }
@@ -145,12 +172,19 @@ impl<T: Float> Kernel for SoftmaxGradColumns<'_, '_, T> {
     #[inline(always)]
     fn run<const FUSED: bool>(self) {
         let (queries, ld) = (self.ds.queries, self.ds.ld);
-        let delta = &self.delta[..queries];
         let rows = self.ds.st.chunks_mut(ld).zip(self.p.chunks(ld));
-        for (ds_row, p_row) in rows.take(self.ds.keys) {
-            for ((g, &p), &d) in ds_row.iter_mut().zip(p_row).zip(delta) {
+        let grad_row = |ds: &mut [T], p: &[T], delta: &[T]| {
+            for ((g, &p), &d) in ds.iter_mut().zip(p).zip(delta) {
                 *g = p * (*g - d);
             }
+        };
+        let rows = rows.take(self.ds.keys);
+        if queries == BR {
+            let delta: [T; BR] = self.delta[..BR].try_into().unwrap();
+            rows.for_each(|(ds, p)| grad_row(&mut ds[..BR], &p[..BR], &delta));
+        } else {
+            let delta = &self.delta[..queries];
+            rows.for_each(|(ds, p)| grad_row(&mut ds[..queries], &p[..queries], delta));
         }
     }
 }
@@ -179,6 +213,7 @@ mod tests {
             (64, 64, 64),
             (33, 17, 20),
             (64, 3, 64),
+            (5, 64, 70),
         ] {
             let st = ragged_scores(keys, ld);
             let want_max: Vec<f32> = (0..queries)
@@ -310,7 +345,13 @@ mod tests {
     /// `ds = p ∘ (dp − delta)` on ragged tiles with padding columns, every instruction set.
     #[test]
     fn softmax_grad_pass_matches_its_definition() {
-        for (keys, queries, ld) in [(1, 1, 1), (7, 5, 9), (64, 64, 64), (33, 17, 20)] {
+        for (keys, queries, ld) in [
+            (1, 1, 1),
+            (7, 5, 9),
+            (64, 64, 64),
+            (33, 17, 20),
+            (5, 64, 70),
+        ] {
             let value = |i: usize, scale: f32| ((i * 7919) % 23) as f32 * scale - 1.0;
             let p: Vec<f32> = (0..keys * ld).map(|i| value(i, 0.04)).collect();
             let dp: Vec<f32> = (0..keys * ld).map(|i| value(i + 5, 0.3)).collect();
