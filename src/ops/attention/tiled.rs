@@ -86,9 +86,11 @@ impl<T: Float> Shared<T> {
             offset + src.len() <= self.len,
             "attention gradient row out of bounds"
         );
-        for (c, &v) in src.iter().enumerate() {
-            // SAFETY: in bounds (asserted), and the caller's alone.
-            unsafe { *self.ptr.add(offset + c) += v };
+        // SAFETY: in bounds (asserted), and the caller's alone. As a slice (not one raw-pointer
+        // update per element) the sum vectorises.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), src.len()) };
+        for (x, &v) in dst.iter_mut().zip(src) {
+            *x += v;
         }
     }
 }
@@ -414,9 +416,11 @@ unsafe fn finish_q_tile<T: Float>(
             "attention output row out of bounds"
         );
         let inv = s.sum[r].recip();
-        for (c, &a) in s.acc[r * d..(r + 1) * d].iter().enumerate() {
-            // SAFETY: in bounds (asserted), and the row is the caller's alone.
-            unsafe { *out.ptr.add(at + c) = a * inv };
+        // SAFETY: in bounds (asserted), and the row is the caller's alone. As a slice (not one
+        // raw-pointer store per element) the row's scaling vectorises.
+        let out_row = unsafe { std::slice::from_raw_parts_mut(out.ptr.add(at), d) };
+        for (o, &a) in out_row.iter_mut().zip(&s.acc[r * d..(r + 1) * d]) {
+            *o = a * inv;
         }
         // SAFETY: as above.
         unsafe { *lse.ptr.add(stat) = s.max[r] + s.sum[r].ln() };
