@@ -109,62 +109,83 @@ unsafe fn product_avx2(p: &Product<f32>) {
 /// of 48, 32, 16 and 8 columns where they fit (so that a head dimension of 32 or 96 under the
 /// 64-wide AVX-512 blocks stays vectorised, and the MLP's 688 = 10·64 + 48 columns end in one
 /// block of 12 accumulators instead of a 32-wide block and a 16-wide one, whose four chains of
-/// dependent multiply-adds leave the FMA units half idle), and the last few through a scalar
-/// block. Columns outermost: our products are one or two panels wide (the attention's tiles, the
-/// GEMM's packed panels), so the choice of widths runs once per panel instead of once per block of
-/// rows, and the loop over a panel's row blocks is as plain as a hand-written one. On a 64×64×64
-/// product in L1 that took a 4 × 64 block from ~543 to ~524 cycles (512 is the FMA bound).
+/// dependent multiply-adds leave the FMA units half idle), and the last `n mod 8` through a scalar
+/// block, row block by row block alongside the first panel: there its latency-bound work overlaps
+/// the vector blocks' and finds A's rows in L1 (after the panels, it made the lm head's n = 258
+/// product 15% slower). Columns outermost: our products are one or two panels wide (the
+/// attention's tiles, the GEMM's packed panels), so the choice of widths runs once per panel
+/// instead of once per block of rows, and the loop over a panel's row blocks is as plain as a
+/// hand-written one. On a 64×64×64 product in L1 that took a 4 × 64 block from ~543 to ~524
+/// cycles (512 is the FMA bound).
 #[inline(always)]
 unsafe fn blocked<T: Float, const MR: usize, const NR: usize, const FUSED: bool>(p: &Product<T>) {
+    if p.n < 8 {
+        return unsafe { column_panel::<T, MR, 8, FUSED>(p, 0, p.n, 0) };
+    }
+    let mut edge = p.n % 8;
     let mut j = 0;
     while j + NR <= p.n {
-        unsafe { column_panel::<T, MR, NR, FUSED>(p, j, NR) };
-        j += NR;
+        unsafe { column_panel::<T, MR, NR, FUSED>(p, j, NR, edge) };
+        (j, edge) = (j + NR, 0);
     }
     if NR > 48 && j + 48 <= p.n {
-        unsafe { column_panel::<T, MR, 48, FUSED>(p, j, 48) };
-        j += 48;
+        unsafe { column_panel::<T, MR, 48, FUSED>(p, j, 48, edge) };
+        (j, edge) = (j + 48, 0);
     }
     if NR > 32 && j + 32 <= p.n {
-        unsafe { column_panel::<T, MR, 32, FUSED>(p, j, 32) };
-        j += 32;
+        unsafe { column_panel::<T, MR, 32, FUSED>(p, j, 32, edge) };
+        (j, edge) = (j + 32, 0);
     }
     if NR > 16 && j + 16 <= p.n {
-        unsafe { column_panel::<T, MR, 16, FUSED>(p, j, 16) };
-        j += 16;
+        unsafe { column_panel::<T, MR, 16, FUSED>(p, j, 16, edge) };
+        (j, edge) = (j + 16, 0);
     }
     if NR > 8 && j + 8 <= p.n {
-        unsafe { column_panel::<T, MR, 8, FUSED>(p, j, 8) };
-        j += 8;
-    }
-    if j < p.n {
-        unsafe { column_panel::<T, MR, NR, FUSED>(p, j, p.n - j) };
+        unsafe { column_panel::<T, MR, 8, FUSED>(p, j, 8, edge) };
     }
 }
 
-/// Columns `j..j + cols` of C (`cols <= W`), in blocks of MR rows, then the last `m mod MR` rows
-/// in blocks of 4, 2 and 1 rows, so that every row stays on the vector path.
+/// Columns `j..j + cols` of C (`cols <= W`), and the last `edge` columns of C when that is not 0,
+/// in blocks of MR rows, then the last `m mod MR` rows in blocks of 4, 2 and 1 rows, so that every
+/// row stays on the vector path.
 #[inline(always)]
 unsafe fn column_panel<T: Float, const MR: usize, const W: usize, const FUSED: bool>(
     p: &Product<T>,
     j: usize,
     cols: usize,
+    edge: usize,
 ) {
     let mut i = 0;
     while i + MR <= p.m {
-        unsafe { block_at::<T, MR, W, FUSED>(p, i, j, cols) };
+        unsafe { row_block::<T, MR, W, FUSED>(p, i, j, cols, edge) };
         i += MR;
     }
     if MR > 4 && i + 4 <= p.m {
-        unsafe { block_at::<T, 4, W, FUSED>(p, i, j, cols) };
+        unsafe { row_block::<T, 4, W, FUSED>(p, i, j, cols, edge) };
         i += 4;
     }
     if MR > 2 && i + 2 <= p.m {
-        unsafe { block_at::<T, 2, W, FUSED>(p, i, j, cols) };
+        unsafe { row_block::<T, 2, W, FUSED>(p, i, j, cols, edge) };
         i += 2;
     }
     if i < p.m {
-        unsafe { block_at::<T, 1, W, FUSED>(p, i, j, cols) };
+        unsafe { row_block::<T, 1, W, FUSED>(p, i, j, cols, edge) };
+    }
+}
+
+/// Rows `i..i + MR` of a column panel: its block at (i, j), then, when `edge` is not 0, the
+/// block of C's last `edge` columns.
+#[inline(always)]
+unsafe fn row_block<T: Float, const MR: usize, const W: usize, const FUSED: bool>(
+    p: &Product<T>,
+    i: usize,
+    j: usize,
+    cols: usize,
+    edge: usize,
+) {
+    unsafe { block_at::<T, MR, W, FUSED>(p, i, j, cols) };
+    if edge > 0 {
+        unsafe { block_at::<T, MR, 8, FUSED>(p, i, p.n - edge, edge) };
     }
 }
 
