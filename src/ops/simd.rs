@@ -145,10 +145,11 @@ pub(crate) fn exp_f32<const FUSED: bool>(x: f32) -> f32 {
 /// exponent bits, a shift, an add and a product) and zeroes the lanes below the cutoff under a mask
 /// (in place of a clamp, two compares and two blends). Its inputs are scores minus their row's
 /// maximum or log-sum-exp, at most 0 but for rounding, so it also omits `exp_f32`'s clamp from
-/// above: 14 vector operations instead of 23. Bitwise equal to `exp_f32::<true>` on `[-87, 88]`
-/// and wherever that gives 0 or NaN; above 88 it gives the finite value up to e^88.72 ≈ 3.4e38 and
-/// +inf beyond, up to x = 10^6. Past that (where `x·log2(e)` no longer rounds to its integer part
-/// through [`ROUND`]) and at +inf the value is unspecified.
+/// above: 12 vector arithmetic instructions per 16 lanes in the softmax's exp pass (read in its
+/// disassembly). Bitwise equal to `exp_f32::<true>` on `[-87, 88]` and wherever that gives 0 or
+/// NaN; above 88 it gives the finite value up to e^88.72 ≈ 3.4e38 and +inf beyond, up to x = 10^6.
+/// Past that (where `x·log2(e)` no longer rounds to its integer part through [`ROUND`]) and at
+/// +inf the value is unspecified.
 ///
 /// # Safety
 /// The CPU must have AVX-512F.
