@@ -119,9 +119,6 @@ unsafe fn product_avx2(p: &Product<f32>) {
 /// cycles (512 is the FMA bound).
 #[inline(always)]
 unsafe fn blocked<T: Float, const MR: usize, const NR: usize, const FUSED: bool>(p: &Product<T>) {
-    if p.n < 8 {
-        return unsafe { column_panel::<T, MR, 8, FUSED>(p, 0, p.n, 0) };
-    }
     let mut edge = p.n % 8;
     let mut j = 0;
     while j + NR <= p.n {
@@ -142,6 +139,11 @@ unsafe fn blocked<T: Float, const MR: usize, const NR: usize, const FUSED: bool>
     }
     if NR > 8 && j + 8 <= p.n {
         unsafe { column_panel::<T, MR, 8, FUSED>(p, j, 8, edge) };
+        (j, edge) = (j + 8, 0);
+    }
+    if edge > 0 {
+        // No panel to go beside (n < 8): the edge is C's only panel.
+        unsafe { column_panel::<T, MR, 8, FUSED>(p, j, edge, 0) };
     }
 }
 

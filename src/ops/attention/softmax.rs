@@ -172,7 +172,12 @@ impl<T: Float> Kernel for SoftmaxGradColumns<'_, '_, T> {
     #[inline(always)]
     fn run<const FUSED: bool>(self) {
         let (queries, ld) = (self.ds.queries, self.ds.ld);
-        let rows = (self.ds.st.chunks_mut(ld).zip(self.p.chunks(ld))).take(self.ds.keys);
+        let rows = self
+            .ds
+            .st
+            .chunks_mut(ld)
+            .zip(self.p.chunks(ld))
+            .take(self.ds.keys);
         let grad_row = |ds: &mut [T], p: &[T], delta: &[T]| {
             for ((g, &p), &d) in ds.iter_mut().zip(p).zip(delta) {
                 *g = p * (*g - d);
