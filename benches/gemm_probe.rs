@@ -9,6 +9,10 @@ use std::time::Instant;
 use longlora::ops::matmul::{matmul_nn, matmul_nt};
 use longlora::rng::Rng;
 
+/// The harness's allocator, so that the products' outputs are placed as a training step's are.
+#[global_allocator]
+static ALLOCATOR: longlora::allocator::LargeBlocks = longlora::allocator::LargeBlocks;
+
 fn main() {
     // cargo passes `--bench` to every bench target: only the positional arguments are ours.
     let args: Vec<usize> = std::env::args()

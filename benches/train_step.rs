@@ -16,7 +16,7 @@ use longlora::train::{TrainConfig, Trainer};
 
 /// The harness's allocator, so that the step is timed as `harness finetune` runs it.
 #[global_allocator]
-static ALLOCATOR: longlora::allocator::HugePages = longlora::allocator::HugePages;
+static ALLOCATOR: longlora::allocator::LargeBlocks = longlora::allocator::LargeBlocks;
 
 const CONTEXT: usize = 1024;
 

@@ -62,9 +62,9 @@ enum Command {
     PasskeyCorpus(passkey_corpus::PasskeyCorpusArgs),
 }
 
-/// Large tensors on 2 MiB pages where the kernel has them (see `longlora::allocator`).
+/// Large tensors on cache lines and 2 MiB pages (see `longlora::allocator`).
 #[global_allocator]
-static ALLOCATOR: longlora::allocator::HugePages = longlora::allocator::HugePages;
+static ALLOCATOR: longlora::allocator::LargeBlocks = longlora::allocator::LargeBlocks;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
