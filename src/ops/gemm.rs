@@ -77,11 +77,6 @@ pub(crate) fn gemm<T: Float>(
                 let (j0, cols) = (panel * NC, NC.min(n - panel * NC));
                 for k0 in (0..k).step_by(KC) {
                     let depth = KC.min(k - k0);
-                    let beta = if k0 == 0 && !accumulate {
-                        T::zero()
-                    } else {
-                        T::one()
-                    };
                     // SAFETY: the asserts above keep rows row0.. row0 + rows and columns
                     // k0.. k0 + depth of A inside `a.data`; the panel's rows k0.. k0 + depth
                     // lie inside `packed` (k·NC per panel); C is this task's own chunk, a
@@ -97,7 +92,7 @@ pub(crate) fn gemm<T: Float>(
                             csa: a.cs,
                             b: packed.as_ptr().add((panel * k + k0) * NC),
                             rsb: NC,
-                            beta,
+                            accumulate: accumulate || k0 > 0,
                             c: c_rows.as_mut_ptr().add(j0),
                             ldc: n,
                         })

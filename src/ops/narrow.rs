@@ -84,7 +84,7 @@ fn rows_times<T: Float>(
                 csa: 1,
                 b: b.as_ptr(),
                 rsb: r,
-                beta: if acc { T::one() } else { T::zero() },
+                accumulate: acc,
                 c: out.as_mut_ptr(),
                 ldc: r,
             })
@@ -129,7 +129,7 @@ pub fn widen_nn<T: Float>(y: &mut [T], t: &[T], a: &[T], m: usize, r: usize, n: 
                 csa: 1,
                 b: a.as_ptr(),
                 rsb: n,
-                beta: T::one(),
+                accumulate: true,
                 c: y_rows.as_mut_ptr(),
                 ldc: n,
             })
@@ -172,7 +172,7 @@ pub fn narrow_tn<T: Float>(g: &mut [T], t: &[T], x: &[T], m: usize, r: usize, k:
                     csa: r,
                     b: x.as_ptr().add(m0 * k + c0),
                     rsb: k,
-                    beta: T::one(),
+                    accumulate: true,
                     c: g.at(c0),
                     ldc: k,
                 })

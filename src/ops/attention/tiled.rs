@@ -132,14 +132,14 @@ fn row_major<T>(data: &[T], offset: usize, rs: usize) -> In<'_, T> {
     }
 }
 
-/// `c[m×n] = alpha·a[m×k]·b[k×n] + beta·c`; `b` must have unit column stride.
+/// `c[m×n] (+)= alpha·a[m×k]·b[k×n]` (`+=` when `accumulate`); `b` must have unit column stride.
 #[allow(clippy::too_many_arguments)]
 fn tile_product<T: Float>(
     (m, k, n): (usize, usize, usize),
     alpha: T,
     a: In<'_, T>,
     b: In<'_, T>,
-    beta: T,
+    accumulate: bool,
     c: Out<T>,
 ) {
     if m == 0 || n == 0 {
@@ -168,7 +168,7 @@ fn tile_product<T: Float>(
             csa: a.cs,
             b: b.data.as_ptr().add(b.offset),
             rsb: b.rs,
-            beta,
+            accumulate,
             c: c.ptr.add(c.offset),
             ldc: c.ld,
         });
@@ -242,7 +242,7 @@ impl<T: Float> Inputs<'_, T> {
             self.scale(),
             row_major(self.k_heads, self.head_at(b, keys.start, kvh), d),
             row_major(&s.qt, 0, BR),
-            T::zero(),
+            false,
             Out::scratch(&mut s.st, BR),
         );
         s.plan.mask_columns(keys, &mut s.st, BR);
@@ -329,7 +329,7 @@ pub(super) fn forward_q_tile<T: Float>(
                     cs: BR,
                 },
                 row_major(x.v_heads, x.head_at(b, keys.start, kvh), d),
-                T::one(),
+                true,
                 Out::scratch(&mut s.acc, d),
             );
         }
@@ -524,7 +524,7 @@ unsafe fn backward_tile<T: Float>(
         T::one(),
         row_major(p, 0, BR),
         row_major(&s.do_pack, 0, d),
-        T::one(),
+        true,
         unsafe { g.dv.at(kv_head_rows, d) },
     );
     tile_product(
@@ -532,7 +532,7 @@ unsafe fn backward_tile<T: Float>(
         T::one(),
         row_major(x.v_heads, kv_head_rows, d),
         row_major(&s.dot, 0, BR),
-        T::zero(),
+        false,
         Out::scratch(ds, BR),
     );
     softmax_grad_columns(
@@ -556,7 +556,7 @@ unsafe fn backward_tile<T: Float>(
         x.scale(),
         ds_t,
         row_major(x.k_heads, kv_head_rows, d),
-        T::one(),
+        true,
         Out::scratch(&mut s.dq, d),
     );
     tile_product(
@@ -564,7 +564,7 @@ unsafe fn backward_tile<T: Float>(
         x.scale(),
         row_major(&ds[..], 0, BR),
         row_major(&s.q_pack, 0, d),
-        T::one(),
+        true,
         unsafe { g.dk.at(kv_head_rows, d) },
     );
 }
