@@ -140,25 +140,34 @@ unsafe fn walk<T: Float, const MR: usize, const NR: usize, const FUSED: bool, co
         unsafe { column_panel::<T, MR, NR, FUSED, ACC>(p, j, NR, edge) };
         (j, edge) = (j + NR, 0);
     }
-    if NR > 48 && j + 48 <= p.n {
-        unsafe { column_panel::<T, MR, 48, FUSED, ACC>(p, j, 48, edge) };
-        (j, edge) = (j + 48, 0);
-    }
-    if NR > 32 && j + 32 <= p.n {
-        unsafe { column_panel::<T, MR, 32, FUSED, ACC>(p, j, 32, edge) };
-        (j, edge) = (j + 32, 0);
-    }
-    if NR > 16 && j + 16 <= p.n {
-        unsafe { column_panel::<T, MR, 16, FUSED, ACC>(p, j, 16, edge) };
-        (j, edge) = (j + 16, 0);
-    }
-    if NR > 8 && j + 8 <= p.n {
-        unsafe { column_panel::<T, MR, 8, FUSED, ACC>(p, j, 8, edge) };
-        (j, edge) = (j + 8, 0);
-    }
+    unsafe { narrower_panel::<T, MR, NR, 48, FUSED, ACC>(p, &mut j, &mut edge) };
+    unsafe { narrower_panel::<T, MR, NR, 32, FUSED, ACC>(p, &mut j, &mut edge) };
+    unsafe { narrower_panel::<T, MR, NR, 16, FUSED, ACC>(p, &mut j, &mut edge) };
+    unsafe { narrower_panel::<T, MR, NR, 8, FUSED, ACC>(p, &mut j, &mut edge) };
     if edge > 0 {
         // No panel to go beside (n < 8): the edge is C's only panel.
         unsafe { column_panel::<T, MR, 8, FUSED, ACC>(p, j, edge, 0) };
+    }
+}
+
+/// The panel of W columns at `*j`, when W is narrower than the walk's full panels and fits in the
+/// columns left; it takes the edge along (see `column_panel`) and moves `*j` past itself.
+#[inline(always)]
+unsafe fn narrower_panel<
+    T: Float,
+    const MR: usize,
+    const NR: usize,
+    const W: usize,
+    const FUSED: bool,
+    const ACC: bool,
+>(
+    p: &Product<T>,
+    j: &mut usize,
+    edge: &mut usize,
+) {
+    if NR > W && *j + W <= p.n {
+        unsafe { column_panel::<T, MR, W, FUSED, ACC>(p, *j, W, *edge) };
+        (*j, *edge) = (*j + W, 0);
     }
 }
 
