@@ -126,10 +126,11 @@ fn main() {
     flops_table("Llama-2-7B", &llama2_7b(), &lengths_7b, TFLOP);
     paper_flops_table("Llama-2-7B", &llama2_7b(), &PAPER_FIGURE_CONTEXTS, TFLOP);
     memory_table("Llama-2-7B", &llama2_7b(), 8192, GIB);
+    // The side-by-side bench's lengths (scripts/bench-vs-pytorch.sh): its model is this one.
     flops_table(
         "built-in model",
         &LlamaConfig::builtin(),
-        &[1024, 4096],
+        &[1024, 4096, 16384],
         GFLOP,
     );
     paper_flops_table(
